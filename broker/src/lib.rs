@@ -1,1 +1,20 @@
-//! broker
+//! The Kafka-compatible broker.
+//!
+//! Layout:
+//! - `main.rs` (binary `kbroker`): command line → [`config::BrokerConfig`] → [`server::run`].
+//! - [`config`]: Kafka property names and defaults, properties file, overrides.
+//! - [`server`]: listeners, connection limit, periodic log tasks, shutdown.
+//! - [`connection`]: framing, in-order handling, response queue per client.
+//! - [`handlers`]: one module per Kafka API; `handlers::handle` dispatches.
+//! - [`state`]: topics, partitions and their logs; topic create/delete.
+//! - [`topic_config`]: topic-level configs, validation, log configs.
+//! - [`errors`]: the one mapping from internal errors to Kafka error codes.
+
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+pub mod state;
+pub mod topic_config;

@@ -1,1 +1,60 @@
-fn main() {}
+//! `kbroker`: parses the command line and runs the broker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use broker::config::BrokerConfig;
+use broker::state::Broker;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// A Kafka-compatible broker.
+///
+/// Configuration uses Apache Kafka's property names, from an optional
+/// properties file and `--override key=value` arguments, as
+/// `kafka-server-start.sh server.properties --override key=value` does.
+/// With no arguments it listens on port 9092 and keeps its data in ./data.
+#[derive(Debug, Parser)]
+#[command(name = "kbroker", version)]
+struct Arguments {
+    /// A server.properties file.
+    config: Option<PathBuf>,
+    /// A `key=value` property that overrides the file (repeatable).
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let arguments = Arguments::parse();
+    let config = BrokerConfig::load(arguments.config.as_deref(), &arguments.overrides)?;
+    tracing::info!(node_id = config.node_id, log_dir = %config.log_dir.display(), "starting");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let store = coordinator::StandaloneStore::open(&config.log_dir).context("opening metadata")?;
+        let broker = Arc::new(Broker::open(config, Box::new(store)).context("opening logs")?);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        broker::server::run(broker, shutdown).await
+    })
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

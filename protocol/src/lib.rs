@@ -1,1 +1,19 @@
-//! protocol
+//! The Kafka wire protocol, on top of the `kafka-protocol` crate. No I/O.
+//!
+//! Layout:
+//! - [`frame`]: the 4-byte length prefix and its limit (`socket.request.max.bytes`).
+//! - [`api`]: the one table of APIs this broker implements and their version
+//!   ranges; the ApiVersions response is built from it.
+//! - [`codec`]: request header + body decoding, response encoding with the
+//!   right header version.
+//! - [`batch`]: RecordBatch v2 headers and CRC-32C, without decompressing.
+//!
+//! Errors from the generated codec (`anyhow`) are converted to [`codec::DecodeError`]
+//! here, at the crate boundary.
+
+pub mod api;
+pub mod batch;
+pub mod codec;
+pub mod frame;
+
+pub use kafka_protocol;

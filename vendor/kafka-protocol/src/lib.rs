@@ -1,3 +1,5 @@
+// Patched: vendored code; its warnings are upstream's (see PATCHES.md).
+#![allow(warnings, clippy::all)]
 //! Implementation of [the Kafka wire protocol](https://kafka.apache.org/protocol.html) in Rust.
 //!
 //! This library follows the approach of the Kafka project and generates the protocol through

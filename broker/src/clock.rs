@@ -1,0 +1,8 @@
+//! Wall-clock time in milliseconds, as Kafka's timestamps are.
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,315 @@
+//! Broker configuration with Apache Kafka's property names and defaults.
+//!
+//! Sources, later ones winning: built-in defaults, a Java-style properties
+//! file, then `--override key=value` arguments (as `kafka-server-start.sh
+//! server.properties --override key=value`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use storage::{LogConfig, TimestampType};
+
+/// A listener such as `PLAINTEXT://127.0.0.1:9092`. An empty host binds every interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    fn parse(text: &str) -> anyhow::Result<Listener> {
+        let (name, address) = text.split_once("://").with_context(|| format!("listener {text:?} lacks NAME://"))?;
+        let (host, port) = address.rsplit_once(':').with_context(|| format!("listener {text:?} lacks :PORT"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse().with_context(|| format!("listener {text:?} has a bad port"))?;
+        Ok(Listener { name: name.to_string(), host: host.to_string(), port })
+    }
+
+    /// The address to bind: an empty host means every interface.
+    pub fn bind_address(&self) -> String {
+        let host = if self.host.is_empty() { "0.0.0.0" } else { &self.host };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listeners: Vec<Listener>,
+    /// What Metadata tells clients to connect to.
+    pub advertised_listener: Listener,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    /// Upper bound on the record bytes of one fetch response, whatever the client asks.
+    pub fetch_max_bytes: usize,
+    pub log_retention_check_interval_ms: u64,
+    /// The broker-wide defaults of every topic's log config.
+    pub log: LogConfig,
+}
+
+/// Every property we read, with Kafka's default. Unknown keys are warned about.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("listeners", "PLAINTEXT://:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", ""),
+    ("log.dir", "./data"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("max.connections", "10000"),
+    ("fetch.max.bytes", "57671680"),
+    ("message.max.bytes", "1048588"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", ""),
+    ("log.roll.hours", "168"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", ""),
+    ("log.message.timestamp.type", "CreateTime"),
+];
+
+/// Keys accepted as synonyms of ones above.
+const ALIASES: &[(&str, &str)] = &[("broker.id", "node.id")];
+
+/// Properties Kafka knows that we accept and ignore (so common server.properties files load).
+const IGNORED: &[&str] = &[
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+    "controller.listener.names",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "num.network.threads",
+    "num.io.threads",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "num.recovery.threads.per.data.dir",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "zookeeper.connect",
+    "zookeeper.connection.timeout.ms",
+];
+
+impl BrokerConfig {
+    /// Loads the properties file (if any) and applies `key=value` overrides.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> anyhow::Result<BrokerConfig> {
+        let mut properties = BTreeMap::new();
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            properties.extend(parse_properties(&text));
+        }
+        for item in overrides {
+            let (key, value) = item.split_once('=').with_context(|| format!("--override {item:?} is not key=value"))?;
+            properties.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        Self::from_properties(properties)
+    }
+
+    pub fn from_properties(given: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
+        let mut properties: BTreeMap<String, String> =
+            DEFAULTS.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        for (key, value) in given {
+            let key = ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key, |(_, name)| name.to_string());
+            if properties.contains_key(&key) {
+                properties.insert(key, value);
+            } else if IGNORED.contains(&key.as_str()) {
+                tracing::debug!(%key, "configuration accepted and ignored");
+            } else {
+                tracing::warn!(%key, "the configuration was supplied but isn't a known config");
+            }
+        }
+        let get = |key: &str| properties.get(key).map(String::as_str).unwrap_or("");
+        let number = |key: &str| -> anyhow::Result<i64> {
+            get(key).parse::<i64>().with_context(|| format!("{key}={:?} is not a number", get(key)))
+        };
+        let optional = |key: &str| -> anyhow::Result<Option<i64>> {
+            if get(key).is_empty() {
+                Ok(None)
+            } else {
+                number(key).map(Some)
+            }
+        };
+
+        let listeners = get("listeners")
+            .split(',')
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(Listener::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let Some(first_listener) = listeners.first().cloned() else { bail!("listeners is empty") };
+        let advertised_listener = match get("advertised.listeners").split(',').map(str::trim).find(|s| !s.is_empty()) {
+            Some(text) => Listener::parse(text)?,
+            // Kafka advertises the canonical host name; a quick start on one
+            // machine is better served by localhost.
+            None if first_listener.host.is_empty() || first_listener.host == "0.0.0.0" => {
+                Listener { host: "localhost".into(), ..first_listener }
+            }
+            None => first_listener,
+        };
+        let log_dirs = if get("log.dirs").is_empty() { get("log.dir") } else { get("log.dirs") };
+        let log_dirs: Vec<&str> = log_dirs.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let [log_dir] = log_dirs[..] else { bail!("exactly one log directory is supported, got {log_dirs:?}") };
+
+        let retention_ms = match (optional("log.retention.ms")?, optional("log.retention.minutes")?) {
+            (Some(ms), _) => ms,
+            (None, Some(minutes)) => minutes * 60_000,
+            (None, None) => number("log.retention.hours")? * 3_600_000,
+        };
+        let segment_ms = match optional("log.roll.ms")? {
+            Some(ms) => ms,
+            None => number("log.roll.hours")? * 3_600_000,
+        };
+        let message_timestamp_type = match get("log.message.timestamp.type") {
+            "CreateTime" => TimestampType::CreateTime,
+            "LogAppendTime" => TimestampType::LogAppendTime,
+            other => bail!("log.message.timestamp.type={other:?} is neither CreateTime nor LogAppendTime"),
+        };
+        let log = LogConfig {
+            segment_bytes: positive(number("log.segment.bytes")?, "log.segment.bytes")?,
+            segment_ms,
+            index_interval_bytes: u32::try_from(number("log.index.interval.bytes")?)
+                .context("log.index.interval.bytes")?,
+            retention_ms,
+            retention_bytes: number("log.retention.bytes")?,
+            max_message_bytes: u32::try_from(number("message.max.bytes")?).context("message.max.bytes")?,
+            message_timestamp_type,
+            flush_messages: positive(number("log.flush.interval.messages")?, "log.flush.interval.messages")?,
+            flush_ms: optional("log.flush.interval.ms")?.unwrap_or(i64::MAX),
+        };
+        let num_partitions = i32::try_from(number("num.partitions")?).context("num.partitions")?;
+        if num_partitions < 1 {
+            bail!("num.partitions must be at least 1");
+        }
+        Ok(BrokerConfig {
+            node_id: i32::try_from(number("node.id")?).context("node.id")?,
+            listeners,
+            advertised_listener,
+            log_dir: PathBuf::from(log_dir),
+            num_partitions,
+            default_replication_factor: i16::try_from(number("default.replication.factor")?)
+                .context("default.replication.factor")?,
+            auto_create_topics_enable: parse_bool(get("auto.create.topics.enable"), "auto.create.topics.enable")?,
+            socket_request_max_bytes: positive(number("socket.request.max.bytes")?, "socket.request.max.bytes")?
+                as usize,
+            max_connections: positive(number("max.connections")?, "max.connections")? as usize,
+            fetch_max_bytes: positive(number("fetch.max.bytes")?, "fetch.max.bytes")? as usize,
+            log_retention_check_interval_ms: positive(
+                number("log.retention.check.interval.ms")?,
+                "log.retention.check.interval.ms",
+            )?,
+            log,
+        })
+    }
+}
+
+fn positive(value: i64, key: &str) -> anyhow::Result<u64> {
+    if value <= 0 {
+        bail!("{key} must be positive, got {value}");
+    }
+    Ok(value as u64)
+}
+
+fn parse_bool(text: &str, key: &str) -> anyhow::Result<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => bail!("{key}={text:?} is not true or false"),
+    }
+}
+
+/// Parses Java properties: `key=value`, `key: value` or `key value`;
+/// `#` and `!` comments; a trailing backslash continues the line.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut properties = BTreeMap::new();
+    let mut logical = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if logical.is_empty() && (line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        if let Some(continued) = line.strip_suffix('\\') {
+            logical.push_str(continued);
+            continue;
+        }
+        logical.push_str(line);
+        let entry = std::mem::take(&mut logical);
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let split = entry.find(['=', ':', ' ', '\t']).unwrap_or(entry.len());
+        let key = entry[..split].trim();
+        let value = entry[split..].trim_start_matches([' ', '\t']);
+        let value = value.strip_prefix(['=', ':']).unwrap_or(value).trim();
+        properties.insert(key.to_string(), value.to_string());
+    }
+    properties
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> anyhow::Result<BrokerConfig> {
+        BrokerConfig::from_properties(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_listen_on_9092_with_a_local_data_dir() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.listeners[0].bind_address(), "0.0.0.0:9092");
+        assert_eq!(config.advertised_listener.host, "localhost");
+        assert_eq!(config.log_dir, PathBuf::from("./data"));
+        assert_eq!(config.log.retention_ms, 168 * 3_600_000);
+        assert_eq!(config.log.max_message_bytes, 1_048_588);
+        assert_eq!(config.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert!(config.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn kafka_precedence_of_retention_and_roll_settings() {
+        let config = config(&[("log.retention.minutes", "2"), ("log.roll.ms", "5000"), ("broker.id", "7")]).unwrap();
+        assert_eq!(config.log.retention_ms, 120_000);
+        assert_eq!(config.log.segment_ms, 5000);
+        assert_eq!(config.node_id, 7);
+        let config = super::tests::config(&[("log.retention.ms", "10"), ("log.retention.minutes", "2")]).unwrap();
+        assert_eq!(config.log.retention_ms, 10);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(config(&[("num.partitions", "zero")]).is_err());
+        assert!(config(&[("num.partitions", "0")]).is_err());
+        assert!(config(&[("listeners", "nonsense")]).is_err());
+        assert!(config(&[("log.dirs", "/a,/b")]).is_err());
+        assert!(config(&[("auto.create.topics.enable", "yes")]).is_err());
+    }
+
+    #[test]
+    fn properties_syntax() {
+        let parsed = parse_properties("# comment\n! other\na=1\nb: 2\nc 3\nlong=x,\\\n  y\n\n");
+        assert_eq!(parsed["a"], "1");
+        assert_eq!(parsed["b"], "2");
+        assert_eq!(parsed["c"], "3");
+        assert_eq!(parsed["long"], "x,y");
+    }
+}

@@ -1,0 +1,140 @@
+//! Fetch: whole batches from each partition, long polling until `min_bytes`
+//! are there or `max_wait_ms` has passed.
+//!
+//! Fetch sessions (KIP-227) are not kept: every response carries session id
+//! 0, which tells clients to keep sending full (sessionless) fetches.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::time::Instant;
+
+use crate::errors::{self, code};
+use crate::state::{Broker, Topic};
+
+/// Fetch v13+ names topics by id instead of by name.
+const TOPIC_ID_VERSION_MIN: i16 = 13;
+/// READ_COMMITTED in `isolation_level`.
+const READ_COMMITTED: i8 = 1;
+/// Longest a fetch may wait, whatever the client asks.
+pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
+
+pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
+    let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let mut appends = broker.subscribe_appends();
+    loop {
+        // Mark the current appends seen before reading, so none is missed
+        // between this read and the wait below.
+        appends.borrow_and_update();
+        let (response, bytes, failed) = read_once(broker, &request, version);
+        if bytes >= min_bytes.max(1) || failed || Instant::now() >= deadline {
+            return response;
+        }
+        tokio::select! {
+            changed = appends.changed() => if changed.is_err() { return response },
+            _ = tokio::time::sleep_until(deadline) => return read_once(broker, &request, version).0,
+        }
+    }
+}
+
+/// One pass over the requested partitions: the response, the record bytes
+/// in it, and whether any partition failed (which ends long polling).
+fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut remaining = usize::try_from(request.max_bytes)
+        .ok()
+        .filter(|&max| max > 0)
+        .unwrap_or(usize::MAX)
+        .min(broker.config.fetch_max_bytes);
+    let mut total = 0usize;
+    let mut failed = false;
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let responses = request
+        .topics
+        .iter()
+        .map(|fetch_topic| {
+            let (topic, unknown) = resolve_topic(broker, fetch_topic, version);
+            let partitions = fetch_topic
+                .partitions
+                .iter()
+                .map(|fetch_partition| {
+                    let data = match &topic {
+                        None => PartitionData::default()
+                            .with_partition_index(fetch_partition.partition)
+                            .with_error_code(unknown)
+                            .with_high_watermark(-1),
+                        Some(topic) => {
+                            // KIP-74: the first batch of the first partition with data is
+                            // returned whole even if it is larger than the limits.
+                            let min_one = total == 0;
+                            read_partition(topic, fetch_partition, remaining, min_one, read_committed)
+                        }
+                    };
+                    let size = data.records.as_ref().map_or(0, Bytes::len);
+                    total += size;
+                    remaining = remaining.saturating_sub(size);
+                    failed |= data.error_code != errors::NONE;
+                    data
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_topic_id(fetch_topic.topic_id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    (FetchResponse::default().with_responses(responses), total, failed)
+}
+
+fn resolve_topic(broker: &Broker, fetch_topic: &FetchTopic, version: i16) -> (Option<std::sync::Arc<Topic>>, i16) {
+    if version >= TOPIC_ID_VERSION_MIN {
+        (broker.topic_by_id(fetch_topic.topic_id), code(ResponseError::UnknownTopicId))
+    } else {
+        (broker.topic(fetch_topic.topic.0.as_str()), code(ResponseError::UnknownTopicOrPartition))
+    }
+}
+
+fn read_partition(
+    topic: &Topic,
+    request: &FetchPartition,
+    limit: usize,
+    min_one: bool,
+    read_committed: bool,
+) -> PartitionData {
+    let data = PartitionData::default().with_partition_index(request.partition);
+    let Some(partition) = usize::try_from(request.partition).ok().and_then(|index| topic.partitions.get(index)) else {
+        return data.with_error_code(code(ResponseError::UnknownTopicOrPartition)).with_high_watermark(-1);
+    };
+    let epoch_error = errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
+    if epoch_error != errors::NONE {
+        return data.with_error_code(epoch_error).with_high_watermark(-1);
+    }
+    let limit = limit.min(usize::try_from(request.partition_max_bytes).unwrap_or(0));
+    let result = partition.with_log(|log| {
+        let high_watermark = log.high_watermark();
+        let read = log.read(request.fetch_offset, limit, high_watermark, min_one);
+        (read, high_watermark, log.log_start_offset())
+    });
+    let (read, high_watermark, log_start_offset) = match result {
+        Ok(values) => values,
+        Err(closed) => return data.with_error_code(errors::closed_code(&closed)).with_high_watermark(-1),
+    };
+    let data = data
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(log_start_offset)
+        // No transactions yet: nothing aborted; null unless read_committed, as Kafka sends.
+        .with_aborted_transactions(read_committed.then(Vec::new));
+    match read {
+        Ok(records) => data.with_records(Some(records)),
+        Err(error) => {
+            tracing::debug!(topic = %topic.name, partition = request.partition, %error, "fetch failed");
+            data.with_error_code(errors::storage_error_code(&error)).with_records(Some(Bytes::new()))
+        }
+    }
+}

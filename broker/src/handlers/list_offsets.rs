@@ -1,0 +1,75 @@
+//! ListOffsets: earliest, latest, max timestamp, or the first offset at or
+//! after a timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::errors::{self, code};
+use crate::state::{Broker, Partition};
+
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+/// The response carries the leader epoch from v4 on.
+const LEADER_EPOCH_VERSION_MIN: i16 = 4;
+
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic_request| {
+            let topic = broker.topic(topic_request.name.0.as_str());
+            let partitions = topic_request
+                .partitions
+                .iter()
+                .map(|partition_request| {
+                    let partition = topic.as_ref().and_then(|topic| {
+                        usize::try_from(partition_request.partition_index)
+                            .ok()
+                            .and_then(|index| topic.partitions.get(index))
+                    });
+                    match partition {
+                        Some(partition) => list_partition(partition, partition_request, version),
+                        None => failed(partition_request, code(ResponseError::UnknownTopicOrPartition)),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(topic_request.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn failed(request: &ListOffsetsPartition, error_code: i16) -> ListOffsetsPartitionResponse {
+    ListOffsetsPartitionResponse::default()
+        .with_partition_index(request.partition_index)
+        .with_error_code(error_code)
+        .with_offset(-1)
+        .with_timestamp(-1)
+}
+
+fn list_partition(partition: &Partition, request: &ListOffsetsPartition, version: i16) -> ListOffsetsPartitionResponse {
+    let epoch_error = errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
+    if epoch_error != errors::NONE {
+        return failed(request, epoch_error);
+    }
+    let found = partition.with_log(|log| match request.timestamp {
+        LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+        MAX_TIMESTAMP => log.max_timestamp(),
+        timestamp => log.offset_for_timestamp(timestamp),
+    });
+    match found {
+        Ok(Ok(Some((offset, timestamp)))) => ListOffsetsPartitionResponse::default()
+            .with_partition_index(request.partition_index)
+            .with_offset(offset)
+            .with_timestamp(timestamp)
+            .with_leader_epoch(if version >= LEADER_EPOCH_VERSION_MIN { partition.leader_epoch } else { -1 }),
+        Ok(Ok(None)) => failed(request, errors::NONE),
+        Ok(Err(error)) => failed(request, errors::storage_error_code(&error)),
+        Err(closed) => failed(request, errors::closed_code(&closed)),
+    }
+}

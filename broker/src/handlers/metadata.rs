@@ -1,0 +1,114 @@
+//! Metadata: brokers, cluster id, controller, and topics with their
+//! partitions; creates requested topics when auto-creation is allowed.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::errors::{self, code};
+use crate::state::{Broker, Topic, TopicError};
+
+/// Sent when the client did not ask for authorized operations.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Before v1 an empty topic list meant "all topics"; from v1 that is null.
+const NULL_MEANS_ALL_VERSION_MIN: i16 = 1;
+/// Before v4 there is no `allow_auto_topic_creation` field: creation is allowed.
+const AUTO_CREATE_FIELD_VERSION_MIN: i16 = 4;
+
+pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let wanted = match request.topics {
+        Some(topics) if !(topics.is_empty() && version < NULL_MEANS_ALL_VERSION_MIN) => Some(topics),
+        _ => None,
+    };
+    let allow_auto_create = broker.config.auto_create_topics_enable
+        && (version < AUTO_CREATE_FIELD_VERSION_MIN || request.allow_auto_topic_creation);
+    let topics = match wanted {
+        None => broker.all_topics().iter().map(|topic| topic_response(topic)).collect(),
+        Some(wanted) => {
+            let mut topics = Vec::with_capacity(wanted.len());
+            for requested in wanted {
+                topics.push(requested_topic(broker, requested.name, requested.topic_id, allow_auto_create).await);
+            }
+            topics
+        }
+    };
+    let listener = &broker.config.advertised_listener;
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(StrBytes::from_string(listener.host.clone()))
+            .with_port(i32::from(listener.port))])
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+async fn requested_topic(
+    broker: &Broker,
+    name: Option<TopicName>,
+    topic_id: Uuid,
+    allow_auto_create: bool,
+) -> MetadataResponseTopic {
+    let Some(name) = name else {
+        // v10+: a topic asked for by id only.
+        return match broker.topic_by_id(topic_id) {
+            Some(topic) => topic_response(&topic),
+            None => MetadataResponseTopic::default()
+                .with_topic_id(topic_id)
+                .with_error_code(code(ResponseError::UnknownTopicId))
+                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+        };
+    };
+    let failed = |error_code| {
+        MetadataResponseTopic::default()
+            .with_name(Some(name.clone()))
+            .with_error_code(error_code)
+            .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+    };
+    if let Some(topic) = broker.topic(name.0.as_str()) {
+        return topic_response(&topic);
+    }
+    if let Err(error) = crate::state::validate_topic_name(name.0.as_str()) {
+        return failed(errors::topic_error_code(&error));
+    }
+    if !allow_auto_create {
+        return failed(code(ResponseError::UnknownTopicOrPartition));
+    }
+    match broker.auto_create_topic(name.0.as_str()).await {
+        Ok(topic) => topic_response(&topic),
+        Err(error @ TopicError::Storage(_)) | Err(error @ TopicError::Metadata(_)) => {
+            tracing::error!(topic = %name.0, %error, "auto-creating a topic failed");
+            failed(errors::topic_error_code(&error))
+        }
+        Err(error) => failed(errors::topic_error_code(&error)),
+    }
+}
+
+fn topic_response(topic: &Arc<Topic>) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|partition| {
+            // One broker: it leads every partition and is the whole ISR.
+            let leader = BrokerId(partition.leader);
+            MetadataResponsePartition::default()
+                .with_partition_index(partition.index)
+                .with_leader_id(leader)
+                .with_leader_epoch(partition.leader_epoch)
+                .with_replica_nodes(vec![leader])
+                .with_isr_nodes(vec![leader])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.to_string()))))
+        .with_topic_id(topic.topic_id)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,94 @@
+//! The TCP server: accepts connections up to `max.connections`, runs the
+//! periodic log tasks, and shuts down cleanly on cancellation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection;
+use crate::state::Broker;
+
+/// Binds every listener, then serves until `shutdown` is cancelled. On
+/// shutdown: stop accepting, let in-flight requests finish, close the logs.
+pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for listener in &broker.config.listeners {
+        let address = listener.bind_address();
+        let socket = TcpListener::bind(&address).await.with_context(|| format!("binding {address}"))?;
+        tracing::info!(listener = %listener.name, address = %socket.local_addr()?, "listening");
+        listeners.push(socket);
+    }
+    let connections = Arc::new(Semaphore::new(broker.config.max_connections));
+    let tracker = TaskTracker::new();
+    for socket in listeners {
+        tracker.spawn(accept_loop(socket, broker.clone(), connections.clone(), shutdown.clone(), tracker.clone()));
+    }
+    tracker.spawn(retention_loop(broker.clone(), shutdown.clone()));
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    tracker.close();
+    tracker.wait().await;
+    let closing = broker.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    broker: Arc<Broker>,
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE; back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, peer, broker, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || broker.enforce_retention()).await;
+            }
+        }
+    }
+}

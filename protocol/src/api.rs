@@ -1,0 +1,89 @@
+//! The APIs this broker implements: one table, the single source of truth
+//! for request dispatch limits and for the ApiVersions response.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::ApiKey;
+
+/// An implemented API and the versions we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedApi {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
+    SupportedApi { key, min_version, max_version }
+}
+
+/// Sorted by api key. Only APIs that are really implemented are listed
+/// (clients change behaviour on what they see here).
+///
+/// Version notes (see shared/docs/kafka-compat-notes.md):
+/// - Produce is advertised from v0 because librdkafka disables compression
+///   when the minimum is above 0; v0-v2 (message format v0/v1) are not
+///   implemented and such requests close the connection with a log line.
+/// - The maxima match Apache Kafka 3.9, so that clients which infer the
+///   broker release from this list (kafka-python) see a coherent one.
+pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    api(ApiKey::Produce, 0, 11),
+    api(ApiKey::Fetch, 4, 16),
+    api(ApiKey::ListOffsets, 1, 8),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+];
+
+/// Produce versions below this use message formats v0/v1, which we do not store.
+pub const PRODUCE_VERSION_MIN_IMPLEMENTED: i16 = 3;
+
+const _: () = {
+    // The table must stay sorted by key.
+    let mut i = 1;
+    while i < SUPPORTED_APIS.len() {
+        assert!((SUPPORTED_APIS[i - 1].key as i16) < (SUPPORTED_APIS[i].key as i16));
+        i += 1;
+    }
+};
+
+/// The entry for `api_key`, if implemented.
+pub fn supported(api_key: i16) -> Option<&'static SupportedApi> {
+    SUPPORTED_APIS.iter().find(|api| api.key as i16 == api_key)
+}
+
+/// The `api_keys` list of an ApiVersions response.
+pub fn api_versions() -> Vec<ApiVersion> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|api| {
+            ApiVersion::default()
+                .with_api_key(api.key as i16)
+                .with_min_version(api.min_version)
+                .with_max_version(api.max_version)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn advertised_ranges_are_within_what_the_codec_knows() {
+        for api in SUPPORTED_APIS {
+            let known = api.key.valid_versions();
+            assert!(api.max_version <= known.max, "{:?}", api.key);
+            assert!(api.min_version <= api.max_version, "{:?}", api.key);
+            if api.key != ApiKey::Produce {
+                assert!(api.min_version >= known.min, "{:?}", api.key);
+            }
+        }
+        assert_eq!(
+            kafka_protocol::messages::ProduceRequest::VERSIONS.min,
+            PRODUCE_VERSION_MIN_IMPLEMENTED
+        );
+    }
+}
