@@ -129,8 +129,8 @@ impl BrokerConfig {
             DEFAULTS.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
         for (key, value) in given {
             let key = ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key, |(_, name)| name.to_string());
-            if properties.contains_key(&key) {
-                properties.insert(key, value);
+            if let Some(slot) = properties.get_mut(&key) {
+                *slot = value;
             } else if IGNORED.contains(&key.as_str()) {
                 tracing::debug!(%key, "configuration accepted and ignored");
             } else {

@@ -1,1 +1,97 @@
-//! storage
+//! The partition log on local disk.
+//!
+//! # Layout
+//!
+//! - [`log`]: [`PartitionLog`], the segments of one partition: append,
+//!   read, roll, truncate, retention, flush, recovery on open. The only place
+//!   where offsets are assigned.
+//! - [`segment`]: one segment, a log file plus its two indexes; opening a
+//!   segment either trusts it (after a clean shutdown) or re-validates it.
+//! - [`index`]: the sparse offset and time indexes.
+//! - [`scan`]: reading batches sequentially from a log file, CRCs on request.
+//! - [`records`]: walking the records of one batch for offsets and
+//!   timestamps (decompressing, bounded).
+//! - [`epoch`]: the leader-epoch cache.
+//! - [`checkpoint`]: the small files of a partition directory.
+//! - [`config`]: [`LogConfig`] and the limits; [`error`]: [`StorageError`].
+//!
+//! # API (what the broker calls)
+//!
+//! ```text
+//! PartitionLog::open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, StorageError>
+//! append(&mut self, records: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError>
+//! read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<Bytes, StorageError>
+//! log_start_offset(&self) -> i64          log_end_offset(&self) -> i64
+//! high_watermark(&self) -> i64            set_high_watermark(&mut self, i64)
+//! offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError>
+//! max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError>
+//! end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64)
+//! delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError>
+//! truncate_to(&mut self, offset: i64) -> Result<(), StorageError>
+//! enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError>
+//! flush(&mut self) -> Result<(), StorageError>
+//! close(self) -> Result<(), StorageError>
+//! size_bytes(&self) -> u64   segment_count(&self) -> usize   segment_base_offsets(&self) -> Vec<i64>
+//! config(&self) -> &LogConfig   set_config(&mut self, LogConfig)   dir(&self) -> &Path
+//! ```
+//!
+//! `append` validates every batch (lengths, `max.message.bytes`, CRC,
+//! record count and offset deltas, no control batches) before writing any,
+//! assigns offsets from the log end, stamps the leader epoch (and
+//! LogAppendTime), writes with `write(2)` before returning, and moves the
+//! high watermark to the log end: there is one replica. `set_high_watermark`
+//! is there for when there are more.
+//!
+//! # On disk
+//!
+//! One directory per partition:
+//!
+//! ```text
+//! 00000000000000000000.log        batches, byte for byte as produced, except
+//!                                 baseOffset, partitionLeaderEpoch and (LogAppendTime)
+//!                                 attributes/maxTimestamp/crc
+//! 00000000000000000000.index      (relative offset u32, position u32) every index.interval.bytes
+//! 00000000000000000000.timeindex  (max timestamp so far i64, relative offset u32)
+//! 00000000000000012345.log ...    the next segment, named by its base offset
+//! recovery-point-checkpoint       "0\n<offset>\n": everything below is fsynced
+//! log-start-offset-checkpoint     "0\n<offset>\n"
+//! leader-epoch-checkpoint         "0\n<count>\n<epoch> <start offset>\n..."
+//! clean-shutdown                  empty; present only between close and the next open
+//! ```
+//!
+//! # Durability and recovery
+//!
+//! Appends reach the page cache before they are acknowledged, so a killed
+//! process loses nothing. fsync happens when a segment is rolled (the old
+//! one), on `flush` (`flush.messages` / `flush.ms`, checked on append) and
+//! on `close`; each moves the recovery point.
+//!
+//! `open` with the clean-shutdown marker trusts the segments, checking only
+//! that each index file is well-formed (whole entries, increasing, inside
+//! the log) and that the batch headers after the last index entry end
+//! exactly at the end of the file; a segment failing that is recovered.
+//! Without the marker, segments from the one holding the recovery point on
+//! are recovered: every batch is checked (header sanity, offsets increasing
+//! and fitting the segment, CRC), the file is truncated at the first torn or
+//! corrupt batch, later segments are deleted, and the indexes are rebuilt.
+//! The marker is removed (durably) before anything else, so a crash during
+//! or after `open` is never mistaken for a clean shutdown. The log end is
+//! the last valid batch's last offset + 1; the high watermark starts there.
+//! No file content makes `open` panic.
+
+pub mod checkpoint;
+pub mod config;
+pub mod epoch;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod records;
+pub mod scan;
+pub mod segment;
+
+#[cfg(test)]
+mod test_batches;
+
+pub use config::{LogConfig, TimestampType};
+pub use error::StorageError;
+pub use log::{AppendInfo, PartitionLog};

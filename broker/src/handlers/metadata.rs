@@ -29,7 +29,7 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
     let allow_auto_create = broker.config.auto_create_topics_enable
         && (version < AUTO_CREATE_FIELD_VERSION_MIN || request.allow_auto_topic_creation);
     let topics = match wanted {
-        None => broker.all_topics().iter().map(|topic| topic_response(topic)).collect(),
+        None => broker.all_topics().iter().map(topic_response).collect(),
         Some(wanted) => {
             let mut topics = Vec::with_capacity(wanted.len());
             for requested in wanted {
