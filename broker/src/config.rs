@@ -20,16 +20,30 @@ pub struct Listener {
 
 impl Listener {
     fn parse(text: &str) -> anyhow::Result<Listener> {
-        let (name, address) = text.split_once("://").with_context(|| format!("listener {text:?} lacks NAME://"))?;
-        let (host, port) = address.rsplit_once(':').with_context(|| format!("listener {text:?} lacks :PORT"))?;
+        let (name, address) = text
+            .split_once("://")
+            .with_context(|| format!("listener {text:?} lacks NAME://"))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("listener {text:?} lacks :PORT"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = port.parse().with_context(|| format!("listener {text:?} has a bad port"))?;
-        Ok(Listener { name: name.to_string(), host: host.to_string(), port })
+        let port = port
+            .parse()
+            .with_context(|| format!("listener {text:?} has a bad port"))?;
+        Ok(Listener {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+        })
     }
 
     /// The address to bind: an empty host means every interface.
     pub fn bind_address(&self) -> String {
-        let host = if self.host.is_empty() { "0.0.0.0" } else { &self.host };
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
         if host.contains(':') {
             format!("[{host}]:{}", self.port)
         } else {
@@ -114,21 +128,29 @@ impl BrokerConfig {
     pub fn load(file: Option<&Path>, overrides: &[String]) -> anyhow::Result<BrokerConfig> {
         let mut properties = BTreeMap::new();
         if let Some(file) = file {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
             properties.extend(parse_properties(&text));
         }
         for item in overrides {
-            let (key, value) = item.split_once('=').with_context(|| format!("--override {item:?} is not key=value"))?;
+            let (key, value) = item
+                .split_once('=')
+                .with_context(|| format!("--override {item:?} is not key=value"))?;
             properties.insert(key.trim().to_string(), value.trim().to_string());
         }
         Self::from_properties(properties)
     }
 
     pub fn from_properties(given: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
-        let mut properties: BTreeMap<String, String> =
-            DEFAULTS.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        let mut properties: BTreeMap<String, String> = DEFAULTS
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
         for (key, value) in given {
-            let key = ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key, |(_, name)| name.to_string());
+            let key = ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == key)
+                .map_or(key, |(_, name)| name.to_string());
             if let Some(slot) = properties.get_mut(&key) {
                 *slot = value;
             } else if IGNORED.contains(&key.as_str()) {
@@ -139,7 +161,9 @@ impl BrokerConfig {
         }
         let get = |key: &str| properties.get(key).map(String::as_str).unwrap_or("");
         let number = |key: &str| -> anyhow::Result<i64> {
-            get(key).parse::<i64>().with_context(|| format!("{key}={:?} is not a number", get(key)))
+            get(key)
+                .parse::<i64>()
+                .with_context(|| format!("{key}={:?} is not a number", get(key)))
         };
         let optional = |key: &str| -> anyhow::Result<Option<i64>> {
             if get(key).is_empty() {
@@ -155,21 +179,43 @@ impl BrokerConfig {
             .filter(|text| !text.is_empty())
             .map(Listener::parse)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let Some(first_listener) = listeners.first().cloned() else { bail!("listeners is empty") };
-        let advertised_listener = match get("advertised.listeners").split(',').map(str::trim).find(|s| !s.is_empty()) {
+        let Some(first_listener) = listeners.first().cloned() else {
+            bail!("listeners is empty")
+        };
+        let advertised_listener = match get("advertised.listeners")
+            .split(',')
+            .map(str::trim)
+            .find(|s| !s.is_empty())
+        {
             Some(text) => Listener::parse(text)?,
             // Kafka advertises the canonical host name; a quick start on one
             // machine is better served by localhost.
             None if first_listener.host.is_empty() || first_listener.host == "0.0.0.0" => {
-                Listener { host: "localhost".into(), ..first_listener }
+                Listener {
+                    host: "localhost".into(),
+                    ..first_listener
+                }
             }
             None => first_listener,
         };
-        let log_dirs = if get("log.dirs").is_empty() { get("log.dir") } else { get("log.dirs") };
-        let log_dirs: Vec<&str> = log_dirs.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-        let [log_dir] = log_dirs[..] else { bail!("exactly one log directory is supported, got {log_dirs:?}") };
+        let log_dirs = if get("log.dirs").is_empty() {
+            get("log.dir")
+        } else {
+            get("log.dirs")
+        };
+        let log_dirs: Vec<&str> = log_dirs
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let [log_dir] = log_dirs[..] else {
+            bail!("exactly one log directory is supported, got {log_dirs:?}")
+        };
 
-        let retention_ms = match (optional("log.retention.ms")?, optional("log.retention.minutes")?) {
+        let retention_ms = match (
+            optional("log.retention.ms")?,
+            optional("log.retention.minutes")?,
+        ) {
             (Some(ms), _) => ms,
             (None, Some(minutes)) => minutes * 60_000,
             (None, None) => number("log.retention.hours")? * 3_600_000,
@@ -181,7 +227,9 @@ impl BrokerConfig {
         let message_timestamp_type = match get("log.message.timestamp.type") {
             "CreateTime" => TimestampType::CreateTime,
             "LogAppendTime" => TimestampType::LogAppendTime,
-            other => bail!("log.message.timestamp.type={other:?} is neither CreateTime nor LogAppendTime"),
+            other => bail!(
+                "log.message.timestamp.type={other:?} is neither CreateTime nor LogAppendTime"
+            ),
         };
         let log = LogConfig {
             segment_bytes: positive(number("log.segment.bytes")?, "log.segment.bytes")?,
@@ -190,9 +238,13 @@ impl BrokerConfig {
                 .context("log.index.interval.bytes")?,
             retention_ms,
             retention_bytes: number("log.retention.bytes")?,
-            max_message_bytes: u32::try_from(number("message.max.bytes")?).context("message.max.bytes")?,
+            max_message_bytes: u32::try_from(number("message.max.bytes")?)
+                .context("message.max.bytes")?,
             message_timestamp_type,
-            flush_messages: positive(number("log.flush.interval.messages")?, "log.flush.interval.messages")?,
+            flush_messages: positive(
+                number("log.flush.interval.messages")?,
+                "log.flush.interval.messages",
+            )?,
             flush_ms: optional("log.flush.interval.ms")?.unwrap_or(i64::MAX),
         };
         let num_partitions = i32::try_from(number("num.partitions")?).context("num.partitions")?;
@@ -207,9 +259,14 @@ impl BrokerConfig {
             num_partitions,
             default_replication_factor: i16::try_from(number("default.replication.factor")?)
                 .context("default.replication.factor")?,
-            auto_create_topics_enable: parse_bool(get("auto.create.topics.enable"), "auto.create.topics.enable")?,
-            socket_request_max_bytes: positive(number("socket.request.max.bytes")?, "socket.request.max.bytes")?
-                as usize,
+            auto_create_topics_enable: parse_bool(
+                get("auto.create.topics.enable"),
+                "auto.create.topics.enable",
+            )?,
+            socket_request_max_bytes: positive(
+                number("socket.request.max.bytes")?,
+                "socket.request.max.bytes",
+            )? as usize,
             max_connections: positive(number("max.connections")?, "max.connections")? as usize,
             fetch_max_bytes: positive(number("fetch.max.bytes")?, "fetch.max.bytes")? as usize,
             log_retention_check_interval_ms: positive(
@@ -270,7 +327,12 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> anyhow::Result<BrokerConfig> {
-        BrokerConfig::from_properties(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        BrokerConfig::from_properties(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -287,11 +349,18 @@ mod tests {
 
     #[test]
     fn kafka_precedence_of_retention_and_roll_settings() {
-        let config = config(&[("log.retention.minutes", "2"), ("log.roll.ms", "5000"), ("broker.id", "7")]).unwrap();
+        let config = config(&[
+            ("log.retention.minutes", "2"),
+            ("log.roll.ms", "5000"),
+            ("broker.id", "7"),
+        ])
+        .unwrap();
         assert_eq!(config.log.retention_ms, 120_000);
         assert_eq!(config.log.segment_ms, 5000);
         assert_eq!(config.node_id, 7);
-        let config = super::tests::config(&[("log.retention.ms", "10"), ("log.retention.minutes", "2")]).unwrap();
+        let config =
+            super::tests::config(&[("log.retention.ms", "10"), ("log.retention.minutes", "2")])
+                .unwrap();
         assert_eq!(config.log.retention_ms, 10);
     }
 

@@ -29,7 +29,12 @@ pub const RESPONSES_QUEUED_MAX: usize = 16;
 /// with the bytes that really arrive, not with the size a prefix claims.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     let span = tracing::info_span!("connection", %peer);
     async move {
         tracing::debug!("accepted");
@@ -92,7 +97,10 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
             .await
             .map_err(|error| format!("read failed: {error}"))?;
         if read == 0 {
-            return Err(format!("connection closed after {} of {size} bytes of a request", body.len()));
+            return Err(format!(
+                "connection closed after {} of {size} bytes of a request",
+                body.len()
+            ));
         }
     }
     Ok(Some(body.freeze()))
@@ -103,9 +111,18 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
 async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
-        Err(DecodeError::ApiVersionsUnsupported { version, correlation_id }) => {
-            tracing::info!(version, correlation_id, "ApiVersions at an unsupported version: answering v0");
-            return codec::api_versions_unsupported_response(correlation_id).map(Some).map_err(|e| e.to_string());
+        Err(DecodeError::ApiVersionsUnsupported {
+            version,
+            correlation_id,
+        }) => {
+            tracing::info!(
+                version,
+                correlation_id,
+                "ApiVersions at an unsupported version: answering v0"
+            );
+            return codec::api_versions_unsupported_response(correlation_id)
+                .map(Some)
+                .map_err(|e| e.to_string());
         }
         Err(error) => return Err(error.to_string()),
     };
@@ -120,16 +137,23 @@ async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, St
     );
     async move {
         let api_key = request.api_key;
-        let Some(response) = handlers::handle(broker, request).await else { return Ok(None) };
+        let Some(response) = handlers::handle(broker, request).await else {
+            return Ok(None);
+        };
         codec::encode_response(&response, version, correlation_id)
             .map(Some)
-            .map_err(|error| format!("encoding the {api_key:?} v{version} response failed: {error:#}"))
+            .map_err(|error| {
+                format!("encoding the {api_key:?} v{version} response failed: {error:#}")
+            })
     }
     .instrument(span)
     .await
 }
 
-async fn write_responses(writer: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
+async fn write_responses(
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Bytes>,
+) {
     let mut writer = BufWriter::new(writer);
     while let Some(response) = queue.recv().await {
         if let Err(error) = writer.write_all(&response).await {

@@ -35,9 +35,12 @@ fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
     let config = BrokerConfig::load(arguments.config.as_deref(), &arguments.overrides)?;
     tracing::info!(node_id = config.node_id, log_dir = %config.log_dir.display(), "starting");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let store = coordinator::StandaloneStore::open(&config.log_dir).context("opening metadata")?;
+        let store =
+            coordinator::StandaloneStore::open(&config.log_dir).context("opening metadata")?;
         let broker = Arc::new(Broker::open(config, Box::new(store)).context("opening logs")?);
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -47,8 +50,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

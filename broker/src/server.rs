@@ -19,14 +19,22 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
     let mut listeners = Vec::new();
     for listener in &broker.config.listeners {
         let address = listener.bind_address();
-        let socket = TcpListener::bind(&address).await.with_context(|| format!("binding {address}"))?;
+        let socket = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
         tracing::info!(listener = %listener.name, address = %socket.local_addr()?, "listening");
         listeners.push(socket);
     }
     let connections = Arc::new(Semaphore::new(broker.config.max_connections));
     let tracker = TaskTracker::new();
     for socket in listeners {
-        tracker.spawn(accept_loop(socket, broker.clone(), connections.clone(), shutdown.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            socket,
+            broker.clone(),
+            connections.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
     }
     tracker.spawn(retention_loop(broker.clone(), shutdown.clone()));
 

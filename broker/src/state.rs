@@ -64,16 +64,28 @@ impl Partition {
     /// Runs `action` on the log. Logs are touched with blocking file I/O
     /// that is short (page cache writes, positional reads), so this runs
     /// on the calling task.
-    pub fn with_log<T>(&self, action: impl FnOnce(&mut PartitionLog) -> T) -> Result<T, PartitionClosed> {
-        let mut log = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub fn with_log<T>(
+        &self,
+        action: impl FnOnce(&mut PartitionLog) -> T,
+    ) -> Result<T, PartitionClosed> {
+        let mut log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match log.as_mut() {
             Some(log) => Ok(action(log)),
-            None => Err(PartitionClosed { topic: self.topic.clone(), partition: self.index }),
+            None => Err(PartitionClosed {
+                topic: self.topic.clone(),
+                partition: self.index,
+            }),
         }
     }
 
     fn take_log(&self) -> Option<PartitionLog> {
-        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 }
 
@@ -126,24 +138,43 @@ impl Broker {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).by_name.get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .get(name)
+            .cloned()
     }
 
     pub fn topic_by_id(&self, topic_id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).by_id.get(&topic_id).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(&topic_id)
+            .cloned()
     }
 
     pub fn all_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).by_name.values().cloned().collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         let topic = self.topic(topic)?;
-        usize::try_from(partition).ok().and_then(|index| topic.partitions.get(index).cloned())
+        usize::try_from(partition)
+            .ok()
+            .and_then(|index| topic.partitions.get(index).cloned())
     }
 
     pub fn notify_appended(&self) {
-        self.appended.send_modify(|count| *count = count.wrapping_add(1));
+        self.appended
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
@@ -203,10 +234,18 @@ impl Broker {
     /// Creates a topic with the broker's defaults unless it exists; returns it either way.
     pub async fn auto_create_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         match self
-            .create_topic(name, self.config.num_partitions, self.config.default_replication_factor, BTreeMap::new(), false)
+            .create_topic(
+                name,
+                self.config.num_partitions,
+                self.config.default_replication_factor,
+                BTreeMap::new(),
+                false,
+            )
             .await
         {
-            Err(TopicError::Exists(_)) => self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string())),
+            Err(TopicError::Exists(_)) => self
+                .topic(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string())),
             other => other,
         }
     }
@@ -214,7 +253,9 @@ impl Broker {
     /// Deletes a topic: metadata first (durable), then its logs.
     pub async fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         let _admin = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else { return Err(TopicError::Unknown(name.to_string())) };
+        let Some(topic) = self.topic(name) else {
+            return Err(TopicError::Unknown(name.to_string()));
+        };
         self.store.delete_topic(name)?;
         {
             let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
@@ -229,7 +270,9 @@ impl Broker {
                 partition.index,
                 topic.topic_id.simple()
             ));
-            if let Err(error) = std::fs::rename(&dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed)) {
+            if let Err(error) =
+                std::fs::rename(&dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed))
+            {
                 tracing::warn!(dir = %dir.display(), %error, "could not remove a deleted partition's directory");
             }
         }
@@ -289,7 +332,12 @@ fn open_topic(config: &BrokerConfig, metadata: &TopicMetadata) -> Result<Arc<Top
             }))
         })
         .collect::<Result<Vec<_>, StorageError>>()?;
-    Ok(Arc::new(Topic { name, topic_id: metadata.topic_id, partitions, configs: metadata.configs.clone() }))
+    Ok(Arc::new(Topic {
+        name,
+        topic_id: metadata.topic_id,
+        partitions,
+        configs: metadata.configs.clone(),
+    }))
 }
 
 /// `<log.dir>/<topic>-<partition>`, as Kafka lays it out.
@@ -298,7 +346,9 @@ pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 }
 
 fn remove_deleted_directories(log_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(log_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().ends_with("-delete") {
             if let Err(error) = std::fs::remove_dir_all(entry.path()) {
@@ -320,7 +370,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     if name.len() > TOPIC_NAME_BYTES_MAX {
         return invalid("longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return invalid("contains a character other than ASCII alphanumerics, '.', '_' and '-'");
     }
     Ok(())

@@ -8,7 +8,10 @@ use storage::{LogConfig, TimestampType};
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     /// An integer in `[min, max]`.
-    Long { min: i64, max: i64 },
+    Long {
+        min: i64,
+        max: i64,
+    },
     /// A fraction in `[0, 1]`.
     Ratio,
     Boolean,
@@ -18,37 +21,94 @@ enum Kind {
     List(&'static [&'static str]),
 }
 
-const LONG: Kind = Kind::Long { min: i64::MIN, max: i64::MAX };
-const NON_NEGATIVE: Kind = Kind::Long { min: 0, max: i64::MAX };
-const INT_NON_NEGATIVE: Kind = Kind::Long { min: 0, max: i32::MAX as i64 };
+const LONG: Kind = Kind::Long {
+    min: i64::MIN,
+    max: i64::MAX,
+};
+const NON_NEGATIVE: Kind = Kind::Long {
+    min: 0,
+    max: i64::MAX,
+};
+const INT_NON_NEGATIVE: Kind = Kind::Long {
+    min: 0,
+    max: i32::MAX as i64,
+};
 
 /// Every topic config Kafka defines that we accept. Values are validated;
 /// those that shape the log are applied by [`log_config`].
 const TOPIC_CONFIGS: &[(&str, Kind)] = &[
     ("cleanup.policy", Kind::List(&["delete", "compact"])),
-    ("compression.type", Kind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"])),
+    (
+        "compression.type",
+        Kind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+    ),
     ("delete.retention.ms", NON_NEGATIVE),
     ("file.delete.delay.ms", NON_NEGATIVE),
-    ("flush.messages", Kind::Long { min: 1, max: i64::MAX }),
+    (
+        "flush.messages",
+        Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+    ),
     ("flush.ms", NON_NEGATIVE),
     ("index.interval.bytes", INT_NON_NEGATIVE),
-    ("max.compaction.lag.ms", Kind::Long { min: 1, max: i64::MAX }),
+    (
+        "max.compaction.lag.ms",
+        Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+    ),
     ("max.message.bytes", INT_NON_NEGATIVE),
     ("message.downconversion.enable", Kind::Boolean),
     ("message.timestamp.after.max.ms", NON_NEGATIVE),
     ("message.timestamp.before.max.ms", NON_NEGATIVE),
     ("message.timestamp.difference.max.ms", NON_NEGATIVE),
-    ("message.timestamp.type", Kind::Choice(&["CreateTime", "LogAppendTime"])),
+    (
+        "message.timestamp.type",
+        Kind::Choice(&["CreateTime", "LogAppendTime"]),
+    ),
     ("min.cleanable.dirty.ratio", Kind::Ratio),
     ("min.compaction.lag.ms", NON_NEGATIVE),
-    ("min.insync.replicas", Kind::Long { min: 1, max: i32::MAX as i64 }),
+    (
+        "min.insync.replicas",
+        Kind::Long {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+    ),
     ("preallocate", Kind::Boolean),
     ("retention.bytes", LONG),
-    ("retention.ms", Kind::Long { min: -1, max: i64::MAX }),
-    ("segment.bytes", Kind::Long { min: 14, max: i32::MAX as i64 }),
-    ("segment.index.bytes", Kind::Long { min: 4, max: i32::MAX as i64 }),
+    (
+        "retention.ms",
+        Kind::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+    ),
+    (
+        "segment.bytes",
+        Kind::Long {
+            min: 14,
+            max: i32::MAX as i64,
+        },
+    ),
+    (
+        "segment.index.bytes",
+        Kind::Long {
+            min: 4,
+            max: i32::MAX as i64,
+        },
+    ),
     ("segment.jitter.ms", NON_NEGATIVE),
-    ("segment.ms", Kind::Long { min: 1, max: i64::MAX }),
+    (
+        "segment.ms",
+        Kind::Long {
+            min: 1,
+            max: i64::MAX,
+        },
+    ),
     ("unclean.leader.election.enable", Kind::Boolean),
 ];
 
@@ -72,7 +132,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             }
         }
         Kind::Boolean => {
-            if !value.trim().eq_ignore_ascii_case("true") && !value.trim().eq_ignore_ascii_case("false") {
+            if !value.trim().eq_ignore_ascii_case("true")
+                && !value.trim().eq_ignore_ascii_case("false")
+            {
                 return Err(invalid());
             }
         }
@@ -82,7 +144,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             }
         }
         Kind::List(choices) => {
-            if !value.split(',').map(str::trim).all(|item| choices.contains(&item)) {
+            if !value
+                .split(',')
+                .map(str::trim)
+                .all(|item| choices.contains(&item))
+            {
                 return Err(format!("{}: items must be among {choices:?}", invalid()));
             }
         }
@@ -94,7 +160,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 /// Overrides were validated when they were stored.
 pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let mut config = defaults.clone();
-    let long = |name: &str| overrides.get(name).and_then(|value| value.trim().parse::<i64>().ok());
+    let long = |name: &str| {
+        overrides
+            .get(name)
+            .and_then(|value| value.trim().parse::<i64>().ok())
+    };
     if let Some(value) = long("segment.bytes") {
         config.segment_bytes = value.max(14) as u64;
     }
@@ -149,7 +219,10 @@ mod tests {
     fn overrides_shape_the_log_config() {
         let overrides = BTreeMap::from([
             ("segment.bytes".to_string(), "1024".to_string()),
-            ("message.timestamp.type".to_string(), "LogAppendTime".to_string()),
+            (
+                "message.timestamp.type".to_string(),
+                "LogAppendTime".to_string(),
+            ),
         ]);
         let config = log_config(&LogConfig::default(), &overrides);
         assert_eq!(config.segment_bytes, 1024);

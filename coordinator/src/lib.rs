@@ -19,7 +19,10 @@ pub enum CoordinatorError {
     #[error("unknown topic {0}")]
     UnknownTopic(String),
     #[error("metadata file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("metadata file {path} is not valid: {reason}")]
     Corrupt { path: String, reason: String },
 }

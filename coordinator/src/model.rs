@@ -33,17 +33,27 @@ pub struct PartitionMetadata {
 
 impl ClusterMetadata {
     pub fn new_cluster() -> Self {
-        ClusterMetadata { cluster_id: new_cluster_id(), topics: BTreeMap::new() }
+        ClusterMetadata {
+            cluster_id: new_cluster_id(),
+            topics: BTreeMap::new(),
+        }
     }
 
     pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&TopicMetadata> {
-        self.topics.values().find(|topic| topic.topic_id == topic_id)
+        self.topics
+            .values()
+            .find(|topic| topic.topic_id == topic_id)
     }
 }
 
 impl TopicMetadata {
     /// A new topic with a fresh id, every partition led by `node_id` at epoch 0.
-    pub fn new(name: &str, partition_count: i32, node_id: i32, configs: BTreeMap<String, String>) -> Self {
+    pub fn new(
+        name: &str,
+        partition_count: i32,
+        node_id: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Self {
         let partitions = (0..partition_count)
             .map(|partition| PartitionMetadata {
                 partition,
@@ -53,7 +63,12 @@ impl TopicMetadata {
                 isr: vec![node_id],
             })
             .collect();
-        TopicMetadata { name: name.to_string(), topic_id: new_topic_id(), partitions, configs }
+        TopicMetadata {
+            name: name.to_string(),
+            topic_id: new_topic_id(),
+            partitions,
+            configs,
+        }
     }
 }
 
@@ -89,14 +104,19 @@ mod tests {
     fn cluster_ids_look_like_kafkas() {
         let id = ClusterMetadata::new_cluster().cluster_id;
         assert_eq!(id.len(), 22);
-        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     }
 
     #[test]
     fn new_topic_has_one_replica_per_partition() {
         let topic = TopicMetadata::new("t", 3, 1, BTreeMap::new());
         assert_eq!(topic.partitions.len(), 3);
-        assert!(topic.partitions.iter().all(|p| p.leader == 1 && p.replicas == vec![1]));
+        assert!(topic
+            .partitions
+            .iter()
+            .all(|p| p.leader == 1 && p.replicas == vec![1]));
         assert_ne!(topic.topic_id, Uuid::nil());
     }
 }

@@ -25,13 +25,19 @@ impl StandaloneStore {
     /// Opens the store in `dir`, creating a new cluster if there is no file.
     pub fn open(dir: &Path) -> Result<Self, CoordinatorError> {
         let path = dir.join(METADATA_FILE_NAME);
-        let io_error = |source| CoordinatorError::Io { path: path.display().to_string(), source };
+        let io_error = |source| CoordinatorError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(io_error)?;
         let metadata = match fs::metadata(&path) {
             Ok(stat) if stat.len() > METADATA_FILE_BYTES_MAX => {
                 return Err(CoordinatorError::Corrupt {
                     path: path.display().to_string(),
-                    reason: format!("{} bytes is over the {METADATA_FILE_BYTES_MAX} byte limit", stat.len()),
+                    reason: format!(
+                        "{} bytes is over the {METADATA_FILE_BYTES_MAX} byte limit",
+                        stat.len()
+                    ),
                 })
             }
             Ok(_) => {
@@ -49,14 +55,20 @@ impl StandaloneStore {
             }
             Err(error) => return Err(io_error(error)),
         };
-        Ok(StandaloneStore { path, metadata: Mutex::new(metadata) })
+        Ok(StandaloneStore {
+            path,
+            metadata: Mutex::new(metadata),
+        })
     }
 
     fn mutate<T>(
         &self,
         change: impl FnOnce(&mut ClusterMetadata) -> Result<T, CoordinatorError>,
     ) -> Result<T, CoordinatorError> {
-        let mut current = self.metadata.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .metadata
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next = current.clone();
         let result = change(&mut next)?;
         write_atomically(&self.path, &next)?;
@@ -67,7 +79,10 @@ impl StandaloneStore {
 
 impl MetadataStore for StandaloneStore {
     fn snapshot(&self) -> ClusterMetadata {
-        self.metadata.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.metadata
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn create_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError> {
@@ -81,12 +96,20 @@ impl MetadataStore for StandaloneStore {
     }
 
     fn delete_topic(&self, name: &str) -> Result<TopicMetadata, CoordinatorError> {
-        self.mutate(|metadata| metadata.topics.remove(name).ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string())))
+        self.mutate(|metadata| {
+            metadata
+                .topics
+                .remove(name)
+                .ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string()))
+        })
     }
 }
 
 fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> Result<(), CoordinatorError> {
-    let io_error = |source| CoordinatorError::Io { path: path.display().to_string(), source };
+    let io_error = |source| CoordinatorError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let text = serde_json::to_vec_pretty(metadata).expect("metadata serializes");
     let temporary = path.with_extension("json.tmp");
     let mut file = File::create(&temporary).map_err(io_error)?;
@@ -94,7 +117,9 @@ fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> Result<(), Coord
     file.sync_all().map_err(io_error)?;
     fs::rename(&temporary, path).map_err(io_error)?;
     if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|dir| dir.sync_all()).map_err(io_error)?;
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error)?;
     }
     Ok(())
 }
@@ -108,9 +133,17 @@ mod tests {
     fn topics_survive_reopen_and_names_are_unique() {
         let dir = tempfile::tempdir().unwrap();
         let store = StandaloneStore::open(dir.path()).unwrap();
-        let topic = TopicMetadata::new("orders", 3, 1, BTreeMap::from([("retention.ms".into(), "1000".into())]));
+        let topic = TopicMetadata::new(
+            "orders",
+            3,
+            1,
+            BTreeMap::from([("retention.ms".into(), "1000".into())]),
+        );
         store.create_topic(topic.clone()).unwrap();
-        assert!(matches!(store.create_topic(topic.clone()), Err(CoordinatorError::TopicExists(_))));
+        assert!(matches!(
+            store.create_topic(topic.clone()),
+            Err(CoordinatorError::TopicExists(_))
+        ));
         let cluster_id = store.snapshot().cluster_id;
         drop(store);
 
@@ -119,15 +152,25 @@ mod tests {
         assert_eq!(snapshot.cluster_id, cluster_id);
         assert_eq!(snapshot.topics["orders"], topic);
         store.delete_topic("orders").unwrap();
-        assert!(matches!(store.delete_topic("orders"), Err(CoordinatorError::UnknownTopic(_))));
+        assert!(matches!(
+            store.delete_topic("orders"),
+            Err(CoordinatorError::UnknownTopic(_))
+        ));
         drop(store);
-        assert!(StandaloneStore::open(dir.path()).unwrap().snapshot().topics.is_empty());
+        assert!(StandaloneStore::open(dir.path())
+            .unwrap()
+            .snapshot()
+            .topics
+            .is_empty());
     }
 
     #[test]
     fn a_corrupt_file_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(METADATA_FILE_NAME), b"{not json").unwrap();
-        assert!(matches!(StandaloneStore::open(dir.path()), Err(CoordinatorError::Corrupt { .. })));
+        assert!(matches!(
+            StandaloneStore::open(dir.path()),
+            Err(CoordinatorError::Corrupt { .. })
+        ));
     }
 }

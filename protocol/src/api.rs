@@ -13,7 +13,11 @@ pub struct SupportedApi {
 }
 
 const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
-    SupportedApi { key, min_version, max_version }
+    SupportedApi {
+        key,
+        min_version,
+        max_version,
+    }
 }
 
 /// Sorted by api key. Only APIs that are really implemented are listed

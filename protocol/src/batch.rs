@@ -85,9 +85,15 @@ pub enum BatchError {
     #[error("record batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
     #[error("bad record count {record_count} for a batch with {records_bytes} bytes of records")]
-    BadRecordCount { record_count: i32, records_bytes: usize },
+    BadRecordCount {
+        record_count: i32,
+        records_bytes: usize,
+    },
     #[error("bad last offset delta {last_offset_delta} for {record_count} records")]
-    BadLastOffsetDelta { last_offset_delta: i32, record_count: i32 },
+    BadLastOffsetDelta {
+        last_offset_delta: i32,
+        record_count: i32,
+    },
     #[error("unknown compression codec {0}")]
     BadCompression(i16),
     #[error("no record batches")]
@@ -125,7 +131,10 @@ impl BatchHeader {
         let header: &[u8; BATCH_HEADER_BYTES] = bytes
             .get(..BATCH_HEADER_BYTES)
             .and_then(|head| head.try_into().ok())
-            .ok_or(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: bytes.len() })?;
+            .ok_or(BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: bytes.len(),
+            })?;
         let parsed = BatchHeader {
             base_offset: read_i64(header, BASE_OFFSET_AT),
             batch_length: read_i32(header, BATCH_LENGTH_AT),
@@ -158,13 +167,18 @@ impl BatchHeader {
         let records_bytes = self.records_bytes();
         let count_fits = match self.compression()? {
             // Every record takes at least RECORD_BYTES_MIN bytes.
-            Compression::None => (self.record_count as i64) * (RECORD_BYTES_MIN as i64) <= records_bytes as i64,
+            Compression::None => {
+                (self.record_count as i64) * (RECORD_BYTES_MIN as i64) <= records_bytes as i64
+            }
             // Compressed records can be smaller than a byte each; the offset
             // range (checked below) bounds the count instead.
             _ => true,
         };
         if self.record_count < 0 || !count_fits {
-            return Err(BatchError::BadRecordCount { record_count: self.record_count, records_bytes });
+            return Err(BatchError::BadRecordCount {
+                record_count: self.record_count,
+                records_bytes,
+            });
         }
         if self.last_offset_delta < 0 || self.last_offset_delta < self.record_count - 1 {
             return Err(BatchError::BadLastOffsetDelta {
@@ -207,7 +221,8 @@ impl BatchHeader {
     /// The offset of the batch's last record (or of the last record it had
     /// before compaction).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(self.last_offset_delta as i64)
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     /// The offset after this batch.
@@ -262,11 +277,17 @@ pub fn compute_crc_parts(header: &[u8; BATCH_HEADER_BYTES], records: &[u8]) -> u
 pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
     let header = BatchHeader::parse(batch)?;
     if batch.len() != header.total_size() {
-        return Err(BatchError::Truncated { needed: header.total_size(), available: batch.len() });
+        return Err(BatchError::Truncated {
+            needed: header.total_size(),
+            available: batch.len(),
+        });
     }
     let actual = compute_crc(batch);
     if actual != header.crc {
-        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+        return Err(BatchError::CrcMismatch {
+            expected: header.crc,
+            actual,
+        });
     }
     Ok(())
 }
@@ -278,20 +299,26 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 
 /// Sets partitionLeaderEpoch (outside the CRC). `batch` must hold at least the header.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
-    batch[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// Marks a whole batch as LogAppendTime with `timestamp` as its maxTimestamp
 /// and recomputes the CRC.
 pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     let (header, records) = batch.split_at_mut(BATCH_HEADER_BYTES);
-    let header: &mut [u8; BATCH_HEADER_BYTES] = header.try_into().expect("split at the header size");
+    let header: &mut [u8; BATCH_HEADER_BYTES] =
+        header.try_into().expect("split at the header size");
     set_log_append_time_parts(header, records, timestamp);
 }
 
 /// [`set_log_append_time`] for a header kept apart from its records, so that
 /// the records need not be copied to change the header.
-pub fn set_log_append_time_parts(header: &mut [u8; BATCH_HEADER_BYTES], records: &[u8], timestamp: i64) {
+pub fn set_log_append_time_parts(
+    header: &mut [u8; BATCH_HEADER_BYTES],
+    records: &[u8],
+    timestamp: i64,
+) {
     let attributes = read_i16(header, ATTRIBUTES_AT) | ATTRIBUTE_LOG_APPEND_TIME;
     header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_be_bytes());
@@ -314,7 +341,11 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(bytes: Bytes) -> Batches {
-        Batches { bytes, position: 0, failed: false }
+        Batches {
+            bytes,
+            position: 0,
+            failed: false,
+        }
     }
 
     /// Bytes of the whole, well-formed batches yielded so far.
@@ -333,7 +364,10 @@ impl Iterator for Batches {
         let rest = &self.bytes[self.position..];
         let parsed = BatchHeader::parse(rest).and_then(|header| {
             if header.total_size() > rest.len() {
-                Err(BatchError::Truncated { needed: header.total_size(), available: rest.len() })
+                Err(BatchError::Truncated {
+                    needed: header.total_size(),
+                    available: rest.len(),
+                })
             } else {
                 Ok(header)
             }
@@ -388,7 +422,8 @@ mod tests {
     use bytes::BytesMut;
     use kafka_protocol::indexmap::IndexMap;
     use kafka_protocol::records::{
-        Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType as WireTimestampType,
+        Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType as WireTimestampType,
     };
     use proptest::prelude::*;
 
@@ -414,19 +449,32 @@ mod tests {
 
     fn encode(records: &[Record], compression: Compression) -> Bytes {
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression })
-            .expect("encode");
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode");
         buf.freeze()
     }
 
     fn batch(count: usize, compression: Compression) -> Bytes {
-        let records: Vec<Record> =
-            (0..count).map(|i| record(i as i64, 1_000 + i as i64, format!("value-{i}").as_bytes())).collect();
+        let records: Vec<Record> = (0..count)
+            .map(|i| record(i as i64, 1_000 + i as i64, format!("value-{i}").as_bytes()))
+            .collect();
         encode(&records, compression)
     }
 
-    const ALL_COMPRESSIONS: [Compression; 5] =
-        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+    const ALL_COMPRESSIONS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
 
     #[test]
     fn parses_what_the_encoder_writes() {
@@ -460,7 +508,14 @@ mod tests {
         let header = BatchHeader::parse(&bytes).unwrap();
         assert!(header.is_transactional());
         assert!(!header.is_control());
-        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (7, 3, 11));
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (7, 3, 11)
+        );
 
         let mut control = record(0, 5, b"v");
         control.control = true;
@@ -473,7 +528,10 @@ mod tests {
         let good = batch(2, Compression::None);
         assert_eq!(
             BatchHeader::parse(&good[..60]),
-            Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: 60 })
+            Err(BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: 60
+            })
         );
 
         let mut bad = good.to_vec();
@@ -488,16 +546,31 @@ mod tests {
 
         let mut bad = good.to_vec();
         bad[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
-        assert!(matches!(BatchHeader::parse(&bad), Err(BatchError::BadRecordCount { record_count: -1, .. })));
+        assert!(matches!(
+            BatchHeader::parse(&bad),
+            Err(BatchError::BadRecordCount {
+                record_count: -1,
+                ..
+            })
+        ));
         // More records than the uncompressed records section can hold.
         bad[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&1_000i32.to_be_bytes());
-        assert!(matches!(BatchHeader::parse(&bad), Err(BatchError::BadRecordCount { record_count: 1_000, .. })));
+        assert!(matches!(
+            BatchHeader::parse(&bad),
+            Err(BatchError::BadRecordCount {
+                record_count: 1_000,
+                ..
+            })
+        ));
 
         let mut bad = good.to_vec();
         bad[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&0i32.to_be_bytes());
         assert_eq!(
             BatchHeader::parse(&bad),
-            Err(BatchError::BadLastOffsetDelta { last_offset_delta: 0, record_count: 2 })
+            Err(BatchError::BadLastOffsetDelta {
+                last_offset_delta: 0,
+                record_count: 2
+            })
         );
 
         let mut bad = good.to_vec();
@@ -511,16 +584,27 @@ mod tests {
         let mut header = BatchHeader::parse(&good).unwrap();
         header.last_offset_delta = 5;
         assert!(header.check().is_ok(), "a compacted batch may have gaps");
-        assert!(matches!(header.check_producer_batch(), Err(BatchError::BadLastOffsetDelta { .. })));
+        assert!(matches!(
+            header.check_producer_batch(),
+            Err(BatchError::BadLastOffsetDelta { .. })
+        ));
         header.record_count = 0;
         assert!(header.check().is_ok(), "a compacted batch may be empty");
-        assert!(matches!(header.check_producer_batch(), Err(BatchError::BadRecordCount { .. })));
+        assert!(matches!(
+            header.check_producer_batch(),
+            Err(BatchError::BadRecordCount { .. })
+        ));
     }
 
     #[test]
     fn crc_detects_changes_inside_and_ignores_outside() {
         let good = batch(3, Compression::Lz4);
-        for at in [ATTRIBUTES_AT, MAX_TIMESTAMP_AT, BATCH_HEADER_BYTES, good.len() - 1] {
+        for at in [
+            ATTRIBUTES_AT,
+            MAX_TIMESTAMP_AT,
+            BATCH_HEADER_BYTES,
+            good.len() - 1,
+        ] {
             let mut bad = good.to_vec();
             bad[at] ^= 0x40;
             // A flipped attribute bit may also make the header invalid; either way it is caught.
@@ -528,8 +612,14 @@ mod tests {
         }
         let mut bad = good.to_vec();
         bad[good.len() - 1] ^= 1;
-        assert!(matches!(verify_crc(&bad), Err(BatchError::CrcMismatch { .. })));
-        assert!(matches!(verify_crc(&good[..good.len() - 1]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            verify_crc(&bad),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+        assert!(matches!(
+            verify_crc(&good[..good.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
 
         let mut moved = good.to_vec();
         set_base_offset(&mut moved, 1 << 40);
@@ -557,7 +647,10 @@ mod tests {
             let decoded = RecordBatchDecoder::decode(&mut Bytes::from(bytes)).unwrap();
             assert_eq!(decoded.records.len(), 4);
             assert_eq!(decoded.records[3].offset, 103);
-            assert!(decoded.records.iter().all(|r| r.timestamp_type == WireTimestampType::LogAppend));
+            assert!(decoded
+                .records
+                .iter()
+                .all(|r| r.timestamp_type == WireTimestampType::LogAppend));
         }
     }
 
@@ -569,7 +662,10 @@ mod tests {
         let mut header: [u8; BATCH_HEADER_BYTES] = bytes[..BATCH_HEADER_BYTES].try_into().unwrap();
         set_log_append_time_parts(&mut header, &bytes[BATCH_HEADER_BYTES..], 42);
         assert_eq!(&whole[..BATCH_HEADER_BYTES], &header[..]);
-        assert_eq!(compute_crc_parts(&header, &bytes[BATCH_HEADER_BYTES..]), compute_crc(&whole));
+        assert_eq!(
+            compute_crc_parts(&header, &bytes[BATCH_HEADER_BYTES..]),
+            compute_crc(&whole)
+        );
     }
 
     #[test]
@@ -592,10 +688,16 @@ mod tests {
         let torn = joined.slice(..joined.len() - 3);
         let mut batches = Batches::new(torn.clone());
         assert!(batches.next().unwrap().is_ok());
-        assert!(matches!(batches.next(), Some(Err(BatchError::Truncated { .. }))));
+        assert!(matches!(
+            batches.next(),
+            Some(Err(BatchError::Truncated { .. }))
+        ));
         assert!(batches.next().is_none());
         assert_eq!(batches.valid_bytes(), first.len());
-        assert!(matches!(split_batches(&torn), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            split_batches(&torn),
+            Err(BatchError::Truncated { .. })
+        ));
         assert!(count_batches(&torn).is_err());
 
         assert_eq!(split_batches(&Bytes::new()), Err(BatchError::Empty));

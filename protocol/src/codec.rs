@@ -81,13 +81,24 @@ pub enum DecodeError {
     #[error("unknown or unimplemented api key {api_key} (correlation id {correlation_id})")]
     UnknownApiKey { api_key: i16, correlation_id: i32 },
     #[error("unsupported version {version} of {api_key:?} (correlation id {correlation_id})")]
-    UnsupportedVersion { api_key: ApiKey, version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
     /// ApiVersions at a version we do not know: answered with a v0 body
     /// carrying UNSUPPORTED_VERSION and our api list (KIP-511).
     #[error("ApiVersions v{version} is not supported (correlation id {correlation_id})")]
     ApiVersionsUnsupported { version: i16, correlation_id: i32 },
-    #[error("malformed {api_key:?} v{version} request (correlation id {correlation_id}): {reason}")]
-    Malformed { api_key: ApiKey, version: i16, correlation_id: i32, reason: String },
+    #[error(
+        "malformed {api_key:?} v{version} request (correlation id {correlation_id}): {reason}"
+    )]
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        reason: String,
+    },
 }
 
 /// A decoded request.
@@ -114,17 +125,31 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
 
     let Some(supported) = api::supported(api_key_raw) else {
-        return Err(DecodeError::UnknownApiKey { api_key: api_key_raw, correlation_id });
+        return Err(DecodeError::UnknownApiKey {
+            api_key: api_key_raw,
+            correlation_id,
+        });
     };
     let api_key = supported.key;
     if version < supported.min_version || version > supported.max_version {
         if api_key == ApiKey::ApiVersions {
-            return Err(DecodeError::ApiVersionsUnsupported { version, correlation_id });
+            return Err(DecodeError::ApiVersionsUnsupported {
+                version,
+                correlation_id,
+            });
         }
-        return Err(DecodeError::UnsupportedVersion { api_key, version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
     }
     if api_key == ApiKey::Produce && version < PRODUCE_VERSION_MIN_IMPLEMENTED {
-        return Err(DecodeError::UnsupportedVersion { api_key, version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
     }
     let malformed = |reason: anyhow::Error| DecodeError::Malformed {
         api_key,
@@ -136,23 +161,45 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
     let body = Request::decode(api_key, &mut frame, version)
         .map_err(malformed)?
-        .ok_or(DecodeError::UnknownApiKey { api_key: api_key_raw, correlation_id })?;
+        .ok_or(DecodeError::UnknownApiKey {
+            api_key: api_key_raw,
+            correlation_id,
+        })?;
     if !frame.is_empty() {
         // Kafka ignores trailing bytes too; log-worthy but harmless.
-        tracing::debug!(?api_key, version, trailing = frame.len(), "trailing bytes after request body");
+        tracing::debug!(
+            ?api_key,
+            version,
+            trailing = frame.len(),
+            "trailing bytes after request body"
+        );
     }
-    Ok(DecodedRequest { header, api_key, body })
+    Ok(DecodedRequest {
+        header,
+        api_key,
+        body,
+    })
 }
 
 /// Encodes a response with its size prefix and header.
-pub fn encode_response(response: &Response, version: i16, correlation_id: i32) -> anyhow::Result<Bytes> {
+pub fn encode_response(
+    response: &Response,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<Bytes> {
     let api_key = response.api_key();
     // The ApiVersions response header is always v0 so that a client that
     // does not yet know our versions can read it.
-    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        api_key.response_header_version(version)
+    };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
-    ResponseHeader::default().with_correlation_id(correlation_id).encode(&mut buf, header_version)?;
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)?;
     response.encode_body(&mut buf, version)?;
     let size = i32::try_from(buf.len() - FRAME_PREFIX_BYTES)?;
     buf[..FRAME_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
@@ -197,25 +244,42 @@ mod tests {
             let decoded = decode_request(request_frame(ApiKey::Metadata, version, &body)).unwrap();
             assert_eq!(decoded.header.correlation_id, 7);
             assert_eq!(decoded.header.client_id.as_deref(), Some("test"));
-            let Request::Metadata(m) = decoded.body else { panic!("wrong kind") };
+            let Request::Metadata(m) = decoded.body else {
+                panic!("wrong kind")
+            };
             assert_eq!(m.topics.unwrap()[0].name.as_ref().unwrap().0.as_str(), "t");
         }
     }
 
     #[test]
     fn rejects_unknown_keys_versions_and_short_frames() {
-        assert!(matches!(decode_request(Bytes::from_static(&[0, 3])), Err(DecodeError::TooShort(2))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 3])),
+            Err(DecodeError::TooShort(2))
+        ));
         let unknown = Bytes::from_static(&[0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0xff, 0xff]);
-        assert!(matches!(decode_request(unknown), Err(DecodeError::UnknownApiKey { api_key: 9999, .. })));
+        assert!(matches!(
+            decode_request(unknown),
+            Err(DecodeError::UnknownApiKey { api_key: 9999, .. })
+        ));
         let metadata_v99 = Bytes::from_static(&[0, 3, 0, 99, 0, 0, 0, 1, 0xff, 0xff]);
-        assert!(matches!(decode_request(metadata_v99), Err(DecodeError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            decode_request(metadata_v99),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
         let api_versions_v99 = Bytes::from_static(&[0, 18, 0, 99, 0, 0, 0, 5, 0xff, 0xff]);
         assert!(matches!(
             decode_request(api_versions_v99),
-            Err(DecodeError::ApiVersionsUnsupported { version: 99, correlation_id: 5 })
+            Err(DecodeError::ApiVersionsUnsupported {
+                version: 99,
+                correlation_id: 5
+            })
         ));
         let produce_v2 = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 5, 0xff, 0xff]);
-        assert!(matches!(decode_request(produce_v2), Err(DecodeError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            decode_request(produce_v2),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
     }
 
     #[test]
@@ -224,7 +288,10 @@ mod tests {
         let mut frame = BytesMut::new();
         frame.put_slice(&[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff]);
         frame.put_i32(i32::MAX);
-        assert!(matches!(decode_request(frame.freeze()), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode_request(frame.freeze()),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]

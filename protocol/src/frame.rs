@@ -21,7 +21,10 @@ pub enum FrameError {
 pub const REQUEST_HEADER_BYTES_MIN: usize = 10;
 
 /// Checks a size prefix read from the wire before anything is allocated for it.
-pub fn check_request_size(prefix: [u8; FRAME_PREFIX_BYTES], max: usize) -> Result<usize, FrameError> {
+pub fn check_request_size(
+    prefix: [u8; FRAME_PREFIX_BYTES],
+    max: usize,
+) -> Result<usize, FrameError> {
     let size = i32::from_be_bytes(prefix);
     if size < 0 {
         return Err(FrameError::NegativeSize(size));
@@ -43,12 +46,21 @@ mod tests {
 
     #[test]
     fn rejects_negative_oversized_and_tiny_sizes() {
-        assert_eq!(check_request_size((-1i32).to_be_bytes(), 100), Err(FrameError::NegativeSize(-1)));
+        assert_eq!(
+            check_request_size((-1i32).to_be_bytes(), 100),
+            Err(FrameError::NegativeSize(-1))
+        );
         assert_eq!(
             check_request_size(101i32.to_be_bytes(), 100),
-            Err(FrameError::TooLarge { size: 101, max: 100 })
+            Err(FrameError::TooLarge {
+                size: 101,
+                max: 100
+            })
         );
-        assert_eq!(check_request_size(3i32.to_be_bytes(), 100), Err(FrameError::TooSmall(3)));
+        assert_eq!(
+            check_request_size(3i32.to_be_bytes(), 100),
+            Err(FrameError::TooSmall(3))
+        );
         assert_eq!(check_request_size(100i32.to_be_bytes(), 100), Ok(100));
     }
 }

@@ -59,7 +59,11 @@ impl BrokerProcess {
             "broker binary {} not found: run `cargo build -p broker` first (or set KBROKER_BIN)",
             binary.display()
         );
-        let log = File::options().create(true).append(true).open(&self.log_path).expect("log file");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
         let mut command = Command::new(&binary);
         command
             .arg("--override")
@@ -70,7 +74,10 @@ impl BrokerProcess {
             command.arg("--override").arg(item);
         }
         let child = command
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .stdin(Stdio::null())
@@ -82,10 +89,21 @@ impl BrokerProcess {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
-                panic!("broker exited with {status} before listening:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
+                panic!(
+                    "broker exited with {status} before listening:\n{}",
+                    self.log()
+                );
             }
-            assert!(started.elapsed() < START_TIMEOUT, "broker did not listen within {START_TIMEOUT:?}:\n{}", self.log());
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "broker did not listen within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -100,8 +118,13 @@ impl BrokerProcess {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited with 0.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -148,5 +171,9 @@ impl Drop for BrokerProcess {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

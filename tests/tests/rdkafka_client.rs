@@ -16,7 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn producer(broker: &BrokerProcess, extra: &[(&str, &str)]) -> FutureProducer {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", broker.bootstrap()).set("linger.ms", "5");
+    config
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "5");
     for (key, value) in extra {
         config.set(*key, *value);
     }
@@ -32,17 +34,24 @@ fn consumer(broker: &BrokerProcess, topic: &str, partitions: i32) -> BaseConsume
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
-        assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&assignment).expect("assign");
     consumer
 }
 
 async fn create_topic(broker: &BrokerProcess, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin");
     let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .expect("create_topics");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -61,9 +70,15 @@ fn consume(consumer: &BaseConsumer, count: usize) -> Vec<(i32, i64, Sent)> {
     let mut received = Vec::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
     while received.len() < count && std::time::Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message.expect("consume error");
-        let header = message.headers().and_then(|h| h.get_as::<[u8]>(0).ok().and_then(|h| h.value.map(<[u8]>::to_vec)));
+        let header = message.headers().and_then(|h| {
+            h.get_as::<[u8]>(0)
+                .ok()
+                .and_then(|h| h.value.map(<[u8]>::to_vec))
+        });
         received.push((
             message.partition(),
             message.offset(),
@@ -82,7 +97,10 @@ async fn round_trip(compression: &str) {
     let broker = BrokerProcess::start(&[]);
     let topic = format!("round-trip-{compression}");
     create_topic(&broker, &topic, 3).await;
-    let producer = producer(&broker, &[("compression.type", compression), ("acks", "all")]);
+    let producer = producer(
+        &broker,
+        &[("compression.type", compression), ("acks", "all")],
+    );
     let base_timestamp = 1_700_000_000_000i64;
     let mut sent = Vec::new();
     let mut deliveries = Vec::new();
@@ -98,16 +116,26 @@ async fn round_trip(compression: &str) {
                 .key(&record.key)
                 .payload(&record.value)
                 .timestamp(record.timestamp)
-                .headers(OwnedHeaders::new().insert(Header { key: "h", value: Some(&record.header) })),
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "h",
+                    value: Some(&record.header),
+                })),
         );
         deliveries.push(future.expect("queue full"));
         sent.push(record);
     }
     let mut partition_of_key: HashMap<Vec<u8>, i32> = HashMap::new();
     for (delivery, record) in deliveries.into_iter().zip(&sent) {
-        let (partition, _offset) = delivery.await.expect("canceled").expect("delivery failed");
+        let partition = delivery
+            .await
+            .expect("canceled")
+            .expect("delivery failed")
+            .partition;
         let previous = partition_of_key.insert(record.key.clone(), partition);
-        assert!(previous.is_none() || previous == Some(partition), "a key moved partitions");
+        assert!(
+            previous.is_none() || previous == Some(partition),
+            "a key moved partitions"
+        );
     }
 
     let consumer = consumer(&broker, &topic, 3);
@@ -115,10 +143,20 @@ async fn round_trip(compression: &str) {
     assert_eq!(received.len(), sent.len(), "records received");
     // Per partition: offsets 0, 1, 2, ... and records in the order sent.
     for partition in 0..3 {
-        let got: Vec<&(i32, i64, Sent)> = received.iter().filter(|(p, _, _)| *p == partition).collect();
+        let got: Vec<&(i32, i64, Sent)> = received
+            .iter()
+            .filter(|(p, _, _)| *p == partition)
+            .collect();
         let offsets: Vec<i64> = got.iter().map(|(_, offset, _)| *offset).collect();
-        assert_eq!(offsets, (0..got.len() as i64).collect::<Vec<_>>(), "partition {partition} offsets");
-        let expected: Vec<&Sent> = sent.iter().filter(|r| partition_of_key[&r.key] == partition).collect();
+        assert_eq!(
+            offsets,
+            (0..got.len() as i64).collect::<Vec<_>>(),
+            "partition {partition} offsets"
+        );
+        let expected: Vec<&Sent> = sent
+            .iter()
+            .filter(|r| partition_of_key[&r.key] == partition)
+            .collect();
         let got: Vec<&Sent> = got.iter().map(|(_, _, record)| record).collect();
         assert_eq!(got, expected, "partition {partition} contents");
     }
@@ -161,28 +199,58 @@ async fn waiting_consumer_sees_new_records() {
     let producer = producer(&broker, &[]);
     for i in 0..10 {
         producer
-            .send(FutureRecord::to(topic).key("k").payload(&format!("late-{i}")), TIMEOUT)
+            .send(
+                FutureRecord::to(topic)
+                    .key("k")
+                    .payload(&format!("late-{i}")),
+                TIMEOUT,
+            )
             .await
             .expect("delivery");
     }
     let received = consume(&consumer, 10);
-    let values: Vec<Vec<u8>> = received.into_iter().map(|(_, _, record)| record.value).collect();
+    let values: Vec<Vec<u8>> = received
+        .into_iter()
+        .map(|(_, _, record)| record.value)
+        .collect();
     let expected: Vec<Vec<u8>> = (0..10).map(|i| format!("late-{i}").into_bytes()).collect();
     assert_eq!(values, expected);
 }
 
 /// Metadata for an unknown topic creates it with num.partitions partitions
-/// and a topic id; the broker's advertised address is the listener.
+/// when the client allows it (librdkafka consumers do not by default), and
+/// the broker's advertised address is the listener.
 #[tokio::test(flavor = "multi_thread")]
-async fn metadata_auto_creates_topics() {
+async fn metadata_auto_creates_topics_when_allowed() {
     let broker = BrokerProcess::start(&["num.partitions=4"]);
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().expect("client");
-    let metadata = consumer.fetch_metadata(Some("auto-created"), TIMEOUT).expect("metadata");
+    let client = |allow: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("allow.auto.create.topics", allow)
+            .create()
+            .expect("client")
+    };
+    let metadata = client("false")
+        .fetch_metadata(Some("not-created"), TIMEOUT)
+        .expect("metadata");
+    assert_eq!(
+        metadata.topics()[0].error(),
+        Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+    );
+
+    let metadata = client("true")
+        .fetch_metadata(Some("auto-created"), TIMEOUT)
+        .expect("metadata");
     let topic = &metadata.topics()[0];
     assert_eq!(topic.name(), "auto-created");
     assert!(topic.error().is_none(), "{:?}", topic.error());
     assert_eq!(topic.partitions().len(), 4);
     assert_eq!(metadata.brokers().len(), 1);
     assert_eq!(metadata.brokers()[0].port() as u16, broker.port);
+
+    let all = client("false")
+        .fetch_metadata(None, TIMEOUT)
+        .expect("metadata");
+    let names: Vec<&str> = all.topics().iter().map(|topic| topic.name()).collect();
+    assert_eq!(names, ["auto-created"]);
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -21,7 +23,11 @@ pub async fn handle(broker: &Broker, request: CreateTopicsRequest) -> CreateTopi
     for creatable in &request.topics {
         let result = CreatableTopicResult::default().with_name(creatable.name.clone());
         let result = if !seen.insert(creatable.name.0.as_str()) {
-            failed(result, code(ResponseError::InvalidRequest), "Topic is listed more than once".into())
+            failed(
+                result,
+                code(ResponseError::InvalidRequest),
+                "Topic is listed more than once".into(),
+            )
         } else {
             create(broker, creatable, request.validate_only, result).await
         };
@@ -48,13 +54,20 @@ async fn create(
     let mut configs = BTreeMap::new();
     for config in &creatable.configs {
         let Some(value) = &config.value else {
-            let message = format!("Null value not supported for topic config {}", config.name.as_str());
+            let message = format!(
+                "Null value not supported for topic config {}",
+                config.name.as_str()
+            );
             return failed(result, code(ResponseError::InvalidConfig), message);
         };
         configs.insert(config.name.to_string(), value.to_string());
     }
     let (partitions, replication_factor) = if creatable.assignments.is_empty() {
-        let partitions = if creatable.num_partitions == -1 { broker.config.num_partitions } else { creatable.num_partitions };
+        let partitions = if creatable.num_partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            creatable.num_partitions
+        };
         let replication_factor = if creatable.replication_factor == -1 {
             broker.config.default_replication_factor
         } else {
@@ -63,16 +76,25 @@ async fn create(
         (partitions, replication_factor)
     } else {
         if creatable.num_partitions != -1 || creatable.replication_factor != -1 {
-            let message = "Both numPartitions or replicationFactor and replicasAssignments were set".to_string();
+            let message =
+                "Both numPartitions or replicationFactor and replicasAssignments were set"
+                    .to_string();
             return failed(result, code(ResponseError::InvalidRequest), message);
         }
         if let Err(message) = check_assignments(broker.config.node_id, creatable) {
-            return failed(result, code(ResponseError::InvalidReplicaAssignment), message);
+            return failed(
+                result,
+                code(ResponseError::InvalidReplicaAssignment),
+                message,
+            );
         }
         (creatable.assignments.len() as i32, 1)
     };
     let name = creatable.name.0.as_str();
-    match broker.create_topic(name, partitions, replication_factor, configs, validate_only).await {
+    match broker
+        .create_topic(name, partitions, replication_factor, configs, validate_only)
+        .await
+    {
         Ok(topic) => {
             let configs = topic
                 .configs
@@ -96,14 +118,27 @@ async fn create(
 
 /// Manual assignments must name partitions 0..n once each, every one on this broker.
 fn check_assignments(node_id: i32, creatable: &CreatableTopic) -> Result<(), String> {
-    let mut partitions: Vec<i32> = creatable.assignments.iter().map(|a| a.partition_index).collect();
+    let mut partitions: Vec<i32> = creatable
+        .assignments
+        .iter()
+        .map(|a| a.partition_index)
+        .collect();
     partitions.sort_unstable();
     if partitions.iter().enumerate().any(|(i, &p)| p != i as i32) {
         return Err("Partitions must be numbered 0 to n-1, each once".into());
     }
     for assignment in &creatable.assignments {
-        if assignment.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>() != [node_id] {
-            return Err(format!("Partition {} must be assigned to broker {node_id} alone", assignment.partition_index));
+        if assignment
+            .broker_ids
+            .iter()
+            .map(|id| id.0)
+            .collect::<Vec<_>>()
+            != [node_id]
+        {
+            return Err(format!(
+                "Partition {} must be assigned to broker {node_id} alone",
+                assignment.partition_index
+            ));
         }
     }
     Ok(())

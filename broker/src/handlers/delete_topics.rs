@@ -12,11 +12,23 @@ use crate::state::Broker;
 /// From v6 topics come as (name or id) pairs; before, as a list of names.
 const TOPIC_STATES_VERSION_MIN: i16 = 6;
 
-pub async fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    broker: &Broker,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, Uuid)> = if version >= TOPIC_STATES_VERSION_MIN {
-        request.topics.into_iter().map(|topic| (topic.name, topic.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|topic| (topic.name, topic.topic_id))
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|name| (Some(name), Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|name| (Some(name), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, topic_id) in targets {
@@ -26,27 +38,45 @@ pub async fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16)
 }
 
 async fn delete(broker: &Broker, name: Option<TopicName>, topic_id: Uuid) -> DeletableTopicResult {
-    let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(topic_id);
+    let result = DeletableTopicResult::default()
+        .with_name(name.clone())
+        .with_topic_id(topic_id);
     let failed = |result: DeletableTopicResult, error_code, message: String| {
-        result.with_error_code(error_code).with_error_message(Some(StrBytes::from_string(message)))
+        result
+            .with_error_code(error_code)
+            .with_error_message(Some(StrBytes::from_string(message)))
     };
     let topic = match (&name, topic_id.is_nil()) {
         (Some(name), _) => broker.topic(name.0.as_str()),
         (None, false) => broker.topic_by_id(topic_id),
         (None, true) => {
-            return failed(result, code(ResponseError::InvalidRequest), "Neither topic name nor id given".into())
+            return failed(
+                result,
+                code(ResponseError::InvalidRequest),
+                "Neither topic name nor id given".into(),
+            )
         }
     };
     let Some(topic) = topic.filter(|topic| topic_id.is_nil() || topic.topic_id == topic_id) else {
         return if name.is_none() {
-            failed(result, code(ResponseError::UnknownTopicId), format!("Topic id {topic_id} does not exist"))
+            failed(
+                result,
+                code(ResponseError::UnknownTopicId),
+                format!("Topic id {topic_id} does not exist"),
+            )
         } else {
-            failed(result, code(ResponseError::UnknownTopicOrPartition), "Topic does not exist".into())
+            failed(
+                result,
+                code(ResponseError::UnknownTopicOrPartition),
+                "Topic does not exist".into(),
+            )
         };
     };
     match broker.delete_topic(&topic.name).await {
         Ok(deleted) => result
-            .with_name(Some(TopicName(StrBytes::from_string(deleted.name.to_string()))))
+            .with_name(Some(TopicName(StrBytes::from_string(
+                deleted.name.to_string(),
+            ))))
             .with_topic_id(deleted.topic_id),
         Err(error) => failed(result, errors::topic_error_code(&error), error.to_string()),
     }

@@ -24,7 +24,9 @@ const READ_COMMITTED: i8 = 1;
 pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
 
 pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
-    let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX);
+    let wait_ms = u64::try_from(request.max_wait_ms)
+        .unwrap_or(0)
+        .min(FETCH_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let mut appends = broker.subscribe_appends();
@@ -45,7 +47,11 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
 
 /// One pass over the requested partitions: the response, the record bytes
 /// in it, and whether any partition failed (which ends long polling).
-fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+fn read_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
     let mut remaining = usize::try_from(request.max_bytes)
         .ok()
         .filter(|&max| max > 0)
@@ -72,7 +78,13 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
                             // KIP-74: the first batch of the first partition with data is
                             // returned whole even if it is larger than the limits.
                             let min_one = total == 0;
-                            read_partition(topic, fetch_partition, remaining, min_one, read_committed)
+                            read_partition(
+                                topic,
+                                fetch_partition,
+                                remaining,
+                                min_one,
+                                read_committed,
+                            )
                         }
                     };
                     let size = data.records.as_ref().map_or(0, Bytes::len);
@@ -88,14 +100,28 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
                 .with_partitions(partitions)
         })
         .collect();
-    (FetchResponse::default().with_responses(responses), total, failed)
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        failed,
+    )
 }
 
-fn resolve_topic(broker: &Broker, fetch_topic: &FetchTopic, version: i16) -> (Option<std::sync::Arc<Topic>>, i16) {
+fn resolve_topic(
+    broker: &Broker,
+    fetch_topic: &FetchTopic,
+    version: i16,
+) -> (Option<std::sync::Arc<Topic>>, i16) {
     if version >= TOPIC_ID_VERSION_MIN {
-        (broker.topic_by_id(fetch_topic.topic_id), code(ResponseError::UnknownTopicId))
+        (
+            broker.topic_by_id(fetch_topic.topic_id),
+            code(ResponseError::UnknownTopicId),
+        )
     } else {
-        (broker.topic(fetch_topic.topic.0.as_str()), code(ResponseError::UnknownTopicOrPartition))
+        (
+            broker.topic(fetch_topic.topic.0.as_str()),
+            code(ResponseError::UnknownTopicOrPartition),
+        )
     }
 }
 
@@ -107,10 +133,16 @@ fn read_partition(
     read_committed: bool,
 ) -> PartitionData {
     let data = PartitionData::default().with_partition_index(request.partition);
-    let Some(partition) = usize::try_from(request.partition).ok().and_then(|index| topic.partitions.get(index)) else {
-        return data.with_error_code(code(ResponseError::UnknownTopicOrPartition)).with_high_watermark(-1);
+    let Some(partition) = usize::try_from(request.partition)
+        .ok()
+        .and_then(|index| topic.partitions.get(index))
+    else {
+        return data
+            .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+            .with_high_watermark(-1);
     };
-    let epoch_error = errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
+    let epoch_error =
+        errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
     if epoch_error != errors::NONE {
         return data.with_error_code(epoch_error).with_high_watermark(-1);
     }
@@ -122,7 +154,11 @@ fn read_partition(
     });
     let (read, high_watermark, log_start_offset) = match result {
         Ok(values) => values,
-        Err(closed) => return data.with_error_code(errors::closed_code(&closed)).with_high_watermark(-1),
+        Err(closed) => {
+            return data
+                .with_error_code(errors::closed_code(&closed))
+                .with_high_watermark(-1)
+        }
     };
     let data = data
         .with_high_watermark(high_watermark)
@@ -134,7 +170,8 @@ fn read_partition(
         Ok(records) => data.with_records(Some(records)),
         Err(error) => {
             tracing::debug!(topic = %topic.name, partition = request.partition, %error, "fetch failed");
-            data.with_error_code(errors::storage_error_code(&error)).with_records(Some(Bytes::new()))
+            data.with_error_code(errors::storage_error_code(&error))
+                .with_records(Some(Bytes::new()))
         }
     }
 }

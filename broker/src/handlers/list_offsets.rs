@@ -3,7 +3,9 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::errors::{self, code};
@@ -33,11 +35,16 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                     });
                     match partition {
                         Some(partition) => list_partition(partition, partition_request, version),
-                        None => failed(partition_request, code(ResponseError::UnknownTopicOrPartition)),
+                        None => failed(
+                            partition_request,
+                            code(ResponseError::UnknownTopicOrPartition),
+                        ),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(topic_request.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(topic_request.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
@@ -51,8 +58,13 @@ fn failed(request: &ListOffsetsPartition, error_code: i16) -> ListOffsetsPartiti
         .with_timestamp(-1)
 }
 
-fn list_partition(partition: &Partition, request: &ListOffsetsPartition, version: i16) -> ListOffsetsPartitionResponse {
-    let epoch_error = errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
+fn list_partition(
+    partition: &Partition,
+    request: &ListOffsetsPartition,
+    version: i16,
+) -> ListOffsetsPartitionResponse {
+    let epoch_error =
+        errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
     if epoch_error != errors::NONE {
         return failed(request, epoch_error);
     }
@@ -67,7 +79,11 @@ fn list_partition(partition: &Partition, request: &ListOffsetsPartition, version
             .with_partition_index(request.partition_index)
             .with_offset(offset)
             .with_timestamp(timestamp)
-            .with_leader_epoch(if version >= LEADER_EPOCH_VERSION_MIN { partition.leader_epoch } else { -1 }),
+            .with_leader_epoch(if version >= LEADER_EPOCH_VERSION_MIN {
+                partition.leader_epoch
+            } else {
+                -1
+            }),
         Ok(Ok(None)) => failed(request, errors::NONE),
         Ok(Err(error)) => failed(request, errors::storage_error_code(&error)),
         Err(closed) => failed(request, errors::closed_code(&closed)),

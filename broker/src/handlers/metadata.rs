@@ -23,7 +23,9 @@ const AUTO_CREATE_FIELD_VERSION_MIN: i16 = 4;
 
 pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
     let wanted = match request.topics {
-        Some(topics) if !(topics.is_empty() && version < NULL_MEANS_ALL_VERSION_MIN) => Some(topics),
+        Some(topics) if !(topics.is_empty() && version < NULL_MEANS_ALL_VERSION_MIN) => {
+            Some(topics)
+        }
         _ => None,
     };
     let allow_auto_create = broker.config.auto_create_topics_enable
@@ -33,7 +35,15 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
         Some(wanted) => {
             let mut topics = Vec::with_capacity(wanted.len());
             for requested in wanted {
-                topics.push(requested_topic(broker, requested.name, requested.topic_id, allow_auto_create).await);
+                topics.push(
+                    requested_topic(
+                        broker,
+                        requested.name,
+                        requested.topic_id,
+                        allow_auto_create,
+                    )
+                    .await,
+                );
             }
             topics
         }
@@ -107,7 +117,9 @@ fn topic_response(topic: &Arc<Topic>) -> MetadataResponseTopic {
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(topic.name.to_string()))))
+        .with_name(Some(TopicName(StrBytes::from_string(
+            topic.name.to_string(),
+        ))))
         .with_topic_id(topic.topic_id)
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)

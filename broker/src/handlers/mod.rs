@@ -19,14 +19,22 @@ pub async fn handle(broker: &Broker, request: DecodedRequest) -> Option<Response
     let version = request.version();
     Some(match request.body {
         Request::ApiVersions(_) => Response::ApiVersions(api_versions::handle()),
-        Request::Metadata(body) => Response::Metadata(metadata::handle(broker, body, version).await),
+        Request::Metadata(body) => {
+            Response::Metadata(metadata::handle(broker, body, version).await)
+        }
         Request::Produce(body) => Response::Produce(produce::handle(broker, body, version)?),
         Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version).await),
-        Request::ListOffsets(body) => Response::ListOffsets(list_offsets::handle(broker, body, version)),
+        Request::ListOffsets(body) => {
+            Response::ListOffsets(list_offsets::handle(broker, body, version))
+        }
         Request::OffsetForLeaderEpoch(body) => {
             Response::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, body))
         }
-        Request::CreateTopics(body) => Response::CreateTopics(create_topics::handle(broker, body).await),
-        Request::DeleteTopics(body) => Response::DeleteTopics(delete_topics::handle(broker, body, version).await),
+        Request::CreateTopics(body) => {
+            Response::CreateTopics(create_topics::handle(broker, body).await)
+        }
+        Request::DeleteTopics(body) => {
+            Response::DeleteTopics(delete_topics::handle(broker, body, version).await)
+        }
     })
 }

@@ -2,13 +2,18 @@
 //! can detect log truncation after a leader change.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use crate::errors::{self, code};
 use crate::state::Broker;
 
-pub fn handle(broker: &Broker, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn handle(
+    broker: &Broker,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = request
         .topics
         .into_iter()
@@ -21,22 +26,32 @@ pub fn handle(broker: &Broker, request: OffsetForLeaderEpochRequest) -> OffsetFo
                         .with_partition(partition_request.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(partition) = broker.partition(topic_request.topic.0.as_str(), partition_request.partition)
+                    let Some(partition) = broker
+                        .partition(topic_request.topic.0.as_str(), partition_request.partition)
                     else {
-                        return response.with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                        return response
+                            .with_error_code(code(ResponseError::UnknownTopicOrPartition));
                     };
-                    let epoch_error =
-                        errors::leader_epoch_code(partition_request.current_leader_epoch, partition.leader_epoch);
+                    let epoch_error = errors::leader_epoch_code(
+                        partition_request.current_leader_epoch,
+                        partition.leader_epoch,
+                    );
                     if epoch_error != errors::NONE {
                         return response.with_error_code(epoch_error);
                     }
-                    match partition.with_log(|log| log.end_offset_for_epoch(partition_request.leader_epoch)) {
-                        Ok((epoch, end_offset)) => response.with_leader_epoch(epoch).with_end_offset(end_offset),
+                    match partition
+                        .with_log(|log| log.end_offset_for_epoch(partition_request.leader_epoch))
+                    {
+                        Ok((epoch, end_offset)) => response
+                            .with_leader_epoch(epoch)
+                            .with_end_offset(end_offset),
                         Err(closed) => response.with_error_code(errors::closed_code(&closed)),
                     }
                 })
                 .collect();
-            OffsetForLeaderTopicResult::default().with_topic(topic_request.topic).with_partitions(partitions)
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic_request.topic)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)

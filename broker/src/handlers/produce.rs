@@ -30,14 +30,18 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<
                 .into_iter()
                 .map(|data| {
                     let mut response = produce_partition(topic.as_deref(), data, acks);
-                    if version < INVALID_RECORD_VERSION_MIN && response.error_code == code(ResponseError::InvalidRecord) {
+                    if version < INVALID_RECORD_VERSION_MIN
+                        && response.error_code == code(ResponseError::InvalidRecord)
+                    {
                         response.error_code = code(ResponseError::CorruptMessage);
                     }
                     appended |= response.error_code == errors::NONE;
                     response
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partition_responses)
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partition_responses)
         })
         .collect();
     if appended {
@@ -49,19 +53,36 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-fn produce_partition(topic: Option<&Topic>, data: PartitionProduceData, acks: i16) -> PartitionProduceResponse {
-    let response = PartitionProduceResponse::default().with_index(data.index).with_base_offset(-1);
+fn produce_partition(
+    topic: Option<&Topic>,
+    data: PartitionProduceData,
+    acks: i16,
+) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default()
+        .with_index(data.index)
+        .with_base_offset(-1);
     let fail = |error: ResponseError, message: String| {
         tracing::debug!(partition = data.index, %message, "produce rejected");
-        response.clone().with_error_code(code(error)).with_error_message(Some(StrBytes::from_string(message)))
+        response
+            .clone()
+            .with_error_code(code(error))
+            .with_error_message(Some(StrBytes::from_string(message)))
     };
     if !matches!(acks, -1..=1) {
-        return fail(ResponseError::InvalidRequiredAcks, format!("acks={acks} is not 0, 1 or -1"));
+        return fail(
+            ResponseError::InvalidRequiredAcks,
+            format!("acks={acks} is not 0, 1 or -1"),
+        );
     }
-    let Some(partition) =
-        topic.and_then(|topic| usize::try_from(data.index).ok().and_then(|index| topic.partitions.get(index)))
-    else {
-        return fail(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.".into());
+    let Some(partition) = topic.and_then(|topic| {
+        usize::try_from(data.index)
+            .ok()
+            .and_then(|index| topic.partitions.get(index))
+    }) else {
+        return fail(
+            ResponseError::UnknownTopicOrPartition,
+            "This server does not host this topic-partition.".into(),
+        );
     };
     let records: Bytes = data.records.unwrap_or_default();
     if let Err(message) = exactly_one_batch(&records) {
@@ -87,7 +108,9 @@ fn produce_partition(topic: Option<&Topic>, data: PartitionProduceData, acks: i1
 fn exactly_one_batch(records: &Bytes) -> Result<(), String> {
     match protocol::batch::count_batches(records) {
         Ok(1) => Ok(()),
-        Ok(count) => Err(format!("Produce requests must contain exactly one record batch, got {count}")),
+        Ok(count) => Err(format!(
+            "Produce requests must contain exactly one record batch, got {count}"
+        )),
         // The full validation, with the precise error, happens in the log.
         Err(_) => Ok(()),
     }
