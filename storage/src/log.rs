@@ -1,0 +1,840 @@
+//! [`PartitionLog`]: the segments of one partition, in one directory.
+//!
+//! The only place where offsets are assigned. Invariants, asserted where
+//! they move: `log_start_offset <= high_watermark <= log_end_offset`; there
+//! is always at least one segment and the last one is the active one; only
+//! the active segment may be empty; segment base offsets grow and no
+//! segment starts before its predecessor ends.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use protocol::batch::{
+    self, set_base_offset, set_log_append_time_parts, set_partition_leader_epoch, verify_crc,
+    BatchHeader, Batches, TimestampType, BATCH_HEADER_BYTES,
+};
+
+use crate::checkpoint::{
+    self, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMPORARY_SUFFIX,
+};
+use crate::config::{LogConfig, READ_BYTES_MAX, RECOVERY_CHUNK_BYTES};
+use crate::epoch::LeaderEpochCache;
+use crate::error::{IoContext, StorageError};
+use crate::segment::{
+    parse_segment_file_name, segment_file_name, PreparedBatch, Segment, LOG_SUFFIX,
+};
+
+// The broker shares logs between tasks behind a mutex.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PartitionLog>();
+};
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The timestamp given to the batches with LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset; never empty; the last one is active.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    /// Everything below is fsynced; persisted in `recovery-point-checkpoint`.
+    recovery_point: i64,
+    epochs: LeaderEpochCache,
+    /// Records appended since the last fsync (`flush.messages`).
+    unflushed_records: u64,
+    last_flush_ms: i64,
+    /// The latest clock reading seen, for `flush` calls that have none.
+    last_now_ms: i64,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating the directory if needed, and
+    /// recovers it (see the crate documentation for the rules).
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, StorageError> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        // Removed first and durably: if this open or anything after it
+        // crashes, the next open must not trust the files.
+        let clean = checkpoint::remove_if_present(&dir.join(CLEAN_SHUTDOWN_FILE))?;
+        if clean {
+            checkpoint::sync_dir(dir)?;
+        }
+        let bases = list_segments(dir)?;
+        let log_start_checkpoint = checkpoint::read_offset(dir, LOG_START_OFFSET_FILE)?;
+        let recovery_point = if clean {
+            None
+        } else {
+            checkpoint::read_offset(dir, RECOVERY_POINT_FILE)?
+        };
+        let recover_from = match (clean, recovery_point) {
+            (true, _) => bases.len(),
+            (false, Some(point)) => bases
+                .partition_point(|&base| base <= point)
+                .saturating_sub(1),
+            (false, None) => 0,
+        };
+
+        let mut segments = load_segments(dir, &bases, recover_from, &config, now_ms)?;
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, log_start_checkpoint.unwrap_or(0))?);
+            checkpoint::sync_dir(dir)?;
+        }
+        segments
+            .last_mut()
+            .expect("at least one segment")
+            .activate()?;
+        let log_end_offset = segments.last().expect("at least one segment").next_offset();
+        let first_base = segments[0].base_offset();
+        let log_start_offset = log_start_checkpoint
+            .unwrap_or(first_base)
+            .clamp(first_base, log_end_offset);
+
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            high_watermark: log_end_offset,
+            recovery_point: log_end_offset,
+            epochs: LeaderEpochCache::default(),
+            unflushed_records: 0,
+            last_flush_ms: now_ms,
+            last_now_ms: now_ms,
+        };
+        if log_start_checkpoint != Some(log_start_offset) {
+            checkpoint::write_offset(dir, LOG_START_OFFSET_FILE, log_start_offset)?;
+        }
+        // Finish a deletion that a crash interrupted.
+        let below = log.count_oldest(|segment, _| segment.next_offset() <= log_start_offset);
+        log.delete_oldest(below)?;
+        log.load_epochs()?;
+        // Trusted segments were fsynced before; recovered ones just were.
+        checkpoint::write_offset(dir, RECOVERY_POINT_FILE, log_end_offset)?;
+        log.check_invariants();
+        tracing::info!(
+            dir = %dir.display(),
+            clean,
+            segments = log.segments.len(),
+            recovered_segments = bases.len().saturating_sub(recover_from),
+            log_start_offset,
+            log_end_offset,
+            "opened partition log"
+        );
+        Ok(log)
+    }
+
+    fn load_epochs(&mut self) -> Result<(), StorageError> {
+        let (mut epochs, mut changed) = match LeaderEpochCache::load(&self.dir)? {
+            Some(epochs) => (epochs, false),
+            None => (self.rebuild_epochs()?, true),
+        };
+        changed |= epochs.truncate_from_end(self.log_end_offset());
+        changed |= epochs.truncate_from_start(self.log_start_offset);
+        self.epochs = epochs;
+        if changed {
+            self.epochs.persist(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The leader epochs as the batch headers record them.
+    fn rebuild_epochs(&self) -> Result<LeaderEpochCache, StorageError> {
+        let mut epochs = LeaderEpochCache::default();
+        for segment in &self.segments {
+            segment.scan_headers(0, RECOVERY_CHUNK_BYTES, |_, header| {
+                epochs.assign(header.partition_leader_epoch, header.base_offset);
+                ControlFlow::<()>::Continue(())
+            })?;
+        }
+        Ok(epochs)
+    }
+
+    /// Appends producer batches: validates all of them (lengths, sizes,
+    /// CRCs, record counts) before writing any, assigns offsets from the log
+    /// end, stamps `leader_epoch`, and with LogAppendTime sets `now_ms` as
+    /// the batches' timestamp. The bytes are in the file (page cache) when
+    /// this returns.
+    pub fn append(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.last_now_ms = now_ms;
+        let batches = self.validate(&records)?;
+        let first_offset = self.log_end_offset();
+        let log_append_time_ms = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        let prepared = prepare(&batches, first_offset, leader_epoch, log_append_time_ms)?;
+        if let Err(error) = self.write(&prepared, now_ms) {
+            tracing::error!(dir = %self.dir.display(), %error, "append failed; removing what it wrote");
+            if let Err(undo) = self.truncate_to(first_offset) {
+                tracing::error!(dir = %self.dir.display(), error = %undo, "could not remove a failed append");
+            }
+            return Err(error);
+        }
+        let last_offset = self.log_end_offset() - 1;
+        if self.epochs.assign(leader_epoch, first_offset) {
+            self.epochs.persist(&self.dir)?;
+        }
+        // One replica: everything written is committed.
+        self.high_watermark = self.log_end_offset();
+        self.check_invariants();
+        let records_appended: i64 = prepared
+            .iter()
+            .map(|batch| batch.header.record_count as i64)
+            .sum();
+        self.unflushed_records = self
+            .unflushed_records
+            .saturating_add(records_appended as u64);
+        let flush_due = self.unflushed_records >= self.config.flush_messages
+            || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
+        if flush_due {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            log_append_time_ms,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Everything a producer's input must satisfy, checked before anything is written.
+    fn validate(&self, records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, StorageError> {
+        let batches = batch::split_batches(records).map_err(StorageError::from_producer_batch)?;
+        let max = self.config.max_message_bytes;
+        if let Some((header, _)) = batches
+            .iter()
+            .find(|(header, _)| header.total_size() > max as usize)
+        {
+            return Err(StorageError::MessageTooLarge {
+                size: header.total_size(),
+                max,
+            });
+        }
+        for (header, bytes) in &batches {
+            verify_crc(bytes).map_err(StorageError::from_producer_batch)?;
+            header
+                .check_producer_batch()
+                .map_err(StorageError::from_producer_batch)?;
+            if header.is_control() {
+                return Err(StorageError::InvalidRecord(
+                    "producers may not write control batches".into(),
+                ));
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Writes prepared batches, rolling segments as needed.
+    fn write(&mut self, prepared: &[PreparedBatch], now_ms: i64) -> Result<(), StorageError> {
+        let mut next = 0;
+        while next < prepared.len() {
+            if self.should_roll(self.active().size(), &prepared[next].header, now_ms) {
+                self.roll()?;
+            }
+            let start = next;
+            let mut size = self.active().size() + prepared[next].header.total_size() as u64;
+            next += 1;
+            while next < prepared.len() && !self.should_roll(size, &prepared[next].header, now_ms) {
+                size += prepared[next].header.total_size() as u64;
+                next += 1;
+            }
+            let index_interval_bytes = self.config.index_interval_bytes;
+            self.active_mut()
+                .append(&prepared[start..next], index_interval_bytes, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `batch` must go to a new segment when the active one holds
+    /// `segment_size` bytes. An empty segment takes any batch.
+    fn should_roll(&self, segment_size: u64, batch: &BatchHeader, now_ms: i64) -> bool {
+        let active = self.active();
+        if segment_size == 0 {
+            return false;
+        }
+        let total = segment_size + batch.total_size() as u64;
+        let too_old = active
+            .first_batch_time_ms()
+            .is_some_and(|first| now_ms.saturating_sub(first) > self.config.segment_ms);
+        total > self.config.effective_segment_bytes()
+            || too_old
+            || active.relative(batch.last_offset()).is_none()
+            || active.indexes_full()
+            || total > u32::MAX as u64
+    }
+
+    /// Seals the active segment (fsyncing it) and starts a new one at the log end.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let log_end_offset = self.log_end_offset();
+        assert!(!self.active().is_empty(), "rolling an empty segment");
+        self.active_mut().seal()?;
+        let mut segment = Segment::create(&self.dir, log_end_offset)?;
+        segment.activate()?;
+        checkpoint::sync_dir(&self.dir)?;
+        self.segments.push(segment);
+        // Every earlier segment was fsynced when it was sealed.
+        self.set_recovery_point(log_end_offset)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = log_end_offset, "rolled a new segment");
+        Ok(())
+    }
+
+    /// Whole batches from the one containing `offset`: at most `max_bytes`
+    /// (capped at [`READ_BYTES_MAX`]) but at least one batch if
+    /// `min_one_batch`, none starting at or after `max_offset`. Empty at the
+    /// log end.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Bytes, StorageError> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        if offset == log_end_offset || offset >= max_offset {
+            return Ok(Bytes::new());
+        }
+        let first = self
+            .segments
+            .partition_point(|segment| segment.base_offset() <= offset)
+            .saturating_sub(1);
+        for segment in &self.segments[first..] {
+            if let Some((position, header)) = segment.find_batch(offset)? {
+                return read_batches(
+                    segment,
+                    position,
+                    &header,
+                    max_bytes,
+                    max_offset,
+                    min_one_batch,
+                );
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// Sets the high watermark, clamped to `[log_start_offset, log_end_offset]`.
+    /// `append` already moves it to the log end (one replica).
+    pub fn set_high_watermark(&mut self, high_watermark: i64) {
+        self.high_watermark = high_watermark.clamp(self.log_start_offset, self.log_end_offset());
+        self.check_invariants();
+    }
+
+    /// ListOffsets by timestamp: the first record, from the log start and
+    /// below the high watermark, whose timestamp is at or after `timestamp`,
+    /// as `(offset, timestamp)`; `None` if there is none.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let (low, high) = (self.log_start_offset, self.high_watermark);
+        for segment in &self.segments {
+            if segment.base_offset() >= high {
+                break;
+            }
+            if segment.next_offset() <= low {
+                continue;
+            }
+            if let Some(found) = segment.offset_for_timestamp(timestamp, low, high)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets with MAX_TIMESTAMP (-3, KIP-734): the record with the
+    /// largest timestamp, the earliest one on ties, as `(offset, timestamp)`.
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let (low, high) = (self.log_start_offset, self.high_watermark);
+        let mut best: Option<(i64, &Segment, u64, BatchHeader)> = None;
+        for segment in &self.segments {
+            if segment.base_offset() >= high {
+                break;
+            }
+            if segment.next_offset() <= low {
+                continue;
+            }
+            if let Some((timestamp, position, header)) = segment.max_timestamp_batch(low, high)? {
+                if best.is_none_or(|(most, ..)| timestamp > most) {
+                    best = Some((timestamp, segment, position, header));
+                }
+            }
+        }
+        match best {
+            Some((_, segment, position, header)) => {
+                segment.max_timestamp_record(position, &header, low, high)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end offset)`, see [`LeaderEpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64) {
+        self.epochs
+            .end_offset_for(leader_epoch, self.log_end_offset())
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (-1 means
+    /// the high watermark) and deletes the segments wholly below it. Returns
+    /// the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let target = if offset == -1 {
+            self.high_watermark
+        } else {
+            offset
+        };
+        if target < 0 || target > self.high_watermark {
+            return Err(self.out_of_range(offset));
+        }
+        if target > self.log_start_offset {
+            self.set_log_start_offset(target)?;
+            let below = self.count_oldest(|segment, _| segment.next_offset() <= target);
+            self.delete_oldest(below)?;
+        }
+        self.check_invariants();
+        Ok(self.log_start_offset)
+    }
+
+    /// Removes every batch that holds `offset` or anything after it. The log
+    /// then ends at the start of the batch that held `offset` (at `offset`
+    /// when it is a batch boundary). Below the log start, the log is emptied
+    /// and restarted at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        if offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let keep = self
+            .segments
+            .partition_point(|segment| segment.base_offset() <= offset)
+            .max(1);
+        for segment in self.segments.drain(keep..).rev().collect::<Vec<_>>() {
+            segment.delete()?;
+        }
+        let index_interval_bytes = self.config.index_interval_bytes;
+        let active = self.active_mut();
+        active.truncate_to(offset, index_interval_bytes)?;
+        active.activate()?;
+        self.after_truncation()
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        for segment in self.segments.drain(..).collect::<Vec<_>>() {
+            segment.delete()?;
+        }
+        let mut segment = Segment::create(&self.dir, offset)?;
+        segment.activate()?;
+        checkpoint::sync_dir(&self.dir)?;
+        self.segments.push(segment);
+        self.log_start_offset = offset;
+        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        self.epochs = LeaderEpochCache::default();
+        self.epochs.persist(&self.dir)?;
+        self.after_truncation()
+    }
+
+    fn after_truncation(&mut self) -> Result<(), StorageError> {
+        let log_end_offset = self.log_end_offset();
+        if self.log_start_offset > log_end_offset {
+            // The batch holding the log start was removed.
+            self.log_start_offset = log_end_offset;
+            checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, log_end_offset)?;
+        }
+        self.high_watermark = self
+            .high_watermark
+            .min(log_end_offset)
+            .max(self.log_start_offset);
+        if self.recovery_point > log_end_offset {
+            self.set_recovery_point(log_end_offset)?;
+        }
+        if self.epochs.truncate_from_end(log_end_offset) {
+            self.epochs.persist(&self.dir)?;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Deletes the oldest segments by `retention.ms` (their newest
+    /// timestamp), then by `retention.bytes`, and any wholly below the log
+    /// start. Only a prefix of segments goes, and only segments below the
+    /// high watermark. The active segment goes too when every segment is
+    /// due and it is not empty (a new empty segment is rolled first), as in
+    /// Kafka. Returns how many segments were deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        self.last_now_ms = now_ms;
+        let log_start_offset = self.log_start_offset;
+        let mut deleted = self.delete_oldest(
+            self.count_oldest(|segment, _| segment.next_offset() <= log_start_offset),
+        )?;
+        if self.config.retention_ms >= 0 {
+            let retention_ms = self.config.retention_ms;
+            let mut expired = Vec::new();
+            for segment in &self.segments {
+                let newest = segment.largest_timestamp_for_retention()?;
+                expired.push(now_ms.saturating_sub(newest) > retention_ms);
+            }
+            let count = self.count_oldest(|_, index| expired[index]);
+            deleted += self.delete_oldest(count)?;
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            let count = self.count_oldest(|segment, _| {
+                let fits = excess - segment.size() as i64 >= 0;
+                if fits {
+                    excess -= segment.size() as i64;
+                }
+                fits
+            });
+            deleted += self.delete_oldest(count)?;
+        }
+        self.check_invariants();
+        Ok(deleted)
+    }
+
+    /// How many of the oldest segments may be deleted: the longest prefix
+    /// where `due(segment, index)` holds, stopping at segments not wholly
+    /// below the high watermark and at an empty active segment.
+    fn count_oldest(&self, mut due: impl FnMut(&Segment, usize) -> bool) -> usize {
+        let last = self.segments.len() - 1;
+        self.segments
+            .iter()
+            .enumerate()
+            .take_while(|&(index, segment)| {
+                let deletable = segment.next_offset() <= self.high_watermark
+                    && !(index == last && segment.is_empty());
+                deletable && due(segment, index)
+            })
+            .count()
+    }
+
+    /// Deletes the `count` oldest segments, rolling first if that is all of
+    /// them, and moves the log start past them.
+    fn delete_oldest(&mut self, count: usize) -> Result<usize, StorageError> {
+        if count == 0 {
+            return Ok(0);
+        }
+        if count == self.segments.len() {
+            self.roll()?;
+        }
+        // (Capped for a log read back with a gap after its last deletable segment.)
+        let new_start = self.segments[count].base_offset().min(self.high_watermark);
+        if new_start > self.log_start_offset {
+            // Persisted before the files go: a crash in between leaves files
+            // that the next open deletes, never a log start pointing at nothing.
+            self.set_log_start_offset(new_start)?;
+        }
+        for segment in self.segments.drain(..count).collect::<Vec<_>>() {
+            tracing::info!(segment = %segment.log_path().display(), "deleting segment");
+            segment.delete()?;
+        }
+        Ok(count)
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        assert!(
+            offset >= self.log_start_offset && offset <= self.high_watermark,
+            "log start offset {offset}"
+        );
+        self.log_start_offset = offset;
+        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        if self.epochs.truncate_from_start(offset) {
+            self.epochs.persist(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn set_recovery_point(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.recovery_point = offset;
+        checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)
+    }
+
+    /// fsyncs every segment with unflushed data and moves the recovery point
+    /// to the log end.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        for segment in &mut self.segments {
+            segment.flush()?;
+        }
+        self.unflushed_records = 0;
+        self.last_flush_ms = self.last_now_ms;
+        let log_end_offset = self.log_end_offset();
+        if self.recovery_point != log_end_offset {
+            self.set_recovery_point(log_end_offset)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything and leaves the clean-shutdown marker, so that the
+    /// next open trusts the segments instead of re-validating them.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.active_mut().seal()?;
+        self.flush()?;
+        self.epochs.persist(&self.dir)?;
+        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
+        checkpoint::write_atomically(&self.dir, CLEAN_SHUTDOWN_FILE, b"")?;
+        tracing::debug!(dir = %self.dir.display(), log_end_offset = self.log_end_offset(), "closed partition log");
+        Ok(())
+    }
+
+    /// Bytes of all segments' log files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(Segment::base_offset).collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// New settings apply from the next operation on (an oversized active
+    /// segment rolls on the next append).
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has a segment")
+    }
+
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
+    fn check_invariants(&self) {
+        let log_end_offset = self.log_end_offset();
+        assert!(
+            self.log_start_offset <= self.high_watermark && self.high_watermark <= log_end_offset,
+            "log start {} <= high watermark {} <= log end {}",
+            self.log_start_offset,
+            self.high_watermark,
+            log_end_offset
+        );
+        assert!(
+            self.segments
+                .iter()
+                .rev()
+                .skip(1)
+                .all(|segment| !segment.is_empty()),
+            "only the active segment may be empty"
+        );
+    }
+}
+
+/// Gives each batch its offsets and epoch (and LogAppendTime) in a copy of
+/// its header; the records are shared, not copied. Copying the whole batch
+/// for LogAppendTime would be simpler, but the CRC can be computed over the
+/// two parts, so no batch is ever copied.
+fn prepare(
+    batches: &[(BatchHeader, Bytes)],
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: i64,
+) -> Result<Vec<PreparedBatch>, StorageError> {
+    let mut next_offset = first_offset;
+    let mut prepared = Vec::with_capacity(batches.len());
+    for (_, bytes) in batches {
+        let mut header_bytes: [u8; BATCH_HEADER_BYTES] = bytes[..BATCH_HEADER_BYTES]
+            .try_into()
+            .expect("validated batches hold a header");
+        let records = bytes.slice(BATCH_HEADER_BYTES..);
+        set_base_offset(&mut header_bytes, next_offset);
+        set_partition_leader_epoch(&mut header_bytes, leader_epoch);
+        if log_append_time_ms >= 0 {
+            set_log_append_time_parts(&mut header_bytes, &records, log_append_time_ms);
+        }
+        let header =
+            BatchHeader::parse(&header_bytes).map_err(StorageError::from_producer_batch)?;
+        next_offset = header.next_offset();
+        prepared.push(PreparedBatch {
+            header_bytes,
+            header,
+            records,
+        });
+    }
+    Ok(prepared)
+}
+
+/// Reads whole batches from `position` of `segment`, where `first` is.
+fn read_batches(
+    segment: &Segment,
+    position: u64,
+    first: &BatchHeader,
+    max_bytes: usize,
+    max_offset: i64,
+    min_one_batch: bool,
+) -> Result<Bytes, StorageError> {
+    if first.base_offset >= max_offset || (first.total_size() > max_bytes && !min_one_batch) {
+        return Ok(Bytes::new());
+    }
+    let budget = max_bytes.min(READ_BYTES_MAX).max(first.total_size()) as u64;
+    let bytes = segment.read_bytes(position, budget.min(segment.size() - position) as usize)?;
+    let mut batches = Batches::new(bytes.clone());
+    let mut end = 0;
+    for item in batches.by_ref() {
+        // An error here is the batch cut by the budget: expected.
+        let Ok((header, batch)) = item else { break };
+        if header.base_offset >= max_offset {
+            break;
+        }
+        if let Err(reason) = verify_crc(&batch) {
+            if end == 0 {
+                return Err(segment.corrupt(position, reason));
+            }
+            tracing::error!(segment = %segment.log_path().display(), position = position + end as u64, %reason, "corrupt batch on read");
+            break;
+        }
+        end += batch.len();
+    }
+    if end == 0 {
+        let reason = batch::BatchError::Truncated {
+            needed: first.total_size(),
+            available: bytes.len(),
+        };
+        return Err(segment.corrupt(position, reason));
+    }
+    Ok(bytes.slice(..end))
+}
+
+/// Base offsets of the segments in `dir`, sorted. Removes leftovers: index
+/// files without a log, and temporary files of interrupted checkpoint writes.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TEMPORARY_SUFFIX) {
+            checkpoint::remove_if_present(&entry.path())?;
+            continue;
+        }
+        match parse_segment_file_name(name) {
+            Some((base_offset, LOG_SUFFIX)) => logs.push(base_offset),
+            Some((base_offset, _)) => indexes.push((base_offset, entry.path())),
+            None => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base_offset, path) in indexes {
+        if logs.binary_search(&base_offset).is_err() {
+            tracing::warn!(path = %path.display(), "removing an index without a log");
+            checkpoint::remove_if_present(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+/// Opens the segments at `bases`: trusted before `recover_from`, recovered
+/// from there on. Stops at the first segment recovery had to cut or that
+/// overlaps its predecessor, and deletes everything after it: the log must
+/// not have holes. Empty segments other than the last are deleted.
+fn load_segments(
+    dir: &Path,
+    bases: &[i64],
+    recover_from: usize,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<Vec<Segment>, StorageError> {
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    let interval = config.index_interval_bytes;
+    let mut stop_at = bases.len();
+    for (index, &base_offset) in bases.iter().enumerate() {
+        let (segment, cut_bytes) = if index < recover_from {
+            Segment::open_trusted(dir, base_offset, interval, now_ms)?
+        } else {
+            Segment::recover(dir, base_offset, interval, now_ms)?
+        };
+        if let Some(previous) = segments.last() {
+            if segment.base_offset() < previous.next_offset() {
+                tracing::warn!(segment = %segment.log_path().display(), "segment overlaps the previous one; dropping it and later ones");
+                stop_at = index;
+                segment.delete()?;
+                break;
+            }
+        }
+        segments.push(segment);
+        if cut_bytes > 0 {
+            stop_at = index + 1;
+            break;
+        }
+    }
+    for &base_offset in &bases[stop_at..] {
+        if segments
+            .last()
+            .is_some_and(|segment| segment.base_offset() == base_offset)
+        {
+            continue;
+        }
+        tracing::warn!(dir = %dir.display(), base_offset, "deleting a segment after a corrupt one");
+        for suffix in [
+            LOG_SUFFIX,
+            crate::segment::OFFSET_INDEX_SUFFIX,
+            crate::segment::TIME_INDEX_SUFFIX,
+        ] {
+            checkpoint::remove_if_present(&dir.join(segment_file_name(base_offset, suffix)))?;
+        }
+    }
+    let last = segments.len().saturating_sub(1);
+    let mut kept = Vec::with_capacity(segments.len());
+    for (index, segment) in segments.into_iter().enumerate() {
+        if segment.is_empty() && index != last {
+            segment.delete()?;
+        } else {
+            kept.push(segment);
+        }
+    }
+    Ok(kept)
+}
