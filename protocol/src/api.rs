@@ -27,6 +27,8 @@ const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
 /// - Produce is advertised from v0 because librdkafka disables compression
 ///   when the minimum is above 0; v0-v2 (message format v0/v1) are not
 ///   implemented and such requests close the connection with a log line.
+/// - librdkafka (every version so far) compresses with LZ4 only when the
+///   broker lists FindCoordinator v0, its marker for Kafka >= 0.8.2.
 /// - The maxima match Apache Kafka 3.9, so that clients which infer the
 ///   broker release from this list (kafka-python) see a coherent one.
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
@@ -34,6 +36,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 8),
     api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::FindCoordinator, 0, 5),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),

@@ -16,6 +16,23 @@ use crate::state::{Broker, Topic, TopicError};
 
 /// Sent when the client did not ask for authorized operations.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Without ACLs every client may do everything: the bit of each ACL
+/// operation code that applies to a topic (READ 3, WRITE 4, CREATE 5,
+/// DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11) ...
+const TOPIC_OPERATIONS: i32 = acl_bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+/// ... and to the cluster (CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12).
+const CLUSTER_OPERATIONS: i32 = acl_bits(&[5, 7, 8, 9, 10, 11, 12]);
+
+const fn acl_bits(operations: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < operations.len() {
+        bits |= 1 << operations[i];
+        i += 1;
+    }
+    bits
+}
 /// Before v1 an empty topic list meant "all topics"; from v1 that is null.
 const NULL_MEANS_ALL_VERSION_MIN: i16 = 1;
 /// Before v4 there is no `allow_auto_topic_creation` field: creation is allowed.
@@ -30,7 +47,7 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
     };
     let allow_auto_create = broker.config.auto_create_topics_enable
         && (version < AUTO_CREATE_FIELD_VERSION_MIN || request.allow_auto_topic_creation);
-    let topics = match wanted {
+    let mut topics: Vec<MetadataResponseTopic> = match wanted {
         None => broker.all_topics().iter().map(topic_response).collect(),
         Some(wanted) => {
             let mut topics = Vec::with_capacity(wanted.len());
@@ -48,6 +65,16 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
             topics
         }
     };
+    if request.include_topic_authorized_operations {
+        for topic in topics.iter_mut().filter(|topic| topic.error_code == 0) {
+            topic.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
+    }
+    let cluster_operations = if request.include_cluster_authorized_operations {
+        CLUSTER_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     let listener = &broker.config.advertised_listener;
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
@@ -57,7 +84,7 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(cluster_operations)
 }
 
 async fn requested_topic(

@@ -5,6 +5,7 @@ mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod find_coordinator;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
@@ -32,6 +33,9 @@ pub async fn handle(broker: &Broker, request: DecodedRequest) -> Option<Response
         }
         Request::CreateTopics(body) => {
             Response::CreateTopics(create_topics::handle(broker, body).await)
+        }
+        Request::FindCoordinator(body) => {
+            Response::FindCoordinator(find_coordinator::handle(broker, body, version))
         }
         Request::DeleteTopics(body) => {
             Response::DeleteTopics(delete_topics::handle(broker, body, version).await)

@@ -1,0 +1,256 @@
+"""Fixtures for the Python end-to-end tests: run the real `kbroker` binary.
+
+A broker gets a free port on 127.0.0.1 and its own data directory:
+
+    kbroker --override listeners=PLAINTEXT://127.0.0.1:PORT
+            --override log.dirs=TMP/data --override num.partitions=3
+            [--override key=value ...]
+
+Its stdout and stderr go to TMP/broker.log; when a test fails, the tail of
+that log is attached to the failure report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 80
+
+
+def broker_binary() -> Path:
+    """`KBROKER_BIN`, else `${CARGO_TARGET_DIR:-target}/debug/kbroker`."""
+    explicit = os.environ.get("KBROKER_BIN")
+    if explicit:
+        return Path(explicit)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
+    if not target.is_absolute():
+        target = REPO_ROOT / target
+    return target / "debug" / "kbroker"
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique_topic(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Broker:
+    """One `kbroker` process; restartable on the same port and data dir."""
+
+    def __init__(self, workdir: Path, overrides: list[str], config_file: Path | None = None):
+        self.binary = broker_binary()
+        if not self.binary.exists():
+            pytest.fail(
+                f"broker binary {self.binary} not found: run `cargo build -p broker` first "
+                "(or set KBROKER_BIN)",
+                pytrace=False,
+            )
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "broker.log"
+        self.port = free_port()
+        self.overrides = list(overrides)
+        self.config_file = config_file
+        self.proc: subprocess.Popen | None = None
+        # Exit codes of processes ended on purpose (stop/kill9) are not errors.
+        self.expected_exit = False
+        self.starts = 0
+
+    # -- addresses ---------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "broker is not running"
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        cmd = [str(self.binary)]
+        if self.config_file is not None:
+            cmd.append(str(self.config_file))
+        cmd += ["--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
+        cmd += ["--override", f"log.dirs={self.data_dir}"]
+        cmd += ["--override", "num.partitions=3"]
+        for item in self.overrides:
+            cmd += ["--override", item]
+        return cmd
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> "Broker":
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.starts += 1
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+            )
+        self.expected_exit = False
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                pytest.fail(
+                    f"broker exited with {code} before listening on {self.bootstrap}:\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0):
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill9()
+                pytest.fail(
+                    f"broker did not listen on {self.bootstrap} within {START_TIMEOUT_S:.0f} s:\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int:
+        """SIGTERM and wait (SIGKILL after 30 s); returns the exit code."""
+        if self.proc is None:
+            return 0
+        self.expected_exit = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        """SIGKILL: no chance to flush or close anything."""
+        if self.proc is None:
+            return
+        self.expected_exit = True
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def restart(self, clean: bool = True) -> "Broker":
+        """Starts again on the same port and data directory (stopping it first if running)."""
+        if self.is_running():
+            if clean:
+                self.stop()
+            else:
+                self.kill9()
+        return self.start()
+
+    # -- inspection ----------------------------------------------------------
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        text = self.log_text().splitlines()
+        return "\n".join(text[-lines:])
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the running broker, from /proc."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
+
+    def segment_bytes(self, topic: str) -> int:
+        """Total size of the `.log` segment files of `topic` (0 if none are found)."""
+        total = 0
+        for path in self.data_dir.rglob("*.log"):
+            if any(part.startswith(f"{topic}-") and part[len(topic) + 1:].isdigit() for part in path.parts):
+                total += path.stat().st_size
+        return total
+
+    def assert_alive(self) -> None:
+        assert self.is_running(), f"broker exited with {self.proc.returncode if self.proc else None}:\n{self.log_tail()}"
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def broker_factory(request, tmp_path):
+    """`start(*overrides, config_file=None)` starts a broker with extra `key=value` overrides."""
+    brokers: list[Broker] = []
+    request.node._kbrokers = brokers
+
+    def start(*overrides: str, config_file: Path | None = None) -> Broker:
+        workdir = tmp_path / f"broker{len(brokers)}"
+        workdir.mkdir()
+        broker = Broker(workdir, list(overrides), config_file=config_file)
+        brokers.append(broker)
+        return broker.start()
+
+    yield start
+
+    crashed = []
+    for broker in brokers:
+        if broker.proc is not None and broker.proc.poll() is not None and not broker.expected_exit:
+            crashed.append(f"broker on {broker.bootstrap} exited unexpectedly with {broker.proc.returncode}")
+        broker.kill9()
+    if crashed:
+        pytest.fail("; ".join(crashed), pytrace=False)
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """A broker with a fresh data directory and the default overrides."""
+    return broker_factory()
+
+
+@pytest.fixture
+def kcat() -> str:
+    path = shutil.which("kcat")
+    if path is None:
+        pytest.fail("kcat not found: `apt-get install kcat` (scripts/test.sh does it)", pytrace=False)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for broker in getattr(item, "_kbrokers", []):
+            report.sections.append(
+                (f"broker log {broker.log_path} (last {LOG_TAIL_LINES} lines)", broker.log_tail())
+            )
