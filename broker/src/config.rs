@@ -69,6 +69,21 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// The broker-wide defaults of every topic's log config.
     pub log: LogConfig,
+    pub groups: GroupConfig,
+}
+
+/// The group coordinator's settings (Kafka's `group.*` and `offsets.*`).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay_ms: u64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub max_size: usize,
+    pub offsets_topic_partitions: i32,
+    pub offsets_topic_segment_bytes: u64,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offset_metadata_max_bytes: usize,
 }
 
 /// Every property we read, with Kafka's default. Unknown keys are warned about.
@@ -97,6 +112,15 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.max.size", "2147483647"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("offset.metadata.max.bytes", "4096"),
 ];
 
 /// Keys accepted as synonyms of ones above.
@@ -118,7 +142,6 @@ const IGNORED: &[&str] = &[
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -274,6 +297,38 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms",
             )?,
             log,
+            groups: GroupConfig {
+                initial_rebalance_delay_ms: u64::try_from(number(
+                    "group.initial.rebalance.delay.ms",
+                )?)
+                .context("group.initial.rebalance.delay.ms")?,
+                min_session_timeout_ms: i32::try_from(number("group.min.session.timeout.ms")?)
+                    .context("group.min.session.timeout.ms")?,
+                max_session_timeout_ms: i32::try_from(number("group.max.session.timeout.ms")?)
+                    .context("group.max.session.timeout.ms")?,
+                max_size: positive(number("group.max.size")?, "group.max.size")? as usize,
+                offsets_topic_partitions: i32::try_from(positive(
+                    number("offsets.topic.num.partitions")?,
+                    "offsets.topic.num.partitions",
+                )?)
+                .context("offsets.topic.num.partitions")?,
+                offsets_topic_segment_bytes: positive(
+                    number("offsets.topic.segment.bytes")?,
+                    "offsets.topic.segment.bytes",
+                )?,
+                offsets_retention_ms: positive(
+                    number("offsets.retention.minutes")?,
+                    "offsets.retention.minutes",
+                )? as i64
+                    * 60_000,
+                offsets_retention_check_interval_ms: positive(
+                    number("offsets.retention.check.interval.ms")?,
+                    "offsets.retention.check.interval.ms",
+                )?,
+                offset_metadata_max_bytes: u32::try_from(number("offset.metadata.max.bytes")?)
+                    .context("offset.metadata.max.bytes")?
+                    as usize,
+            },
         })
     }
 }

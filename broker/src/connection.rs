@@ -58,7 +58,7 @@ pub async fn serve(
                     break;
                 }
             };
-            match handle_frame(&broker, frame).await {
+            match handle_frame(&broker, frame, peer).await {
                 Ok(Some(response)) => {
                     if responses.send(response).await.is_err() {
                         break;
@@ -108,7 +108,11 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
 
 /// Decodes and handles one request; `Ok(None)` when no response is due
 /// (Produce with acks=0); `Err` closes the connection.
-async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, String> {
+async fn handle_frame(
+    broker: &Broker,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Option<Bytes>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
         Err(DecodeError::ApiVersionsUnsupported {
@@ -137,7 +141,7 @@ async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<Bytes>, St
     );
     async move {
         let api_key = request.api_key;
-        let Some(response) = handlers::handle(broker, request).await else {
+        let Some(response) = handlers::handle(broker, request, peer).await else {
             return Ok(None);
         };
         codec::encode_response(&response, version, correlation_id)

@@ -7,6 +7,7 @@
 //! - [`connection`]: framing, in-order handling, response queue per client.
 //! - [`handlers`]: one module per Kafka API; `handlers::handle` dispatches.
 //! - [`state`]: topics, partitions and their logs; topic create/delete.
+//! - [`group`]: the group coordinator and committed offsets (`__consumer_offsets`).
 //! - [`topic_config`]: topic-level configs, validation, log configs.
 //! - [`errors`]: the one mapping from internal errors to Kafka error codes.
 
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod group;
 pub mod handlers;
 pub mod server;
 pub mod state;

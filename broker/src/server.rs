@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::now_ms;
 use crate::connection;
 use crate::state::Broker;
 
@@ -37,9 +38,13 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         ));
     }
     tracker.spawn(retention_loop(broker.clone(), shutdown.clone()));
+    tracker.spawn(group_timer_loop(broker.clone(), shutdown.clone()));
+    tracker.spawn(offsets_retention_loop(broker.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing in-flight requests");
+    // Requests waiting on a rebalance are answered NOT_COORDINATOR now.
+    broker.groups.shutdown();
     tracker.close();
     tracker.wait().await;
     let closing = broker.clone();
@@ -97,6 +102,33 @@ async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
                 let broker = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || broker.enforce_retention()).await;
             }
+        }
+    }
+}
+
+/// How often group sessions and rebalance phases are checked.
+const GROUP_TICK: Duration = Duration::from_millis(50);
+
+async fn group_timer_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(GROUP_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => broker.groups.tick(std::time::Instant::now(), now_ms()),
+        }
+    }
+}
+
+async fn offsets_retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(broker.config.groups.offsets_retention_check_interval_ms);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => broker.groups.expire_offsets(now_ms()),
         }
     }
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::topic_config;
 
 /// Kafka's limit on topic name length.
@@ -111,6 +112,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// Bumped after every append, so that waiting fetches re-check.
     appended: watch::Sender<u64>,
+    pub groups: GroupCoordinator,
 }
 
 impl Broker {
@@ -127,6 +129,10 @@ impl Broker {
         }
         tracing::info!(topics = topics.by_name.len(), cluster_id = %snapshot.cluster_id, "opened logs");
         let (appended, _) = watch::channel(0);
+        let groups = GroupCoordinator::new(config.groups.clone());
+        if let Some(offsets) = topics.by_name.get(OFFSETS_TOPIC) {
+            groups.load(offsets.clone(), std::time::Instant::now(), now_ms());
+        }
         Ok(Broker {
             config,
             cluster_id: snapshot.cluster_id,
@@ -134,7 +140,42 @@ impl Broker {
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             appended,
+            groups,
         })
+    }
+
+    /// Creates `__consumer_offsets` the first time a group needs it, as Kafka does.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
+        if self.groups.offsets_topic().is_some() {
+            return Ok(());
+        }
+        let config = &self.config.groups;
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("compression.type".to_string(), "producer".to_string()),
+            (
+                "segment.bytes".to_string(),
+                config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]);
+        let topic = match self
+            .create_topic(
+                OFFSETS_TOPIC,
+                config.offsets_topic_partitions,
+                1,
+                configs,
+                false,
+            )
+            .await
+        {
+            Ok(topic) => topic,
+            Err(TopicError::Exists(_)) => self
+                .topic(OFFSETS_TOPIC)
+                .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?,
+            Err(error) => return Err(error),
+        };
+        self.groups.set_offsets_topic(topic);
+        Ok(())
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -252,6 +293,12 @@ impl Broker {
 
     /// Deletes a topic: metadata first (durable), then its logs.
     pub async fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::InvalidName(
+                name.to_string(),
+                "internal topics cannot be deleted",
+            ));
+        }
         let _admin = self.admin.lock().await;
         let Some(topic) = self.topic(name) else {
             return Err(TopicError::Unknown(name.to_string()));
@@ -338,6 +385,11 @@ fn open_topic(config: &BrokerConfig, metadata: &TopicMetadata) -> Result<Arc<Top
         partitions,
         configs: metadata.configs.clone(),
     }))
+}
+
+/// Topics the broker keeps for itself: clients may read but not write or delete them.
+pub fn is_internal(name: &str) -> bool {
+    name == OFFSETS_TOPIC
 }
 
 /// `<log.dir>/<topic>-<partition>`, as Kafka lays it out.

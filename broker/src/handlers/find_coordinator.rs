@@ -17,11 +17,23 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// From v4 the request carries a list of keys and the response a list of coordinators.
 const BATCHED_VERSION_MIN: i16 = 4;
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
+    // Groups live in __consumer_offsets: it is created on first need.
+    let available = if request.key_type == KEY_TYPE_GROUP {
+        match broker.ensure_offsets_topic().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "creating __consumer_offsets failed");
+                false
+            }
+        }
+    } else {
+        true
+    };
     let keys = if version >= BATCHED_VERSION_MIN {
         request.coordinator_keys
     } else {
@@ -29,7 +41,7 @@ pub fn handle(
     };
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
-        .map(|key| coordinator(broker, key, request.key_type))
+        .map(|key| coordinator(broker, key, request.key_type, available))
         .collect();
     if version >= BATCHED_VERSION_MIN {
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
@@ -43,7 +55,7 @@ pub fn handle(
         .with_port(single.port)
 }
 
-fn coordinator(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
+fn coordinator(broker: &Broker, key: StrBytes, key_type: i8, available: bool) -> Coordinator {
     let failed = |error: ResponseError, message: &str| {
         Coordinator::default()
             .with_key(key.clone())
@@ -53,6 +65,12 @@ fn coordinator(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
             .with_error_message(Some(StrBytes::from_string(message.to_owned())))
     };
     match key_type {
+        KEY_TYPE_GROUP if !available => {
+            return failed(
+                ResponseError::CoordinatorNotAvailable,
+                "the group coordinator is not available",
+            )
+        }
         KEY_TYPE_GROUP => {}
         KEY_TYPE_TRANSACTION => {
             return failed(
@@ -72,4 +90,6 @@ fn coordinator(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
         .with_host(StrBytes::from_string(listener.host.clone()))
         .with_port(i32::from(listener.port))
         .with_error_code(NONE)
+        // Kafka's message for no error.
+        .with_error_message(Some(StrBytes::from_static_str("NONE")))
 }

@@ -148,6 +148,7 @@ fn topic_response(topic: &Arc<Topic>) -> MetadataResponseTopic {
             topic.name.to_string(),
         ))))
         .with_topic_id(topic.topic_id)
+        .with_is_internal(crate::state::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

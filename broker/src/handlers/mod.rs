@@ -1,23 +1,33 @@
-//! One module per Kafka API. `handle` is the single dispatch on the request
-//! kind; which APIs and versions exist is decided by `protocol::api`.
+//! One module per Kafka API (the group APIs share `groups`, the offset APIs
+//! `offsets`). `handle` is the single dispatch on the request kind; which
+//! APIs and versions exist is decided by `protocol::api`.
 
 mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
 mod find_coordinator;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
+mod offsets;
 mod produce;
+
+use std::net::SocketAddr;
 
 use protocol::codec::{DecodedRequest, Request, Response};
 
 use crate::state::Broker;
 
 /// Handles one request; `None` when no response is sent (Produce, acks=0).
-pub async fn handle(broker: &Broker, request: DecodedRequest) -> Option<Response> {
+pub async fn handle(
+    broker: &Broker,
+    request: DecodedRequest,
+    peer: SocketAddr,
+) -> Option<Response> {
     let version = request.version();
+    let client_id = request.header.client_id.clone().unwrap_or_default();
     Some(match request.body {
         Request::ApiVersions(_) => Response::ApiVersions(api_versions::handle()),
         Request::Metadata(body) => {
@@ -35,8 +45,32 @@ pub async fn handle(broker: &Broker, request: DecodedRequest) -> Option<Response
             Response::CreateTopics(create_topics::handle(broker, body).await)
         }
         Request::FindCoordinator(body) => {
-            Response::FindCoordinator(find_coordinator::handle(broker, body, version))
+            Response::FindCoordinator(find_coordinator::handle(broker, body, version).await)
         }
+        Request::JoinGroup(body) => {
+            Response::JoinGroup(groups::join_group(broker, body, version, &client_id, peer).await)
+        }
+        Request::SyncGroup(body) => {
+            Response::SyncGroup(groups::sync_group(broker, body, version).await)
+        }
+        Request::Heartbeat(body) => Response::Heartbeat(groups::heartbeat(broker, body)),
+        Request::LeaveGroup(body) => {
+            Response::LeaveGroup(groups::leave_group(broker, body, version))
+        }
+        Request::DescribeGroups(body) => {
+            Response::DescribeGroups(groups::describe_groups(broker, body, version))
+        }
+        Request::ListGroups(body) => {
+            Response::ListGroups(groups::list_groups(broker, body, version))
+        }
+        Request::DeleteGroups(body) => Response::DeleteGroups(groups::delete_groups(broker, body)),
+        Request::OffsetCommit(body) => {
+            Response::OffsetCommit(offsets::offset_commit(broker, body, version))
+        }
+        Request::OffsetFetch(body) => {
+            Response::OffsetFetch(offsets::offset_fetch(broker, body, version))
+        }
+        Request::OffsetDelete(body) => Response::OffsetDelete(offsets::offset_delete(broker, body)),
         Request::DeleteTopics(body) => {
             Response::DeleteTopics(delete_topics::handle(broker, body, version).await)
         }

@@ -74,6 +74,12 @@ fn produce_partition(
             format!("acks={acks} is not 0, 1 or -1"),
         );
     }
+    if let Some(topic) = topic.filter(|topic| crate::state::is_internal(&topic.name)) {
+        return fail(
+            ResponseError::InvalidTopicException,
+            format!("Cannot append to internal topic {}", topic.name),
+        );
+    }
     let Some(partition) = topic.and_then(|topic| {
         usize::try_from(data.index)
             .ok()

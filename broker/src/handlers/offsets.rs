@@ -1,0 +1,250 @@
+//! Committed offsets: OffsetCommit, OffsetFetch and OffsetDelete, on top of
+//! [`crate::group::GroupCoordinator`].
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::clock::now_ms;
+use crate::errors::{code, NONE};
+use crate::group::{CommitOffset, CommitRequest, Committed};
+use crate::state::Broker;
+
+/// OffsetCommit v6+ and OffsetFetch v5+ carry the committed leader epoch.
+const COMMIT_LEADER_EPOCH_VERSION_MIN: i16 = 6;
+/// OffsetFetch v8+ asks for several groups at once.
+const FETCH_BATCHED_VERSION_MIN: i16 = 8;
+/// OffsetFetch before v2 has no top-level error code.
+const FETCH_ERROR_CODE_VERSION_MIN: i16 = 2;
+
+pub fn offset_commit(
+    broker: &Broker,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    // Partitions of topics we do not have are refused one by one; the rest
+    // go to the coordinator together.
+    let mut commits = Vec::new();
+    let mut placed = Vec::new(); // (topic index, partition index, Some(commit index) | Err(code))
+    for (t, topic) in request.topics.iter().enumerate() {
+        let exists = broker.topic(topic.name.0.as_str());
+        for (p, partition) in topic.partitions.iter().enumerate() {
+            let known = exists.as_ref().is_some_and(|existing| {
+                usize::try_from(partition.partition_index)
+                    .is_ok_and(|index| index < existing.partitions.len())
+            });
+            if !known {
+                placed.push((t, p, Err(code(ResponseError::UnknownTopicOrPartition))));
+                continue;
+            }
+            placed.push((t, p, Ok(commits.len())));
+            commits.push(CommitOffset {
+                topic: topic.name.0.to_string(),
+                partition: partition.partition_index,
+                offset: partition.committed_offset,
+                leader_epoch: if version >= COMMIT_LEADER_EPOCH_VERSION_MIN {
+                    partition.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: partition
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let results = if commits.is_empty() {
+        Vec::new()
+    } else {
+        broker.groups.commit(
+            CommitRequest {
+                group_id: request.group_id.0.to_string(),
+                generation_id: request.generation_id_or_member_epoch,
+                member_id: request.member_id.to_string(),
+                group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                offsets: commits,
+            },
+            now_ms(),
+        )
+    };
+    let mut topics: Vec<OffsetCommitResponseTopic> = request
+        .topics
+        .iter()
+        .map(|topic| OffsetCommitResponseTopic::default().with_name(topic.name.clone()))
+        .collect();
+    for (t, p, outcome) in placed {
+        let error_code = match outcome {
+            Ok(i) => results[i],
+            Err(error_code) => error_code,
+        };
+        topics[t].partitions.push(
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(request.topics[t].partitions[p].partition_index)
+                .with_error_code(error_code),
+        );
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// (partition, committed) → the fields of a response partition.
+fn committed_fields(committed: Option<Committed>, version: i16) -> (i64, i32, String) {
+    match committed {
+        Some(c) => (
+            c.offset,
+            if version >= 5 { c.leader_epoch } else { -1 },
+            c.metadata,
+        ),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub fn offset_fetch(
+    broker: &Broker,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= FETCH_BATCHED_VERSION_MIN {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|group| {
+                let wanted = group.topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let found = broker
+                    .groups
+                    .fetch_offsets(group.group_id.0.as_str(), wanted);
+                let topics = found
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic)))
+                            .with_partitions(
+                                partitions
+                                    .into_iter()
+                                    .map(|(index, committed)| {
+                                        let (offset, epoch, metadata) =
+                                            committed_fields(committed, version);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(index)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(Some(StrBytes::from_string(metadata)))
+                                            .with_error_code(NONE)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(group.group_id)
+                    .with_topics(topics)
+                    .with_error_code(NONE)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let found = broker
+        .groups
+        .fetch_offsets(request.group_id.0.as_str(), wanted);
+    let topics = found
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, committed)| {
+                            let (offset, epoch, metadata) = committed_fields(committed, version);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(StrBytes::from_string(metadata)))
+                                .with_error_code(NONE)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    if version >= FETCH_ERROR_CODE_VERSION_MIN {
+        response.with_error_code(NONE)
+    } else {
+        response
+    }
+}
+
+pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let (error_code, errors) = broker
+        .groups
+        .delete_offsets(request.group_id.0.as_str(), &partitions);
+    if error_code != NONE {
+        return OffsetDeleteResponse::default().with_error_code(error_code);
+    }
+    let mut errors = errors.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let known = broker.topic(topic.name.0.as_str());
+            OffsetDeleteResponseTopic::default()
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let deleted = errors.next().unwrap_or(NONE);
+                            let exists = known.as_ref().is_some_and(|t| {
+                                usize::try_from(p.partition_index)
+                                    .is_ok_and(|i| i < t.partitions.len())
+                            });
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(if exists {
+                                    deleted
+                                } else {
+                                    code(ResponseError::UnknownTopicOrPartition)
+                                })
+                        })
+                        .collect(),
+                )
+                .with_name(topic.name)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
