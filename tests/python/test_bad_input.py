@@ -9,37 +9,47 @@ Requests are encoded by hand here, so the bytes are exactly the ones meant.
 from __future__ import annotations
 
 import random
-import re
 import socket
-import struct
 import threading
 import time
-from collections.abc import Callable
 
-import crc32c
 import pytest
 
+import wire
 from conftest import Broker, unique_topic
+from wire import (
+    API_VERSIONS,
+    BATCH_CRC_AT,
+    CREATE_TOPICS,
+    EMPTY_TAGS,
+    FETCH,
+    LIST_OFFSETS,
+    METADATA,
+    PRODUCE,
+    SOCKET_TIMEOUT_S,
+    Reader,
+    array,
+    broker_log,
+    compact_array,
+    compact_bytes,
+    compact_string,
+    frame,
+    int8,
+    int16,
+    int32,
+    int64,
+    is_flexible,
+    record_batch,
+    request_frame,
+    string,
+    uvarint,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-SOCKET_TIMEOUT_S = 10.0
-# A broker that rejects a request closes at once; it must not wait for more bytes.
-CLOSE_TIMEOUT_S = 5.0
 LOG_WAIT_S = 2.0
 RSS_GROWTH_MAX_BYTES = 50 * 1024 * 1024
 MIB = 1024 * 1024
-
-# Api keys.
-PRODUCE = 0
-FETCH = 1
-LIST_OFFSETS = 2
-METADATA = 3
-API_VERSIONS = 18
-CREATE_TOPICS = 19
-
-# The first version of each API with a flexible (tagged-field) encoding.
-FLEXIBLE_FROM = {PRODUCE: 9, LIST_OFFSETS: 6, METADATA: 9, API_VERSIONS: 3, CREATE_TOPICS: 5}
 
 # Error codes.
 NONE = 0
@@ -52,238 +62,17 @@ UNSUPPORTED_VERSION = 35
 LATEST = -1
 EARLIEST = -2
 
-EMPTY_TAGS = b"\x00"
-
-
-# ---------------------------------------------------------------------------
-# Encoding
-
-
-def int8(value: int) -> bytes:
-    return struct.pack(">b", value)
-
-
-def int16(value: int) -> bytes:
-    return struct.pack(">h", value)
-
-
-def int32(value: int) -> bytes:
-    return struct.pack(">i", value)
-
-
-def int64(value: int) -> bytes:
-    return struct.pack(">q", value)
-
-
-def uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def varint(value: int) -> bytes:
-    """Zigzag-encoded signed varint (record fields)."""
-    return uvarint((value << 1) ^ (value >> 63))
-
-
-def string(value: str | None) -> bytes:
-    if value is None:
-        return int16(-1)
-    data = value.encode()
-    return int16(len(data)) + data
-
-
-def compact_string(value: str | None) -> bytes:
-    if value is None:
-        return uvarint(0)
-    data = value.encode()
-    return uvarint(len(data) + 1) + data
-
-
-def compact_bytes(data: bytes) -> bytes:
-    return uvarint(len(data) + 1) + data
-
-
-def array(items: list[bytes]) -> bytes:
-    return int32(len(items)) + b"".join(items)
-
-
-def compact_array(items: list[bytes]) -> bytes:
-    return uvarint(len(items) + 1) + b"".join(items)
-
-
-def frame(body: bytes) -> bytes:
-    return int32(len(body)) + body
-
-
-def is_flexible(api_key: int, version: int) -> bool:
-    """Unknown api keys are taken as never flexible."""
-    return version >= FLEXIBLE_FROM.get(api_key, 1 << 15)
-
-
-def request_frame(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
-    """Header v1, or v2 (with tagged fields) for flexible versions, then `body`."""
-    header = int16(api_key) + int16(version) + int32(correlation_id) + string("bad-input-test")
-    if is_flexible(api_key, version):
-        header += EMPTY_TAGS
-    return frame(header + body)
-
-
-def record_batch(key: bytes, value: bytes) -> bytes:
-    """A RecordBatch v2 (magic 2) holding one uncompressed record, not idempotent."""
-    timestamp = int(time.time() * 1000)
-    record = (
-        int8(0)  # attributes
-        + varint(0)  # timestamp delta
-        + varint(0)  # offset delta
-        + varint(len(key)) + key
-        + varint(len(value)) + value
-        + varint(0)  # headers
-    )
-    crc_covered = (
-        int16(0)  # attributes: no compression, create time
-        + int32(0)  # last offset delta
-        + int64(timestamp)  # base timestamp
-        + int64(timestamp)  # max timestamp
-        + int64(-1) + int16(-1) + int32(-1)  # producer id, epoch, base sequence
-        + int32(1)  # record count
-        + varint(len(record)) + record
-    )
-    after_length = int32(-1) + int8(2) + struct.pack(">I", crc32c.crc32c(crc_covered)) + crc_covered
-    return int64(0) + int32(len(after_length)) + after_length
-
-
-# Offset of the CRC in a RecordBatch: base offset, length, leader epoch, magic.
-BATCH_CRC_AT = 8 + 4 + 4 + 1
-
-
-# ---------------------------------------------------------------------------
-# Decoding
-
-
-class Reader:
-    """Reads Kafka's primitive types from a response body."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def take(self, size: int) -> bytes:
-        assert self.pos + size <= len(self.data), f"response truncated at byte {self.pos} (+{size})"
-        chunk = self.data[self.pos:self.pos + size]
-        self.pos += size
-        return chunk
-
-    def unpack(self, fmt: str) -> int:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def int16(self) -> int:
-        return self.unpack(">h")
-
-    def int32(self) -> int:
-        return self.unpack(">i")
-
-    def int64(self) -> int:
-        return self.unpack(">q")
-
-    def uvarint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
-    def string(self) -> str | None:
-        size = self.int16()
-        return None if size < 0 else self.take(size).decode()
-
-    def compact_string(self) -> str | None:
-        size = self.uvarint() - 1
-        return None if size < 0 else self.take(size).decode()
-
-    def array(self, item: Callable[[], object]) -> list:
-        return [item() for _ in range(self.int32())]
-
-    def compact_array(self, item: Callable[[], object]) -> list:
-        return [item() for _ in range(self.uvarint() - 1)]
-
-    def tags(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self.take(self.uvarint())
-
-    def assert_end(self) -> None:
-        assert self.pos == len(self.data), f"{len(self.data) - self.pos} unexpected trailing bytes"
+CLIENT_ID = "bad-input-test"
 
 
 # ---------------------------------------------------------------------------
 # Connections
 
 
-class Connection:
-    """One TCP connection to the broker."""
+class Connection(wire.Connection):
+    """A raw connection whose requests carry this file's client id."""
 
-    def __init__(self, broker: Broker):
-        self.sock = socket.create_connection((broker.host, broker.port), timeout=SOCKET_TIMEOUT_S)
-        self.correlation_id = 0
-
-    def __enter__(self) -> "Connection":
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.sock.close()
-
-    @property
-    def peer(self) -> str:
-        """Our address as the broker sees (and logs) it."""
-        host, port = self.sock.getsockname()
-        return f"{host}:{port}"
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv_exact(self, size: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < size:
-            chunk = self.sock.recv(size - len(chunks))
-            assert chunk, f"connection closed after {len(chunks)} of {size} bytes"
-            chunks += chunk
-        return bytes(chunks)
-
-    def call(self, api_key: int, version: int, body: bytes) -> Reader:
-        """Sends a request and returns a reader positioned at the response body."""
-        self.correlation_id += 1
-        self.send(request_frame(api_key, version, self.correlation_id, body))
-        # The ApiVersions response header is always v0 (no tagged fields).
-        flexible_header = api_key != API_VERSIONS and is_flexible(api_key, version)
-        return self.response(self.correlation_id, flexible_header)
-
-    def response(self, correlation_id: int, flexible_header: bool) -> Reader:
-        (size,) = struct.unpack(">i", self.recv_exact(4))
-        reader = Reader(self.recv_exact(size))
-        assert reader.int32() == correlation_id
-        if flexible_header:
-            reader.tags()
-        return reader
-
-    def assert_closed(self) -> None:
-        """The broker closes the connection without sending anything."""
-        self.sock.settimeout(CLOSE_TIMEOUT_S)
-        try:
-            data = self.sock.recv(4096)
-        except ConnectionResetError:
-            return
-        except socket.timeout:
-            raise AssertionError(f"the broker kept the connection open for {CLOSE_TIMEOUT_S} s") from None
-        assert data == b"", f"expected the connection to be closed, got {data[:64]!r}"
-
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+    client_id = CLIENT_ID
 
 
 def assert_logged_close(broker: Broker, peer: str, reason: str) -> None:
@@ -292,7 +81,7 @@ def assert_logged_close(broker: Broker, peer: str, reason: str) -> None:
     while True:
         lines = [
             line
-            for line in ANSI_ESCAPE.sub("", broker.log_text()).splitlines()
+            for line in broker_log(broker).splitlines()
             if f"peer={peer}" in line and "closing connection" in line
         ]
         if lines or time.monotonic() > deadline:
@@ -413,14 +202,14 @@ HEADER_V1_PREFIX = int16(API_VERSIONS) + int16(0) + int32(1) + string("x")
 NEGATIVE_SIZE = (int32(-1) + HEADER_V1_PREFIX, "negative frame size")
 HUGE_SIZE = (int32(0x7FFFFFFF) + HEADER_V1_PREFIX, "exceeds socket.request.max.bytes")
 GARBAGE = (frame(int16(0x7FFF) + random.Random(20).randbytes(18)), "unknown or unimplemented api key 32767")
-UNKNOWN_API_KEY = (request_frame(9999, 0, 1, b""), "unknown or unimplemented api key 9999")
-METADATA_HUGE_ARRAY = (request_frame(METADATA, 1, 1, int32(0x7FFFFFFF)), "malformed Metadata v1")
+UNKNOWN_API_KEY = (request_frame(9999, 0, 1, b"", CLIENT_ID), "unknown or unimplemented api key 9999")
+METADATA_HUGE_ARRAY = (request_frame(METADATA, 1, 1, int32(0x7FFFFFFF), CLIENT_ID), "malformed Metadata v1")
 
 
 def send_expecting_close(broker: Broker, data: bytes, reason: str, shut_write: bool = False) -> None:
     """Sends `data` on a new connection; the broker must close it and log `reason`."""
     with Connection(broker) as conn:
-        conn.send(data)
+        conn.send_raw(data)
         if shut_write:
             conn.sock.shutdown(socket.SHUT_WR)
         conn.assert_closed()
@@ -470,7 +259,7 @@ def test_truncated_frame_closes(broker):
 
 @pytest.mark.parametrize("api_key", [9999, 75], ids=["unknown", "unimplemented-DescribeTopicPartitions"])
 def test_unknown_api_key_closes(broker, api_key):
-    send_expecting_close(broker, request_frame(api_key, 0, 1, b""), f"api key {api_key}")
+    send_expecting_close(broker, request_frame(api_key, 0, 1, b"", CLIENT_ID), f"api key {api_key}")
     assert_serving(broker)
 
 
@@ -479,8 +268,8 @@ def test_api_versions_unsupported_version_answers_v0_with_error(broker):
     with UNSUPPORTED_VERSION in a v0 body that lists the ApiVersions range, so
     the client can retry with a version both sides know."""
     with Connection(broker) as conn:
-        conn.send(request_frame(API_VERSIONS, 99, 42, EMPTY_TAGS))
-        error_code, apis = parse_api_versions(conn.response(42, flexible_header=False), 0)
+        conn.send_raw(request_frame(API_VERSIONS, 99, 42, EMPTY_TAGS, CLIENT_ID))
+        error_code, apis = parse_api_versions(conn.receive(42, flexible_header=False), 0)
         assert error_code == UNSUPPORTED_VERSION
         assert apis[API_VERSIONS] == (0, 3)
         # The connection stays usable for the retry.
@@ -489,7 +278,7 @@ def test_api_versions_unsupported_version_answers_v0_with_error(broker):
 
 
 def test_unsupported_metadata_version_closes(broker):
-    data = request_frame(METADATA, 99, 1, EMPTY_TAGS)
+    data = request_frame(METADATA, 99, 1, EMPTY_TAGS, CLIENT_ID)
     send_expecting_close(broker, data, "unsupported version 99 of Metadata")
     assert_serving(broker)
 
@@ -546,7 +335,7 @@ def test_huge_array_count_closes_without_allocating(broker):
     ids=["2^31-1", "2^32-1", "overlong"],
 )
 def test_huge_compact_array_length_closes(broker, length):
-    send_expecting_close(broker, request_frame(METADATA, 9, 1, length), "malformed Metadata v9")
+    send_expecting_close(broker, request_frame(METADATA, 9, 1, length, CLIENT_ID), "malformed Metadata v9")
     assert_serving(broker)
 
 
@@ -560,7 +349,7 @@ def test_bad_connections_do_not_disturb_a_good_one(broker):
         data, _ = bad_inputs[index % len(bad_inputs)]
         try:
             with Connection(broker) as conn:
-                conn.send(data)
+                conn.send_raw(data)
                 conn.assert_closed()
         except Exception as error:
             failures.append(f"bad connection {index}: {error!r}")

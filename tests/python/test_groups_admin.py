@@ -9,13 +9,9 @@ runs with group.initial.rebalance.delay.ms=0 so that groups form at once.
 
 from __future__ import annotations
 
-import re
-import socket
-import struct
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from confluent_kafka import (
@@ -30,31 +26,40 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka import errors as kerrors
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.structs import OffsetAndMetadata
 
+import wire
 from clients import Record, create_topic, produce_all, producer
 from conftest import Broker, unique_topic
+from wire import (
+    DESCRIBE_GROUPS,
+    FIND_COORDINATOR,
+    HEARTBEAT,
+    JOIN_GROUP,
+    LEAVE_GROUP,
+    LIST_GROUPS,
+    OFFSET_COMMIT,
+    OFFSET_DELETE,
+    OFFSET_FETCH,
+    SYNC_GROUP,
+    array,
+    broker_log,
+    int8,
+    int16,
+    int32,
+    int64,
+    nbytes,
+    string,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 FAST_GROUPS = "group.initial.rebalance.delay.ms=0"
 NODE_ID = 1
-SOCKET_TIMEOUT_S = 10.0
 ADMIN_TIMEOUT_S = 15.0
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-# Api keys.
-OFFSET_COMMIT = 8
-OFFSET_FETCH = 9
-FIND_COORDINATOR = 10
-JOIN_GROUP = 11
-HEARTBEAT = 12
-LEAVE_GROUP = 13
-SYNC_GROUP = 14
-DESCRIBE_GROUPS = 15
-LIST_GROUPS = 16
-DELETE_GROUPS = 42
-OFFSET_DELETE = 47
 
 # Error codes.
 NONE = 0
@@ -81,45 +86,14 @@ def gbroker(broker_factory) -> Broker:
     return broker_factory(FAST_GROUPS)
 
 
-def broker_log(broker: Broker) -> str:
-    return ANSI_ESCAPE.sub("", broker.log_text())
-
-
 # ---------------------------------------------------------------------------
 # Encoding (non-flexible versions only: request header v1, response header v0)
 
 
-def int8(value: int) -> bytes:
-    return struct.pack(">b", value)
+class Connection(wire.Connection):
+    """A raw connection whose requests carry this file's client id by default."""
 
-
-def int16(value: int) -> bytes:
-    return struct.pack(">h", value)
-
-
-def int32(value: int) -> bytes:
-    return struct.pack(">i", value)
-
-
-def int64(value: int) -> bytes:
-    return struct.pack(">q", value)
-
-
-def string(value: str | None) -> bytes:
-    if value is None:
-        return int16(-1)
-    data = value.encode()
-    return int16(len(data)) + data
-
-
-def nbytes(value: bytes | None) -> bytes:
-    if value is None:
-        return int32(-1)
-    return int32(len(value)) + value
-
-
-def array(items: list[bytes]) -> bytes:
-    return int32(len(items)) + b"".join(items)
+    client_id = "groups-test"
 
 
 def subscription(topics: list[str]) -> bytes:
@@ -131,85 +105,6 @@ def assignment(partitions: dict[str, list[int]]) -> bytes:
     """ConsumerProtocolAssignment v0: version, (topic, partitions)*, null user data."""
     topics = [string(t) + array([int32(p) for p in ps]) for t, ps in partitions.items()]
     return int16(0) + array(topics) + nbytes(None)
-
-
-class Reader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def take(self, size: int) -> bytes:
-        assert self.pos + size <= len(self.data), f"response truncated at byte {self.pos} (+{size})"
-        chunk = self.data[self.pos:self.pos + size]
-        self.pos += size
-        return chunk
-
-    def unpack(self, fmt: str) -> int:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def int16(self) -> int:
-        return self.unpack(">h")
-
-    def int32(self) -> int:
-        return self.unpack(">i")
-
-    def int64(self) -> int:
-        return self.unpack(">q")
-
-    def string(self) -> str | None:
-        size = self.int16()
-        return None if size < 0 else self.take(size).decode()
-
-    def bytes(self) -> bytes | None:
-        size = self.int32()
-        return None if size < 0 else self.take(size)
-
-    def array(self, item: Callable[[], object]) -> list:
-        count = self.int32()
-        return [] if count < 0 else [item() for _ in range(count)]
-
-    def assert_end(self) -> None:
-        assert self.pos == len(self.data), f"{len(self.data) - self.pos} unexpected trailing bytes"
-
-
-class Connection:
-    """A raw TCP connection speaking non-flexible request versions."""
-
-    def __init__(self, broker: Broker, client_id: str = "groups-test"):
-        self.sock = socket.create_connection((broker.host, broker.port), timeout=SOCKET_TIMEOUT_S)
-        self.client_id = client_id
-        self.correlation_id = 0
-
-    def __enter__(self) -> "Connection":
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.sock.close()
-
-    def recv_exact(self, size: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < size:
-            chunk = self.sock.recv(size - len(chunks))
-            assert chunk, f"connection closed after {len(chunks)} of {size} bytes"
-            chunks += chunk
-        return bytes(chunks)
-
-    def send(self, api_key: int, version: int, body: bytes) -> int:
-        """Sends a request without waiting for its answer: its correlation id."""
-        self.correlation_id += 1
-        header = int16(api_key) + int16(version) + int32(self.correlation_id) + string(self.client_id)
-        payload = header + body
-        self.sock.sendall(int32(len(payload)) + payload)
-        return self.correlation_id
-
-    def receive(self, correlation_id: int) -> Reader:
-        (size,) = struct.unpack(">i", self.recv_exact(4))
-        reader = Reader(self.recv_exact(size))
-        assert reader.int32() == correlation_id
-        return reader
-
-    def call(self, api_key: int, version: int, body: bytes) -> Reader:
-        return self.receive(self.send(api_key, version, body))
 
 
 # ---------------------------------------------------------------------------
@@ -503,7 +398,8 @@ def ck_list_groups(admin: AdminClient, states: set | None = None) -> dict[str, o
 # 1. kafka-python group consumers
 
 
-def test_kafka_python_group_splits_partitions_and_consumes_once(gbroker):
+@pytest.mark.parametrize("assignor", [RangePartitionAssignor, RoundRobinPartitionAssignor, StickyPartitionAssignor])
+def test_kafka_python_group_splits_partitions_and_consumes_once(gbroker, assignor):
     topic = unique_topic("kp-group")
     group = unique_topic("kp-grp")
     create_topic(gbroker.bootstrap, topic, 4)
@@ -515,6 +411,7 @@ def test_kafka_python_group_splits_partitions_and_consumes_once(gbroker):
         session_timeout_ms=6000,
         heartbeat_interval_ms=200,
         max_poll_interval_ms=20_000,
+        partition_assignment_strategy=[assignor],
     )
     c1 = KafkaConsumer(topic, client_id="kp-c1", **config)
     c2 = None

@@ -1350,14 +1350,7 @@ impl GroupCoordinator {
             }
             errors.push(NONE);
             if group.offsets.contains_key(&(topic.clone(), *partition)) {
-                entries.push((
-                    RecordKey::Offset {
-                        group: group_id.to_string(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    None,
-                ));
+                entries.push(offset_tombstone(group_id, topic, *partition));
                 doomed.push((topic.clone(), *partition));
             }
         }
@@ -1451,16 +1444,7 @@ impl GroupCoordinator {
         let mut entries: Vec<(RecordKey, Option<Bytes>)> = group
             .offsets
             .keys()
-            .map(|(topic, partition)| {
-                (
-                    RecordKey::Offset {
-                        group: group_id.to_string(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    None,
-                )
-            })
+            .map(|(topic, partition)| offset_tombstone(group_id, topic, *partition))
             .collect();
         entries.push((
             RecordKey::Group {
@@ -1561,16 +1545,7 @@ impl GroupCoordinator {
             };
             let mut entries: Vec<(RecordKey, Option<Bytes>)> = expired
                 .iter()
-                .map(|(topic, partition)| {
-                    (
-                        RecordKey::Offset {
-                            group: group.id.clone(),
-                            topic: topic.clone(),
-                            partition: *partition,
-                        },
-                        None,
-                    )
-                })
+                .map(|(topic, partition)| offset_tombstone(&group.id, topic, *partition))
                 .collect();
             let now_dead = group.state == GroupState::Empty && group.offsets.len() == expired.len();
             if now_dead {
@@ -1611,6 +1586,16 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// The record that deletes a committed offset.
+fn offset_tombstone(group: &str, topic: &str, partition: i32) -> (RecordKey, Option<Bytes>) {
+    let key = RecordKey::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    (key, None)
 }
 
 /// Applies one `__consumer_offsets` record while loading.

@@ -20,13 +20,15 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::clock::now_ms;
 use crate::errors::{code, NONE};
-use crate::group::{CommitOffset, CommitRequest, Committed};
+use crate::group::{CommitOffset, CommitRequest};
 use crate::state::Broker;
 
 /// OffsetCommit v6+ and OffsetFetch v5+ carry the committed leader epoch.
 const COMMIT_LEADER_EPOCH_VERSION_MIN: i16 = 6;
 /// OffsetFetch v8+ asks for several groups at once.
 const FETCH_BATCHED_VERSION_MIN: i16 = 8;
+/// OffsetFetch v5+ returns the committed leader epoch.
+const LEADER_EPOCH_FETCH_VERSION_MIN: i16 = 5;
 /// OffsetFetch before v2 has no top-level error code.
 const FETCH_ERROR_CODE_VERSION_MIN: i16 = 2;
 
@@ -101,16 +103,29 @@ pub fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// (partition, committed) → the fields of a response partition.
-fn committed_fields(committed: Option<Committed>, version: i16) -> (i64, i32, String) {
-    match committed {
-        Some(c) => (
-            c.offset,
-            if version >= 5 { c.leader_epoch } else { -1 },
-            c.metadata,
-        ),
-        None => (-1, -1, String::new()),
-    }
+/// A response partition (`$kind` is the v0-7 or the v8+ type, which have
+/// the same fields) for a partition and its committed offset, if any.
+macro_rules! fetched_partition {
+    ($kind:ty, $index:expr, $committed:expr, $version:expr) => {{
+        let (offset, epoch, metadata) = match $committed {
+            Some(c) => (
+                c.offset,
+                if $version >= LEADER_EPOCH_FETCH_VERSION_MIN {
+                    c.leader_epoch
+                } else {
+                    -1
+                },
+                c.metadata,
+            ),
+            None => (-1, -1, String::new()),
+        };
+        <$kind>::default()
+            .with_partition_index($index)
+            .with_committed_offset(offset)
+            .with_committed_leader_epoch(epoch)
+            .with_metadata(Some(StrBytes::from_string(metadata)))
+            .with_error_code(NONE)
+    }};
 }
 
 pub fn offset_fetch(
@@ -129,10 +144,9 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let found = broker
+                let topics = broker
                     .groups
-                    .fetch_offsets(group.group_id.0.as_str(), wanted);
-                let topics = found
+                    .fetch_offsets(group.group_id.0.as_str(), wanted)
                     .into_iter()
                     .map(|(topic, partitions)| {
                         OffsetFetchResponseTopics::default()
@@ -141,14 +155,12 @@ pub fn offset_fetch(
                                 partitions
                                     .into_iter()
                                     .map(|(index, committed)| {
-                                        let (offset, epoch, metadata) =
-                                            committed_fields(committed, version);
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(index)
-                                            .with_committed_offset(offset)
-                                            .with_committed_leader_epoch(epoch)
-                                            .with_metadata(Some(StrBytes::from_string(metadata)))
-                                            .with_error_code(NONE)
+                                        fetched_partition!(
+                                            OffsetFetchResponsePartitions,
+                                            index,
+                                            committed,
+                                            version
+                                        )
                                     })
                                     .collect(),
                             )
@@ -168,10 +180,9 @@ pub fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let found = broker
+    let topics = broker
         .groups
-        .fetch_offsets(request.group_id.0.as_str(), wanted);
-    let topics = found
+        .fetch_offsets(request.group_id.0.as_str(), wanted)
         .into_iter()
         .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()
@@ -180,13 +191,12 @@ pub fn offset_fetch(
                     partitions
                         .into_iter()
                         .map(|(index, committed)| {
-                            let (offset, epoch, metadata) = committed_fields(committed, version);
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(index)
-                                .with_committed_offset(offset)
-                                .with_committed_leader_epoch(epoch)
-                                .with_metadata(Some(StrBytes::from_string(metadata)))
-                                .with_error_code(NONE)
+                            fetched_partition!(
+                                OffsetFetchResponsePartition,
+                                index,
+                                committed,
+                                version
+                            )
                         })
                         .collect(),
                 )

@@ -1,0 +1,153 @@
+//! The group coordinator over a real broker state and real files: what it
+//! writes to `__consumer_offsets` is what a restarted broker knows, and
+//! offsets retention removes offsets for good.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use broker::config::BrokerConfig;
+use broker::group::{CommitOffset, CommitRequest, Committed, GroupState, LeavingMember};
+use broker::state::Broker;
+
+const RETENTION_MINUTES: i64 = 10;
+
+fn open(dir: &Path) -> Broker {
+    let properties = BTreeMap::from([
+        ("log.dirs".to_string(), dir.display().to_string()),
+        ("offsets.topic.num.partitions".to_string(), "5".to_string()),
+        (
+            "offsets.retention.minutes".to_string(),
+            RETENTION_MINUTES.to_string(),
+        ),
+    ]);
+    let config = BrokerConfig::from_properties(properties).expect("config");
+    let store = coordinator::StandaloneStore::open(&config.log_dir).expect("metadata store");
+    Broker::open(config, Box::new(store)).expect("broker")
+}
+
+fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64, &str)], now_ms: i64) {
+    let results = broker.groups.commit(
+        CommitRequest {
+            group_id: group.to_string(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            offsets: offsets
+                .iter()
+                .map(|(partition, offset, metadata)| CommitOffset {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    offset: *offset,
+                    leader_epoch: 0,
+                    metadata: metadata.to_string(),
+                })
+                .collect(),
+        },
+        now_ms,
+    );
+    assert!(results.iter().all(|code| *code == 0), "{results:?}");
+}
+
+fn committed(broker: &Broker, group: &str, topic: &str, partition: i32) -> Option<Committed> {
+    let found = broker
+        .groups
+        .fetch_offsets(group, Some(vec![(topic.to_string(), vec![partition])]));
+    found[0].1[0].1.clone()
+}
+
+#[tokio::test]
+async fn commits_and_deletions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = 1_700_000_000_000;
+    {
+        let broker = open(dir.path());
+        broker.ensure_offsets_topic().await.unwrap();
+        commit(&broker, "g1", "t", &[(0, 10, "a"), (1, 20, "b")], now_ms);
+        commit(&broker, "g1", "t", &[(0, 11, "c")], now_ms);
+        commit(&broker, "g2", "t", &[(0, 5, "")], now_ms);
+        assert_eq!(broker.groups.delete_group("g2"), 0);
+        // No close: as after kill -9, only what is in the log counts.
+    }
+    let broker = open(dir.path());
+    assert_eq!(
+        committed(&broker, "g1", "t", 0),
+        Some(Committed {
+            offset: 11,
+            leader_epoch: 0,
+            metadata: "c".into()
+        })
+    );
+    assert_eq!(committed(&broker, "g1", "t", 1).map(|c| c.offset), Some(20));
+    assert_eq!(committed(&broker, "g2", "t", 0), None);
+    let listed: Vec<String> = broker
+        .groups
+        .list()
+        .into_iter()
+        .map(|g| g.group_id)
+        .collect();
+    assert_eq!(listed, vec!["g1".to_string()]);
+}
+
+#[tokio::test]
+async fn offsets_of_an_empty_group_expire_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = 1_700_000_000_000;
+    let retention_ms = RETENTION_MINUTES * 60_000;
+    {
+        let broker = open(dir.path());
+        broker.ensure_offsets_topic().await.unwrap();
+        commit(&broker, "old", "t", &[(0, 1, "")], now_ms);
+        commit(
+            &broker,
+            "new",
+            "t",
+            &[(0, 2, "")],
+            now_ms + retention_ms / 2,
+        );
+
+        broker.groups.expire_offsets(now_ms + retention_ms - 1);
+        assert!(
+            committed(&broker, "old", "t", 0).is_some(),
+            "expired too early"
+        );
+
+        broker.groups.expire_offsets(now_ms + retention_ms);
+        assert_eq!(committed(&broker, "old", "t", 0), None);
+        assert!(committed(&broker, "new", "t", 0).is_some());
+        // The group had nothing left: it is gone.
+        assert_eq!(broker.groups.describe("old").state, GroupState::Dead);
+    }
+    let broker = open(dir.path());
+    assert_eq!(committed(&broker, "old", "t", 0), None, "expiry is durable");
+    assert_eq!(committed(&broker, "new", "t", 0).map(|c| c.offset), Some(2));
+}
+
+#[tokio::test]
+async fn leaving_an_unknown_group_names_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    broker.ensure_offsets_topic().await.unwrap();
+    let leaving = [
+        LeavingMember {
+            member_id: "a".into(),
+            group_instance_id: None,
+        },
+        LeavingMember {
+            member_id: "b".into(),
+            group_instance_id: None,
+        },
+    ];
+    let (error, members) = broker
+        .groups
+        .leave("nobody", &leaving, Instant::now(), now());
+    assert_eq!(error, 0);
+    assert_eq!(members, vec![25, 25]); // UNKNOWN_MEMBER_ID
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
