@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `main.rs` (binary `kbroker`): command line → [`config::BrokerConfig`] → [`server::run`].
+//! - [`admin`]: `kbroker admin`, the admin tool (a Kafka client of its own).
 //! - [`config`]: Kafka property names and defaults, properties file, overrides.
 //! - [`server`]: listeners, connection limit, periodic log tasks, shutdown.
 //! - [`connection`]: framing, in-order handling, response queue per client.
@@ -11,6 +12,7 @@
 //! - [`topic_config`]: topic-level configs, validation, log configs.
 //! - [`errors`]: the one mapping from internal errors to Kafka error codes.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// properties file and `--override key=value` arguments, as
 /// `kafka-server-start.sh server.properties --override key=value` does.
 /// With no arguments it listens on port 9092 and keeps its data in ./data.
+///
+/// `kbroker admin --help` shows the admin tool (topics and consumer groups).
 #[derive(Debug, Parser)]
 #[command(name = "kbroker", version)]
 struct Arguments {
@@ -26,6 +28,11 @@ struct Arguments {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `kbroker admin ...` is the admin tool.
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("admin") {
+        broker::admin::main(args.skip(1));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

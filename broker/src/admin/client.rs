@@ -1,0 +1,117 @@
+//! A minimal Kafka client for the admin tool: one connection, one request
+//! at a time, versions fixed per API and checked against the broker's
+//! ApiVersions answer.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Responses larger than this are refused (a describe of thousands of
+/// partitions stays far below).
+const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+const CLIENT_ID: &str = "kbroker-admin";
+
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+    /// api key → (min, max) the broker supports.
+    supported: HashMap<i16, (i16, i16)>,
+}
+
+impl Client {
+    pub async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
+        let stream = TcpStream::connect(bootstrap)
+            .await
+            .with_context(|| format!("connecting to {bootstrap}"))?;
+        stream.set_nodelay(true)?;
+        let mut client = Client {
+            stream,
+            correlation_id: 0,
+            supported: HashMap::new(),
+        };
+        let versions = client
+            .call_unchecked(
+                ApiVersionsRequest::default()
+                    .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+                    .with_client_software_version(StrBytes::from_static_str(env!(
+                        "CARGO_PKG_VERSION"
+                    ))),
+                3,
+            )
+            .await?;
+        if versions.error_code != 0 {
+            bail!("ApiVersions failed with error {}", versions.error_code);
+        }
+        client.supported = versions
+            .api_keys
+            .iter()
+            .map(|api| (api.api_key, (api.min_version, api.max_version)))
+            .collect();
+        Ok(client)
+    }
+
+    /// Sends `request` at `version`, if the broker supports it.
+    pub async fn call<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        match self.supported.get(&R::KEY) {
+            Some((min, max)) if (*min..=*max).contains(&version) => {}
+            _ => bail!(
+                "the broker does not support version {version} of API {}",
+                R::KEY
+            ),
+        }
+        self.call_unchecked(request, version).await
+    }
+
+    async fn call_unchecked<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, R::header_version(version))?;
+        request.encode(&mut body, version)?;
+        let mut frame = BytesMut::with_capacity(4 + body.len());
+        frame.put_u32(u32::try_from(body.len())?);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await?;
+
+        let size = self.stream.read_u32().await? as usize;
+        if size > RESPONSE_BYTES_MAX {
+            bail!("response of {size} bytes is larger than {RESPONSE_BYTES_MAX}");
+        }
+        let mut response = vec![0u8; size];
+        self.stream.read_exact(&mut response).await?;
+        let mut response = Bytes::from(response);
+        let header = ResponseHeader::decode(
+            &mut response,
+            <R::Response as HeaderVersion>::header_version(version),
+        )?;
+        if header.correlation_id != self.correlation_id {
+            bail!(
+                "response to correlation id {} while waiting for {}",
+                header.correlation_id,
+                self.correlation_id
+            );
+        }
+        let decoded = R::Response::decode(&mut response, version)?;
+        if response.has_remaining() {
+            bail!("{} bytes left after the response", response.remaining());
+        }
+        Ok(decoded)
+    }
+}
