@@ -100,6 +100,12 @@ def test_group_lag_is_produced_minus_committed(broker_factory):
         [topic, str(p), str(committed[p]), str(produced[p]), str(produced[p] - committed[p])] for p in range(3)
     ]
 
+    # Several groups in one OffsetFetch (v8): each gets its own offsets.
+    both, _ = admin_json(broker, "groups", "describe", group, "never-used")
+    assert [g["group"] for g in both] == [group, "never-used"]
+    assert len(both[0]["offsets"]) == 3
+    assert (both[1]["state"], both[1]["offsets"]) == ("Dead", [])
+
     listed, _ = admin_json(broker, "groups", "list")
     assert {"group": group, "state": "Stable", "protocol_type": "consumer"} in listed
     busy, code = admin_json(broker, "groups", "delete", group, check=False)

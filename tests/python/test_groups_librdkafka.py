@@ -319,3 +319,32 @@ def test_commits_with_metadata_survive_kill9(broker_factory):
     assert min(m.offset() for m in got if m.partition() == 2) == 30, "consumption resumed at the committed offset"
     assert len(got) == 300 - 60
     consumer.close()
+
+
+def test_group_max_size_refuses_one_member_too_many(broker_factory):
+    broker = broker_factory(FAST_GROUPS, "group.max.size=2")
+    topic = unique_topic("maxsize")
+    create_topic(broker.bootstrap, topic, 3)
+    group = unique_topic("group")
+    members = [group_consumer(broker.bootstrap, group) for _ in range(3)]
+    for member in members[:2]:
+        member.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not all(m.assignment() for m in members[:2]):
+        for member in members[:2]:
+            member.poll(0.05)
+        assert time.monotonic() < deadline, "the first two members never got partitions"
+    members[2].subscribe([topic])
+    errors = []
+    deadline = time.monotonic() + 30
+    while not errors:
+        message = members[2].poll(0.1)
+        for member in members[:2]:
+            member.poll(0)
+        if message is not None and message.error() is not None:
+            errors.append(message.error())
+        assert time.monotonic() < deadline, "the third member was never refused"
+    assert errors[0].code() == KafkaError.GROUP_MAX_SIZE_REACHED, errors[0]
+    assert not members[2].assignment()
+    for member in members:
+        member.close()
