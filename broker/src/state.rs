@@ -31,8 +31,8 @@ pub enum TopicError {
     Unknown(String),
     #[error("{0}")]
     InvalidConfig(String),
-    #[error("number of partitions must be at least 1, got {0}")]
-    InvalidPartitions(i32),
+    #[error("{0}")]
+    InvalidPartitions(String),
     #[error("replication factor {0} is larger than the 1 available broker")]
     InvalidReplicationFactor(i16),
     #[error(transparent)]
@@ -233,7 +233,9 @@ impl Broker {
     ) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name)?;
         if partitions < 1 {
-            return Err(TopicError::InvalidPartitions(partitions));
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions must be at least 1, got {partitions}."
+            )));
         }
         if replication_factor != 1 {
             return Err(TopicError::InvalidReplicationFactor(replication_factor));
@@ -289,6 +291,85 @@ impl Broker {
                 .ok_or_else(|| TopicError::Unknown(name.to_string())),
             other => other,
         }
+    }
+
+    /// CreatePartitions: grows a topic to `count` partitions (or, with
+    /// `validate_only`, checks that it could). New partitions start empty,
+    /// led by this broker at epoch 0.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::InvalidPartitions(format!(
+                "The partition count of the internal topic {name} cannot change."
+            )));
+        }
+        let _admin = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err(TopicError::Unknown(name.to_string()));
+        };
+        let current = topic.partitions.len() as i32;
+        if count < current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            )));
+        }
+        if count == current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            )));
+        }
+        if validate_only {
+            return Ok(topic);
+        }
+        let mut metadata = self
+            .store
+            .snapshot()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let log_config = topic_config::log_config(&self.config.log, &topic.configs);
+        let now = now_ms();
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            let dir = partition_dir(&self.config.log_dir, name, index);
+            if dir.exists() {
+                tracing::warn!(dir = %dir.display(), "removing leftover directory of a partition that does not exist");
+                std::fs::remove_dir_all(&dir).map_err(StorageError::from)?;
+            }
+            let log = PartitionLog::open(&dir, log_config.clone(), now)?;
+            metadata.partitions.push(coordinator::PartitionMetadata {
+                partition: index,
+                leader: self.config.node_id,
+                leader_epoch: 0,
+                replicas: vec![self.config.node_id],
+                isr: vec![self.config.node_id],
+            });
+            partitions.push(Arc::new(Partition {
+                topic: topic.name.clone(),
+                topic_id: topic.topic_id,
+                index,
+                leader: self.config.node_id,
+                leader_epoch: 0,
+                log: Mutex::new(Some(log)),
+            }));
+        }
+        self.store.update_topic(metadata)?;
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id,
+            partitions,
+            configs: topic.configs.clone(),
+        });
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics.by_id.insert(grown.topic_id, grown.clone());
+        topics.by_name.insert(name.to_string(), grown.clone());
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(grown)
     }
 
     /// Deletes a topic: metadata first (durable), then its logs.

@@ -35,4 +35,6 @@ pub trait MetadataStore: Send + Sync {
     fn create_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError>;
     /// Deletes a topic by name and returns what it was.
     fn delete_topic(&self, name: &str) -> Result<TopicMetadata, CoordinatorError>;
+    /// Replaces a topic's metadata (same name and id): more partitions, new configs.
+    fn update_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError>;
 }

@@ -103,6 +103,16 @@ impl MetadataStore for StandaloneStore {
                 .ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string()))
         })
     }
+
+    fn update_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError> {
+        self.mutate(|metadata| match metadata.topics.get_mut(&topic.name) {
+            Some(current) if current.topic_id == topic.topic_id => {
+                *current = topic;
+                Ok(())
+            }
+            _ => Err(CoordinatorError::UnknownTopic(topic.name.clone())),
+        })
+    }
 }
 
 fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> Result<(), CoordinatorError> {

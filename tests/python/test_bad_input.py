@@ -257,7 +257,7 @@ def test_truncated_frame_closes(broker):
     assert_serving(broker)
 
 
-@pytest.mark.parametrize("api_key", [9999, 75], ids=["unknown", "unimplemented-DescribeTopicPartitions"])
+@pytest.mark.parametrize("api_key", [9999, 4], ids=["unknown", "unimplemented-LeaderAndIsr"])
 def test_unknown_api_key_closes(broker, api_key):
     send_expecting_close(broker, request_frame(api_key, 0, 1, b"", CLIENT_ID), f"api key {api_key}")
     assert_serving(broker)

@@ -42,6 +42,7 @@ API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_GROUPS = 42
 OFFSET_DELETE = 47
+DESCRIBE_TOPIC_PARTITIONS = 75
 
 # The first version of each API with a flexible (tagged-field) encoding.
 # APIs not listed here (OffsetDelete, unknown keys) are never flexible.
@@ -62,6 +63,7 @@ FLEXIBLE_FROM = {
     API_VERSIONS: 3,
     CREATE_TOPICS: 5,
     DELETE_GROUPS: 2,
+    DESCRIBE_TOPIC_PARTITIONS: 0,
 }
 
 # An empty tagged-field section.

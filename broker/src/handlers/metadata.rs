@@ -15,14 +15,14 @@ use crate::errors::{self, code};
 use crate::state::{Broker, Topic, TopicError};
 
 /// Sent when the client did not ask for authorized operations.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// Without ACLs every client may do everything: the bit of each ACL
 /// operation code that applies to a topic (READ 3, WRITE 4, CREATE 5,
 /// DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11) ...
-const TOPIC_OPERATIONS: i32 = acl_bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+pub(super) const TOPIC_OPERATIONS: i32 = acl_bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
 /// ... and to the cluster (CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
 /// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12).
-const CLUSTER_OPERATIONS: i32 = acl_bits(&[5, 7, 8, 9, 10, 11, 12]);
+pub(super) const CLUSTER_OPERATIONS: i32 = acl_bits(&[5, 7, 8, 9, 10, 11, 12]);
 
 const fn acl_bits(operations: &[u8]) -> i32 {
     let mut bits = 0;

@@ -2,6 +2,7 @@
 //! `offsets`). `handle` is the single dispatch on the request kind; which
 //! APIs and versions exist is decided by `protocol::api`.
 
+mod admin_topics;
 mod api_versions;
 mod create_topics;
 mod delete_topics;
@@ -62,6 +63,21 @@ pub async fn handle(
         }
         Request::ListGroups(body) => {
             Response::ListGroups(groups::list_groups(broker, body, version))
+        }
+        Request::CreatePartitions(body) => {
+            Response::CreatePartitions(admin_topics::create_partitions(broker, body).await)
+        }
+        Request::DeleteRecords(body) => {
+            Response::DeleteRecords(admin_topics::delete_records(broker, body))
+        }
+        Request::DescribeLogDirs(body) => {
+            Response::DescribeLogDirs(admin_topics::describe_log_dirs(broker, body))
+        }
+        Request::DescribeCluster(body) => {
+            Response::DescribeCluster(admin_topics::describe_cluster(broker, body))
+        }
+        Request::DescribeTopicPartitions(body) => {
+            Response::DescribeTopicPartitions(admin_topics::describe_topic_partitions(broker, body))
         }
         Request::DeleteGroups(body) => Response::DeleteGroups(groups::delete_groups(broker, body)),
         Request::OffsetCommit(body) => {
