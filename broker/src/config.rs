@@ -70,6 +70,9 @@ pub struct BrokerConfig {
     /// The broker-wide defaults of every topic's log config.
     pub log: LogConfig,
     pub groups: GroupConfig,
+    /// The known properties given in the file or as overrides (Kafka's
+    /// STATIC_BROKER_CONFIG), by canonical name.
+    pub explicit: BTreeMap<String, String>,
 }
 
 /// The group coordinator's settings (Kafka's `group.*` and `offsets.*`).
@@ -146,6 +149,17 @@ const IGNORED: &[&str] = &[
     "zookeeper.connection.timeout.ms",
 ];
 
+/// Every broker property we know, with its value here: given, else Kafka's default.
+pub fn known_properties(explicit: &BTreeMap<String, String>) -> Vec<(&'static str, String, bool)> {
+    DEFAULTS
+        .iter()
+        .map(|(key, default)| match explicit.get(*key) {
+            Some(value) => (*key, value.clone(), true),
+            None => (*key, default.to_string(), false),
+        })
+        .collect()
+}
+
 impl BrokerConfig {
     /// Loads the properties file (if any) and applies `key=value` overrides.
     pub fn load(file: Option<&Path>, overrides: &[String]) -> anyhow::Result<BrokerConfig> {
@@ -169,12 +183,14 @@ impl BrokerConfig {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect();
+        let mut explicit = BTreeMap::new();
         for (key, value) in given {
             let key = ALIASES
                 .iter()
                 .find(|(alias, _)| *alias == key)
                 .map_or(key, |(_, name)| name.to_string());
             if let Some(slot) = properties.get_mut(&key) {
+                explicit.insert(key.clone(), value.clone());
                 *slot = value;
             } else if IGNORED.contains(&key.as_str()) {
                 tracing::debug!(%key, "configuration accepted and ignored");
@@ -329,6 +345,7 @@ impl BrokerConfig {
                     .context("offset.metadata.max.bytes")?
                     as usize,
             },
+            explicit,
         })
     }
 }

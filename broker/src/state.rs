@@ -372,6 +372,51 @@ impl Broker {
         Ok(grown)
     }
 
+    /// Replaces a topic's config overrides (or, with `validate_only`, checks
+    /// them). The new configs are durable before they apply, and they apply
+    /// to every partition's log at once, without a restart.
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        for (key, value) in &configs {
+            topic_config::validate(key, value).map_err(TopicError::InvalidConfig)?;
+        }
+        let _admin = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err(TopicError::Unknown(name.to_string()));
+        };
+        if validate_only || configs == topic.configs {
+            return Ok(());
+        }
+        let mut metadata = self
+            .store
+            .snapshot()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        metadata.configs = configs.clone();
+        self.store.update_topic(metadata)?;
+        let log_config = topic_config::log_config(&self.config.log, &configs);
+        for partition in &topic.partitions {
+            let _ = partition.with_log(|log| log.set_config(log_config.clone()));
+        }
+        let changed = Arc::new(Topic {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id,
+            partitions: topic.partitions.clone(),
+            configs,
+        });
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics.by_id.insert(changed.topic_id, changed.clone());
+        topics.by_name.insert(name.to_string(), changed);
+        tracing::info!(topic = name, "topic configs changed");
+        Ok(())
+    }
+
     /// Deletes a topic: metadata first (durable), then its logs.
     pub async fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         if is_internal(name) {

@@ -19,6 +19,8 @@ enum Kind {
     Choice(&'static [&'static str]),
     /// A comma-separated list of the listed words.
     List(&'static [&'static str]),
+    /// Any text.
+    Text,
 }
 
 const LONG: Kind = Kind::Long {
@@ -34,87 +36,155 @@ const INT_NON_NEGATIVE: Kind = Kind::Long {
     max: i32::MAX as i64,
 };
 
-/// Every topic config Kafka defines that we accept. Values are validated;
-/// those that shape the log are applied by [`log_config`].
-const TOPIC_CONFIGS: &[(&str, Kind)] = &[
-    ("cleanup.policy", Kind::List(&["delete", "compact"])),
-    (
-        "compression.type",
-        Kind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
-    ),
-    ("delete.retention.ms", NON_NEGATIVE),
-    ("file.delete.delay.ms", NON_NEGATIVE),
-    (
-        "flush.messages",
-        Kind::Long {
-            min: 1,
-            max: i64::MAX,
-        },
-    ),
-    ("flush.ms", NON_NEGATIVE),
-    ("index.interval.bytes", INT_NON_NEGATIVE),
-    (
-        "max.compaction.lag.ms",
-        Kind::Long {
-            min: 1,
-            max: i64::MAX,
-        },
-    ),
-    ("max.message.bytes", INT_NON_NEGATIVE),
-    ("message.downconversion.enable", Kind::Boolean),
-    ("message.timestamp.after.max.ms", NON_NEGATIVE),
-    ("message.timestamp.before.max.ms", NON_NEGATIVE),
-    ("message.timestamp.difference.max.ms", NON_NEGATIVE),
-    (
-        "message.timestamp.type",
-        Kind::Choice(&["CreateTime", "LogAppendTime"]),
-    ),
-    ("min.cleanable.dirty.ratio", Kind::Ratio),
-    ("min.compaction.lag.ms", NON_NEGATIVE),
-    (
-        "min.insync.replicas",
-        Kind::Long {
-            min: 1,
-            max: i32::MAX as i64,
-        },
-    ),
-    ("preallocate", Kind::Boolean),
-    ("retention.bytes", LONG),
-    (
-        "retention.ms",
-        Kind::Long {
-            min: -1,
-            max: i64::MAX,
-        },
-    ),
-    (
-        "segment.bytes",
-        Kind::Long {
-            min: 14,
-            max: i32::MAX as i64,
-        },
-    ),
-    (
-        "segment.index.bytes",
-        Kind::Long {
-            min: 4,
-            max: i32::MAX as i64,
-        },
-    ),
-    ("segment.jitter.ms", NON_NEGATIVE),
-    (
-        "segment.ms",
-        Kind::Long {
-            min: 1,
-            max: i64::MAX,
-        },
-    ),
-    ("unclean.leader.election.enable", Kind::Boolean),
+/// Kafka's config types, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i8)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One topic config: how it is checked and described, and which broker
+/// configs give its default.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    kind: Kind,
+    pub config_type: ConfigType,
+    /// Broker configs that set the default, first one winning; each with
+    /// the factor that turns its value into this config's unit.
+    pub synonyms: &'static [(&'static str, i64)],
+    /// Kafka's default when no synonym is set.
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    kind: Kind,
+    config_type: ConfigType,
+    synonyms: &'static [(&'static str, i64)],
+    default: &'static str,
+    doc: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        kind,
+        config_type,
+        synonyms,
+        default,
+        doc,
+    }
+}
+
+const INT_POSITIVE: Kind = Kind::Long {
+    min: 1,
+    max: i32::MAX as i64,
+};
+const LONG_POSITIVE: Kind = Kind::Long {
+    min: 1,
+    max: i64::MAX,
+};
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Every topic config Kafka defines that we accept, sorted by name. Values
+/// are validated; those that shape the log are applied by [`log_config`].
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def("cleanup.policy", Kind::List(&["delete", "compact"]), ConfigType::List,
+        &[("log.cleanup.policy", 1)], "delete",
+        "What happens to old segments: \"delete\" removes them by retention time and size, \"compact\" keeps the latest record of each key; both may be given."),
+    def("compression.type", Kind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]), ConfigType::String,
+        &[("compression.type", 1)], "producer",
+        "The codec of stored batches; \"producer\" keeps the one the producer used."),
+    def("delete.retention.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.cleaner.delete.retention.ms", 1)], "86400000",
+        "How long tombstones of a compacted topic stay readable."),
+    def("file.delete.delay.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.segment.delete.delay.ms", 1)], "60000",
+        "How long a deleted segment's files wait before removal."),
+    def("flush.messages", LONG_POSITIVE, ConfigType::Long,
+        &[("log.flush.interval.messages", 1)], "9223372036854775807",
+        "Sync the log to disk after this many records; the default leaves it to the OS."),
+    def("flush.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.flush.interval.ms", 1)], "9223372036854775807",
+        "Sync the log to disk when the oldest unsynced record is this old."),
+    def("follower.replication.throttled.replicas", Kind::Text, ConfigType::List,
+        &[], "",
+        "Replicas whose follower fetches are throttled (partition:broker pairs, or *)."),
+    def("index.interval.bytes", INT_NON_NEGATIVE, ConfigType::Int,
+        &[("log.index.interval.bytes", 1)], "4096",
+        "Bytes of log between two entries of the offset index."),
+    def("leader.replication.throttled.replicas", Kind::Text, ConfigType::List,
+        &[], "",
+        "Replicas whose leader-side replication is throttled (partition:broker pairs, or *)."),
+    def("max.compaction.lag.ms", LONG_POSITIVE, ConfigType::Long,
+        &[("log.cleaner.max.compaction.lag.ms", 1)], "9223372036854775807",
+        "The longest a record may stay uncompacted."),
+    def("max.message.bytes", INT_NON_NEGATIVE, ConfigType::Int,
+        &[("message.max.bytes", 1)], "1048588",
+        "The largest record batch the topic accepts."),
+    def("message.downconversion.enable", Kind::Boolean, ConfigType::Boolean,
+        &[("log.message.downconversion.enable", 1)], "true",
+        "Whether fetches of old clients may be down-converted."),
+    def("message.timestamp.after.max.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.message.timestamp.after.max.ms", 1)], "9223372036854775807",
+        "How far in the future a CreateTime timestamp may be."),
+    def("message.timestamp.before.max.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.message.timestamp.before.max.ms", 1)], "9223372036854775807",
+        "How far in the past a CreateTime timestamp may be."),
+    def("message.timestamp.difference.max.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.message.timestamp.difference.max.ms", 1)], "9223372036854775807",
+        "Deprecated: the largest difference between a CreateTime timestamp and the broker's clock."),
+    def("message.timestamp.type", Kind::Choice(&["CreateTime", "LogAppendTime"]), ConfigType::String,
+        &[("log.message.timestamp.type", 1)], "CreateTime",
+        "Whether stored timestamps are the producer's (CreateTime) or the broker's (LogAppendTime)."),
+    def("min.cleanable.dirty.ratio", Kind::Ratio, ConfigType::Double,
+        &[("log.cleaner.min.cleanable.ratio", 1)], "0.5",
+        "The share of uncompacted log that makes the cleaner compact it."),
+    def("min.compaction.lag.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.cleaner.min.compaction.lag.ms", 1)], "0",
+        "The shortest a record stays uncompacted."),
+    def("min.insync.replicas", INT_POSITIVE, ConfigType::Int,
+        &[("min.insync.replicas", 1)], "1",
+        "With acks=all, the fewest in-sync replicas a write needs."),
+    def("preallocate", Kind::Boolean, ConfigType::Boolean,
+        &[("log.preallocate", 1)], "false",
+        "Whether new segment files are preallocated."),
+    def("retention.bytes", LONG, ConfigType::Long,
+        &[("log.retention.bytes", 1)], "-1",
+        "The most bytes a partition keeps before old segments are deleted; -1 is no limit."),
+    def("retention.ms", Kind::Long { min: -1, max: i64::MAX }, ConfigType::Long,
+        &[("log.retention.ms", 1), ("log.retention.minutes", MINUTE_MS), ("log.retention.hours", HOUR_MS)], "604800000",
+        "How long records are kept before their segment is deleted; -1 is forever."),
+    def("segment.bytes", Kind::Long { min: 14, max: i32::MAX as i64 }, ConfigType::Int,
+        &[("log.segment.bytes", 1)], "1073741824",
+        "The size at which a segment file is closed and a new one started."),
+    def("segment.index.bytes", Kind::Long { min: 4, max: i32::MAX as i64 }, ConfigType::Int,
+        &[("log.index.size.max.bytes", 1)], "10485760",
+        "The largest offset index of a segment."),
+    def("segment.jitter.ms", NON_NEGATIVE, ConfigType::Long,
+        &[("log.roll.jitter.ms", 1), ("log.roll.jitter.hours", HOUR_MS)], "0",
+        "A random delay subtracted from segment.ms, so that segments do not all roll at once."),
+    def("segment.ms", LONG_POSITIVE, ConfigType::Long,
+        &[("log.roll.ms", 1), ("log.roll.hours", HOUR_MS)], "604800000",
+        "The age at which a segment is closed even if not full."),
+    def("unclean.leader.election.enable", Kind::Boolean, ConfigType::Boolean,
+        &[("unclean.leader.election.enable", 1)], "false",
+        "Whether a replica outside the ISR may become leader, at the cost of losing data."),
 ];
+
+/// The definition of a topic config.
+pub fn definition(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|def| def.name == name)
+}
 
 /// Checks one topic config; the error says why, for the INVALID_CONFIG message.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
-    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(known, _)| *known == name) else {
+    let Some(TopicConfigDef { kind, .. }) = definition(name) else {
         return Err(format!("Unknown topic config name: {name}"));
     };
     let invalid = || format!("Invalid value {value} for configuration {name}");
@@ -143,6 +213,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return Err(format!("{}: must be one of {choices:?}", invalid()));
             }
         }
+        Kind::Text => {}
         Kind::List(choices) => {
             if !value
                 .split(',')

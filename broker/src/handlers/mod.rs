@@ -4,6 +4,7 @@
 
 mod admin_topics;
 mod api_versions;
+mod configs;
 mod create_topics;
 mod delete_topics;
 mod fetch;
@@ -64,6 +65,15 @@ pub async fn handle(
         Request::ListGroups(body) => {
             Response::ListGroups(groups::list_groups(broker, body, version))
         }
+        Request::DescribeConfigs(body) => {
+            Response::DescribeConfigs(configs::describe_configs(broker, body, version))
+        }
+        Request::AlterConfigs(body) => {
+            Response::AlterConfigs(configs::alter_configs(broker, body).await)
+        }
+        Request::IncrementalAlterConfigs(body) => Response::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(broker, body).await,
+        ),
         Request::CreatePartitions(body) => {
             Response::CreatePartitions(admin_topics::create_partitions(broker, body).await)
         }

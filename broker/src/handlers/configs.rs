@@ -1,0 +1,408 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and
+//! the broker, with Kafka's names, defaults, sources and synonyms.
+//!
+//! Topic configs can be changed; they are stored with the topic and apply
+//! to its logs at once. Broker configs are described (given ones as
+//! STATIC_BROKER_CONFIG, the rest as DEFAULT_CONFIG) but cannot be changed
+//! at run time yet: altering one is refused with INVALID_REQUEST.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::config::known_properties;
+use crate::errors::{code, topic_error_code, NONE};
+use crate::state::Broker;
+use crate::topic_config::{self, ConfigType, TopicConfigDef, TOPIC_CONFIGS};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// DescribeConfigs' config sources.
+const SOURCE_TOPIC_CONFIG: i8 = 1;
+const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// DescribeConfigs v3+ reports types and documentation.
+const TYPES_VERSION_MIN: i16 = 3;
+
+fn string(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// One described config before it is put on the wire.
+struct Described {
+    name: String,
+    value: String,
+    source: i8,
+    read_only: bool,
+    config_type: ConfigType,
+    doc: Option<&'static str>,
+    synonyms: Vec<(String, String, i8)>,
+}
+
+/// A topic config's value and where it comes from: the topic's override,
+/// else a broker config given at start-up, else Kafka's default.
+fn describe_topic_config(
+    def: &TopicConfigDef,
+    overrides: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
+) -> Described {
+    let mut synonyms = Vec::new();
+    if let Some(value) = overrides.get(def.name) {
+        synonyms.push((def.name.to_string(), value.clone(), SOURCE_TOPIC_CONFIG));
+    }
+    for (synonym, factor) in def.synonyms {
+        if let Some(value) = broker.get(*synonym) {
+            let converted = match value.trim().parse::<i64>() {
+                Ok(number) if *factor != 1 => number.saturating_mul(*factor).to_string(),
+                _ => value.clone(),
+            };
+            synonyms.push((synonym.to_string(), converted, SOURCE_STATIC_BROKER_CONFIG));
+        }
+    }
+    let default_name = def.synonyms.first().map_or(def.name, |(name, _)| *name);
+    synonyms.push((
+        default_name.to_string(),
+        def.default.to_string(),
+        SOURCE_DEFAULT_CONFIG,
+    ));
+    let (value, source) = synonyms
+        .first()
+        .map(|(_, value, source)| (value.clone(), *source))
+        .expect("the default is always there");
+    Described {
+        name: def.name.to_string(),
+        value,
+        source,
+        read_only: false,
+        config_type: def.config_type,
+        doc: Some(def.doc),
+        synonyms,
+    }
+}
+
+fn type_of_broker_value(value: &str) -> ConfigType {
+    if value == "true" || value == "false" {
+        ConfigType::Boolean
+    } else if value.parse::<i64>().is_ok() {
+        ConfigType::Long
+    } else {
+        ConfigType::String
+    }
+}
+
+pub fn describe_configs(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let fail = |error: ResponseError, message: String| {
+                result
+                    .clone()
+                    .with_error_code(code(error))
+                    .with_error_message(Some(string(message)))
+            };
+            let described: Vec<Described> = match resource.resource_type {
+                RESOURCE_TOPIC => {
+                    let Some(topic) = broker.topic(resource.resource_name.as_str()) else {
+                        return fail(
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("Topic {} does not exist.", resource.resource_name),
+                        );
+                    };
+                    TOPIC_CONFIGS
+                        .iter()
+                        .map(|def| describe_topic_config(def, &topic.configs, &broker.config.explicit))
+                        .collect()
+                }
+                RESOURCE_BROKER => {
+                    let name = resource.resource_name.as_str();
+                    if !name.is_empty() && name != broker.config.node_id.to_string() {
+                        return fail(
+                            ResponseError::InvalidRequest,
+                            format!("Unexpected broker id, expected {} or empty string, but received {name}", broker.config.node_id),
+                        );
+                    }
+                    if name.is_empty() {
+                        // The cluster-wide dynamic defaults: none are set.
+                        Vec::new()
+                    } else {
+                        known_properties(&broker.config.explicit)
+                            .into_iter()
+                            .map(|(key, value, given)| {
+                                let source = if given {
+                                    SOURCE_STATIC_BROKER_CONFIG
+                                } else {
+                                    SOURCE_DEFAULT_CONFIG
+                                };
+                                Described {
+                                    name: key.to_string(),
+                                    config_type: type_of_broker_value(&value),
+                                    synonyms: vec![(key.to_string(), value.clone(), source)],
+                                    value,
+                                    source,
+                                    read_only: true,
+                                    doc: None,
+                                }
+                            })
+                            .collect()
+                    }
+                }
+                other => {
+                    return fail(
+                        ResponseError::InvalidRequest,
+                        format!("Unsupported resource type {other}"),
+                    )
+                }
+            };
+            let wanted = resource.configuration_keys.as_ref();
+            let configs = described
+                .into_iter()
+                .filter(|d| wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == d.name)))
+                .map(|d| {
+                    let mut entry = DescribeConfigsResourceResult::default()
+                        .with_name(string(d.name))
+                        .with_value(Some(string(d.value)))
+                        .with_read_only(d.read_only)
+                        .with_config_source(d.source)
+                        .with_is_sensitive(false);
+                    if request.include_synonyms {
+                        entry = entry.with_synonyms(
+                            d.synonyms
+                                .into_iter()
+                                .map(|(name, value, source)| {
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(string(name))
+                                        .with_value(Some(string(value)))
+                                        .with_source(source)
+                                })
+                                .collect(),
+                        );
+                    }
+                    if version >= TYPES_VERSION_MIN {
+                        entry = entry.with_config_type(d.config_type as i8).with_documentation(
+                            if request.include_documentation {
+                                d.doc.map(string)
+                            } else {
+                                None
+                            },
+                        );
+                    }
+                    entry
+                })
+                .collect();
+            result.with_error_code(NONE).with_configs(configs)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Applies `change` to a topic's overrides and stores them; `Err` is the
+/// error code and message of the resource's response.
+async fn alter_topic(
+    broker: &Broker,
+    name: &str,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+) -> Result<(), (i16, String)> {
+    let Some(topic) = broker.topic(name) else {
+        return Err((
+            code(ResponseError::UnknownTopicOrPartition),
+            format!("Topic {name} does not exist."),
+        ));
+    };
+    let mut configs = topic.configs.clone();
+    change(&mut configs).map_err(|message| (code(ResponseError::InvalidConfig), message))?;
+    broker
+        .set_topic_configs(name, configs, validate_only)
+        .await
+        .map_err(|error| (topic_error_code(&error), error.to_string()))
+}
+
+fn broker_is_read_only(broker: &Broker, name: &str) -> (i16, String) {
+    if !name.is_empty() && name != broker.config.node_id.to_string() {
+        return (
+            code(ResponseError::InvalidRequest),
+            format!("Unexpected broker id {name}"),
+        );
+    }
+    (
+        code(ResponseError::InvalidRequest),
+        "broker configs cannot be changed at run time yet (they are static)".to_string(),
+    )
+}
+
+pub async fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.to_string();
+        let outcome = match resource.resource_type {
+            RESOURCE_TOPIC => {
+                alter_topic(broker, &name, request.validate_only, |configs| {
+                    // AlterConfigs replaces the whole set of overrides.
+                    let mut replacement = BTreeMap::new();
+                    for config in &resource.configs {
+                        let Some(value) = &config.value else {
+                            return Err(format!("Null value not supported for: {}", config.name));
+                        };
+                        topic_config::validate(&config.name, value)?;
+                        replacement.insert(config.name.to_string(), value.to_string());
+                    }
+                    *configs = replacement;
+                    Ok(())
+                })
+                .await
+            }
+            RESOURCE_BROKER => Err(broker_is_read_only(broker, &name)),
+            other => Err((
+                code(ResponseError::InvalidRequest),
+                format!("Unsupported resource type {other}"),
+            )),
+        };
+        let (error_code, message) = match outcome {
+            Ok(()) => (NONE, None),
+            Err((error_code, message)) => (error_code, Some(string(message))),
+        };
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_error_code(error_code)
+                .with_error_message(message)
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// One IncrementalAlterConfigs operation on a topic's overrides.
+fn apply_operation(
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let Some(def) = topic_config::definition(name) else {
+        return Err(format!("Unknown topic config name: {name}"));
+    };
+    let list_items = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    match operation {
+        OP_SET => {
+            let value = value.ok_or_else(|| format!("Null value not supported for: {name}"))?;
+            topic_config::validate(name, value)?;
+            configs.insert(name.to_string(), value.to_string());
+        }
+        OP_DELETE => {
+            configs.remove(name);
+        }
+        OP_APPEND | OP_SUBTRACT => {
+            if def.config_type != ConfigType::List {
+                return Err(format!(
+                    "Config value append/subtract is not allowed for config key {name}, which is not a list"
+                ));
+            }
+            let current = configs
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| def.default.to_string());
+            let mut items = list_items(&current);
+            let given = list_items(value.unwrap_or(""));
+            if operation == OP_APPEND {
+                for item in given {
+                    if !items.contains(&item) {
+                        items.push(item);
+                    }
+                }
+            } else {
+                items.retain(|item| !given.contains(item));
+            }
+            let joined = items.join(",");
+            topic_config::validate(name, &joined)?;
+            configs.insert(name.to_string(), joined);
+        }
+        other => return Err(format!("Unknown config operation {other}")),
+    }
+    Ok(())
+}
+
+pub async fn incremental_alter_configs(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.to_string();
+        let mut names: Vec<&str> = resource.configs.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        let duplicated = names.windows(2).any(|pair| pair[0] == pair[1]);
+        let outcome = if duplicated {
+            Err((
+                code(ResponseError::InvalidRequest),
+                "Error due to duplicate config keys".to_string(),
+            ))
+        } else {
+            match resource.resource_type {
+                RESOURCE_TOPIC => {
+                    alter_topic(broker, &name, request.validate_only, |configs| {
+                        for config in &resource.configs {
+                            apply_operation(
+                                configs,
+                                &config.name,
+                                config.config_operation,
+                                config.value.as_deref(),
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
+                RESOURCE_BROKER => Err(broker_is_read_only(broker, &name)),
+                other => Err((
+                    code(ResponseError::InvalidRequest),
+                    format!("Unsupported resource type {other}"),
+                )),
+            }
+        };
+        let (error_code, message) = match outcome {
+            Ok(()) => (NONE, None),
+            Err((error_code, message)) => (error_code, Some(string(message))),
+        };
+        responses.push(
+            IncrementalResourceResponse::default()
+                .with_error_code(error_code)
+                .with_error_message(message)
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
