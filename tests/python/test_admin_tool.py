@@ -130,3 +130,27 @@ def test_unreachable_broker_is_an_error_not_a_panic(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error: connecting to 127.0.0.1:1")
+
+
+def test_configs_alter_and_delete_records(broker):
+    topic = unique_topic("adm-cfg")
+    admin(broker, "topics", "create", topic, "--partitions", "1", "--config", "segment.bytes=2097152")
+    assert not produce_all(producer(broker.bootstrap), topic, [Record(None, b"x", partition=0)] * 10).failed
+
+    admin(broker, "topics", "alter", topic, "--set", "retention.ms=5000", "--delete", "segment.bytes")
+    configs = {c["name"]: c for c in admin_json(broker, "configs", "describe", "--topic", topic)[0]}
+    assert (configs["retention.ms"]["value"], configs["retention.ms"]["source"]) == ("5000", "TOPIC")
+    assert (configs["segment.bytes"]["value"], configs["segment.bytes"]["source"]) == ("1073741824", "DEFAULT")
+    refused, code = admin_json(broker, "topics", "alter", topic, "--set", "retention.ms=soon", check=False)
+    assert code == 1 and refused["error"] == "InvalidConfig"
+
+    broker_configs = {c["name"]: c for c in admin_json(broker, "configs", "describe", "--broker", "1")[0]}
+    assert broker_configs["num.partitions"]["value"] == "3"  # the test broker's override
+    assert broker_configs["num.partitions"]["source"] == "STATIC_BROKER"
+
+    deleted, _ = admin_json(broker, "topics", "delete-records", topic, "--partition", "0", "--before", "4")
+    assert (deleted["error"], deleted["low_watermark"]) == ("NONE", 4)
+    too_far, code = admin_json(broker, "topics", "delete-records", topic, "--partition", "0", "--before", "11", check=False)
+    assert code == 1 and too_far["error"] == "OffsetOutOfRange"
+    everything, _ = admin_json(broker, "topics", "delete-records", topic, "--partition", "0", "--before", "-1")
+    assert everything["low_watermark"] == 10

@@ -1,5 +1,6 @@
 //! `kbroker admin`: everyday administration over the Kafka protocol —
-//! topics (list, describe, create, delete) and consumer groups (list,
+//! topics (list, describe, create, alter configs, delete, delete records),
+//! configs (describe a topic's or a broker's), and consumer groups (list,
 //! describe with committed offsets and lag, delete). Output is a table for
 //! people, or JSON with `--json` for scripts. It talks to any broker that
 //! speaks Kafka's protocol, this one or Apache Kafka.
@@ -13,13 +14,21 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeGroupsRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    ConsumerProtocolAssignment, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
     OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
@@ -35,6 +44,13 @@ const DESCRIBE_GROUPS_VERSION: i16 = 5;
 const OFFSET_FETCH_VERSION: i16 = 8;
 const LIST_OFFSETS_VERSION: i16 = 7;
 const DELETE_GROUPS_VERSION: i16 = 2;
+const DESCRIBE_CONFIGS_VERSION: i16 = 4;
+const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 1;
+const DELETE_RECORDS_VERSION: i16 = 2;
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
 /// ListOffsets' timestamp for "the log end offset".
 const LATEST_TIMESTAMP: i64 = -1;
 const REQUEST_TIMEOUT_MS: i32 = 30_000;
@@ -61,6 +77,20 @@ enum Command {
     /// Consumer groups: list, describe (members, offsets, lag), delete.
     #[command(subcommand)]
     Groups(GroupCommand),
+    /// Configs of a topic or a broker.
+    #[command(subcommand)]
+    Configs(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Every config with its value and source.
+    Describe {
+        #[arg(long, conflicts_with = "broker", required_unless_present = "broker")]
+        topic: Option<String>,
+        #[arg(long)]
+        broker: Option<i32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +113,22 @@ enum TopicCommand {
     Delete {
         #[arg(required = true)]
         topics: Vec<String>,
+    },
+    /// Change topic configs: `--set key=value`, `--delete key` (repeatable).
+    Alter {
+        topic: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+    /// Delete a partition's records before an offset (-1: all there are).
+    DeleteRecords {
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
     },
 }
 
@@ -132,6 +178,22 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }) => create_topic(&mut client, topic, partitions, replication_factor, &configs).await?,
         Command::Topics(TopicCommand::Delete { topics }) => {
             delete_topics(&mut client, &topics).await?
+        }
+        Command::Topics(TopicCommand::Alter { topic, set, delete }) => {
+            alter_topic(&mut client, topic, &set, &delete).await?
+        }
+        Command::Topics(TopicCommand::DeleteRecords {
+            topic,
+            partition,
+            before,
+        }) => delete_records(&mut client, topic, partition, before).await?,
+        Command::Configs(ConfigCommand::Describe { topic, broker }) => {
+            let resource = match (topic, broker) {
+                (Some(topic), _) => (RESOURCE_TOPIC, topic),
+                (None, Some(broker)) => (RESOURCE_BROKER, broker.to_string()),
+                (None, None) => bail!("--topic or --broker is required"),
+            };
+            describe_configs(&mut client, resource).await?
         }
         Command::Groups(GroupCommand::List) => list_groups(&mut client).await?,
         Command::Groups(GroupCommand::Describe { groups }) => {
@@ -697,4 +759,172 @@ async fn delete_groups(client: &mut Client, groups: &[String]) -> anyhow::Result
         .map(|r| (r.group_id.0.to_string(), r.error_code))
         .collect();
     outcome_list("deleted", &results)
+}
+
+// ----------------------------------------------------------------- configs
+
+/// Kafka's names of DescribeConfigs' config sources.
+fn source_name(source: i8) -> &'static str {
+    match source {
+        1 => "TOPIC",
+        2 => "DYNAMIC_BROKER",
+        3 => "DYNAMIC_DEFAULT_BROKER",
+        4 => "STATIC_BROKER",
+        5 => "DEFAULT",
+        _ => "UNKNOWN",
+    }
+}
+
+async fn describe_configs(
+    client: &mut Client,
+    (kind, name): (i8, String),
+) -> anyhow::Result<Output> {
+    let response = client
+        .call(
+            DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(string(&name))
+                    .with_configuration_keys(None),
+            ]),
+            DESCRIBE_CONFIGS_VERSION,
+        )
+        .await?;
+    let result = response
+        .results
+        .first()
+        .context("DescribeConfigs answered nothing")?;
+    if result.error_code != 0 {
+        let message = result.error_message.as_deref().unwrap_or("").to_string();
+        return Ok(Output {
+            text: format!("{name}: {} {message}\n", error_name(result.error_code)),
+            json: json!({"name": name, "error": error_name(result.error_code), "message": message}),
+            failed: true,
+        });
+    }
+    let rows: Vec<Vec<String>> = result
+        .configs
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.to_string(),
+                c.value.as_deref().unwrap_or("").to_string(),
+                source_name(c.config_source).to_string(),
+                if c.read_only { "yes" } else { "" }.to_string(),
+            ]
+        })
+        .collect();
+    Ok(Output {
+        text: table(&["CONFIG", "VALUE", "SOURCE", "READ-ONLY"], &rows),
+        json: json!(result
+            .configs
+            .iter()
+            .map(|c| json!({
+                "name": c.name.to_string(),
+                "value": c.value.as_ref().map(|v| v.to_string()),
+                "source": source_name(c.config_source),
+                "read_only": c.read_only,
+                "sensitive": c.is_sensitive,
+            }))
+            .collect::<Vec<_>>()),
+        failed: false,
+    })
+}
+
+async fn alter_topic(
+    client: &mut Client,
+    topic: String,
+    set: &[String],
+    delete: &[String],
+) -> anyhow::Result<Output> {
+    let mut configs = Vec::new();
+    for item in set {
+        let (key, value) = item
+            .split_once('=')
+            .with_context(|| format!("--set {item:?} is not key=value"))?;
+        configs.push(
+            AlterableConfig::default()
+                .with_name(string(key))
+                .with_config_operation(OP_SET)
+                .with_value(Some(string(value))),
+        );
+    }
+    for key in delete {
+        configs.push(
+            AlterableConfig::default()
+                .with_name(string(key))
+                .with_config_operation(OP_DELETE)
+                .with_value(None),
+        );
+    }
+    if configs.is_empty() {
+        bail!("nothing to change: give --set key=value or --delete key");
+    }
+    let response = client
+        .call(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(RESOURCE_TOPIC)
+                    .with_resource_name(string(&topic))
+                    .with_configs(configs),
+            ]),
+            INCREMENTAL_ALTER_CONFIGS_VERSION,
+        )
+        .await?;
+    let result = response
+        .responses
+        .first()
+        .context("IncrementalAlterConfigs answered nothing")?;
+    let message = result.error_message.as_deref().unwrap_or("").to_string();
+    Ok(Output {
+        text: if result.error_code == 0 {
+            format!("altered {topic}\n")
+        } else {
+            format!("{topic}: {} {message}\n", error_name(result.error_code))
+        },
+        json: json!({"topic": topic, "error": error_name(result.error_code), "message": message}),
+        failed: result.error_code != 0,
+    })
+}
+
+async fn delete_records(
+    client: &mut Client,
+    topic: String,
+    partition: i32,
+    before: i64,
+) -> anyhow::Result<Output> {
+    let response = client
+        .call(
+            DeleteRecordsRequest::default()
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(TopicName(string(&topic)))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(before)])])
+                .with_timeout_ms(REQUEST_TIMEOUT_MS),
+            DELETE_RECORDS_VERSION,
+        )
+        .await?;
+    let result = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("DeleteRecords answered nothing")?;
+    Ok(Output {
+        text: if result.error_code == 0 {
+            format!(
+                "{topic}-{partition}: records before {} deleted\n",
+                result.low_watermark
+            )
+        } else {
+            format!("{topic}-{partition}: {}\n", error_name(result.error_code))
+        },
+        json: json!({
+            "topic": topic,
+            "partition": partition,
+            "error": error_name(result.error_code),
+            "low_watermark": result.low_watermark,
+        }),
+        failed: result.error_code != 0,
+    })
 }
