@@ -115,6 +115,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "9223372036854775807"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -280,6 +282,8 @@ impl BrokerConfig {
             max_message_bytes: u32::try_from(number("message.max.bytes")?)
                 .context("message.max.bytes")?,
             message_timestamp_type,
+            timestamp_before_max_ms: number("log.message.timestamp.before.max.ms")?,
+            timestamp_after_max_ms: number("log.message.timestamp.after.max.ms")?,
             flush_messages: positive(
                 number("log.flush.interval.messages")?,
                 "log.flush.interval.messages",

@@ -16,6 +16,7 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::CorruptMessage(..) => ResponseError::CorruptMessage,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidRecord(..) => ResponseError::InvalidRecord,
+        StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         _ => ResponseError::KafkaStorageError,
     })

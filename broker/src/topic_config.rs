@@ -254,6 +254,12 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
     if let Some(value) = long("max.message.bytes") {
         config.max_message_bytes = value.clamp(0, u32::MAX as i64) as u32;
     }
+    if let Some(value) = long("message.timestamp.before.max.ms") {
+        config.timestamp_before_max_ms = value;
+    }
+    if let Some(value) = long("message.timestamp.after.max.ms") {
+        config.timestamp_after_max_ms = value;
+    }
     if let Some(value) = long("flush.messages") {
         config.flush_messages = value.max(1) as u64;
     }

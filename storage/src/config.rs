@@ -21,6 +21,11 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: with CreateTime, how far before
+    /// the broker's clock a batch's timestamps may be.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: with CreateTime, how far after it.
+    pub timestamp_after_max_ms: i64,
     /// `flush.messages`: fsync after this many records; the default never does.
     pub flush_messages: u64,
     /// `flush.ms`: fsync when the last fsync is this old (checked on append);
@@ -40,6 +45,8 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
             flush_messages: i64::MAX as u64,
             flush_ms: i64::MAX,
         }

@@ -17,6 +17,10 @@ pub enum StorageError {
     /// deltas that do not match the count, control batches, no batches).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A CreateTime timestamp outside `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms` of the broker's clock.
+    #[error("timestamp {timestamp} of a batch is out of range [{low}, {high}]")]
+    InvalidTimestamp { timestamp: i64, low: i64, high: i64 },
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {
         offset: i64,

@@ -172,7 +172,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.last_now_ms = now_ms;
-        let batches = self.validate(&records)?;
+        let batches = self.validate(&records, now_ms)?;
         let first_offset = self.log_end_offset();
         let log_append_time_ms = match self.config.message_timestamp_type {
             TimestampType::LogAppendTime => now_ms,
@@ -214,7 +214,11 @@ impl PartitionLog {
     }
 
     /// Everything a producer's input must satisfy, checked before anything is written.
-    fn validate(&self, records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, StorageError> {
+    fn validate(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<Vec<(BatchHeader, Bytes)>, StorageError> {
         let batches = batch::split_batches(records).map_err(StorageError::from_producer_batch)?;
         let max = self.config.max_message_bytes;
         if let Some((header, _)) = batches
@@ -236,8 +240,32 @@ impl PartitionLog {
                     "producers may not write control batches".into(),
                 ));
             }
+            self.check_timestamps(header, now_ms)?;
         }
         Ok(batches)
+    }
+
+    /// With CreateTime, a batch's timestamps must lie within
+    /// `message.timestamp.before.max.ms` / `after.max.ms` of `now_ms`. The
+    /// batch header's first and largest timestamps are checked: records are
+    /// not decompressed on the produce path.
+    fn check_timestamps(&self, header: &BatchHeader, now_ms: i64) -> Result<(), StorageError> {
+        if self.config.message_timestamp_type != TimestampType::CreateTime {
+            return Ok(());
+        }
+        let low = now_ms.saturating_sub(self.config.timestamp_before_max_ms);
+        let high = now_ms.saturating_add(self.config.timestamp_after_max_ms);
+        for timestamp in [header.base_timestamp, header.max_timestamp] {
+            // -1 means "no timestamp" (Kafka does not check it either).
+            if timestamp != -1 && (timestamp < low || timestamp > high) {
+                return Err(StorageError::InvalidTimestamp {
+                    timestamp,
+                    low,
+                    high,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Writes prepared batches, rolling segments as needed.

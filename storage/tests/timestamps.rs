@@ -169,3 +169,38 @@ fn max_timestamp_ties_and_ends() {
     assert_eq!(log.max_timestamp().unwrap(), Some((2, 20)));
     assert_eq!(log.offset_for_timestamp(21).unwrap(), None);
 }
+
+#[test]
+fn create_time_bounds_refuse_batches_too_old_or_too_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        timestamp_before_max_ms: 1_000,
+        timestamp_after_max_ms: 500,
+        ..config()
+    };
+    let mut log = open(dir.path(), config.clone());
+    // Within the bounds, edges included.
+    log.append(
+        batch_with(&[NOW - 1_000, NOW + 500], Compression::None, 10),
+        0,
+        NOW,
+    )
+    .unwrap();
+    for timestamps in [[NOW - 1_001, NOW], [NOW, NOW + 501]] {
+        for compression in ALL_COMPRESSIONS {
+            let refused = log.append(batch_with(&timestamps, compression, 10), 0, NOW);
+            assert!(
+                matches!(refused, Err(storage::StorageError::InvalidTimestamp { .. })),
+                "{timestamps:?} {compression:?}: {refused:?}"
+            );
+        }
+    }
+    assert_eq!(log.log_end_offset(), 2, "nothing refused was written");
+    // With LogAppendTime the producer's timestamps do not matter.
+    log.set_config(LogConfig {
+        message_timestamp_type: TimestampType::LogAppendTime,
+        ..config
+    });
+    log.append(batch_with(&[0], Compression::None, 10), 0, NOW)
+        .unwrap();
+}

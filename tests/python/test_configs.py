@@ -165,3 +165,25 @@ def test_broker_configs_are_static_for_now(broker):
     with pytest.raises(KafkaException) as refused:
         client.incremental_alter_configs([resource], request_timeout=TIMEOUT_S)[resource].result(timeout=TIMEOUT_S)
     assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST
+
+
+def test_timestamp_bounds_refuse_old_and_future_records(broker):
+    import time
+
+    topic = unique_topic("ts-bounds")
+    create_topic(
+        broker.bootstrap,
+        topic,
+        1,
+        {"message.timestamp.before.max.ms": "60000", "message.timestamp.after.max.ms": "60000"},
+    )
+    now = int(time.time() * 1000)
+    prod = producer(broker.bootstrap, **{"linger.ms": 0})
+    assert not produce_all(prod, topic, [Record(None, b"ok", timestamp=now, partition=0)]).failed
+    for timestamp in (now - 3_600_000, now + 3_600_000):
+        refused = produce_all(prod, topic, [Record(None, b"x", timestamp=timestamp, partition=0)])
+        assert [e.code() for e, _ in refused.failed] == [KafkaError.INVALID_TIMESTAMP]
+    # A topic with LogAppendTime takes any producer timestamp.
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    incremental(client, topic, ("message.timestamp.type", "LogAppendTime", AlterConfigOpType.SET))
+    assert not produce_all(prod, topic, [Record(None, b"old", timestamp=now - 3_600_000, partition=0)]).failed
