@@ -266,6 +266,9 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
     if let Some(value) = long("flush.ms") {
         config.flush_ms = value;
     }
+    if let Some(policy) = overrides.get("cleanup.policy") {
+        config.cleanup_delete = policy.split(',').any(|item| item.trim() == "delete");
+    }
     match overrides.get("message.timestamp.type").map(String::as_str) {
         Some("LogAppendTime") => config.message_timestamp_type = TimestampType::LogAppendTime,
         Some("CreateTime") => config.message_timestamp_type = TimestampType::CreateTime,

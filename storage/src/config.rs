@@ -13,6 +13,10 @@ pub struct LogConfig {
     pub segment_ms: i64,
     /// `index.interval.bytes`: log bytes between two index entries.
     pub index_interval_bytes: u32,
+    /// `cleanup.policy` contains `delete`: retention by time and size
+    /// applies. (A `compact`-only log keeps its segments: compaction, not
+    /// retention, bounds it.)
+    pub cleanup_delete: bool,
     /// `retention.ms`: delete segments whose newest record is older; -1 keeps forever.
     pub retention_ms: i64,
     /// `retention.bytes`: delete the oldest segments while the log is larger; -1 = no limit.
@@ -41,6 +45,7 @@ impl Default for LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
             segment_ms: 7 * DAY_MS,
             index_interval_bytes: 4096,
+            cleanup_delete: true,
             retention_ms: 7 * DAY_MS,
             retention_bytes: -1,
             max_message_bytes: 1_048_588,

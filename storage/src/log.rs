@@ -526,7 +526,7 @@ impl PartitionLog {
         let mut deleted = self.delete_oldest(
             self.count_oldest(|segment, _| segment.next_offset() <= log_start_offset),
         )?;
-        if self.config.retention_ms >= 0 {
+        if self.config.cleanup_delete && self.config.retention_ms >= 0 {
             let retention_ms = self.config.retention_ms;
             let mut expired = Vec::new();
             for segment in &self.segments {
@@ -536,7 +536,7 @@ impl PartitionLog {
             let count = self.count_oldest(|_, index| expired[index]);
             deleted += self.delete_oldest(count)?;
         }
-        if self.config.retention_bytes >= 0 {
+        if self.config.cleanup_delete && self.config.retention_bytes >= 0 {
             let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
             let count = self.count_oldest(|segment, _| {
                 let fits = excess - segment.size() as i64 >= 0;

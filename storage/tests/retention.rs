@@ -172,3 +172,19 @@ fn nothing_at_or_above_the_high_watermark_is_deleted() {
     assert_eq!(log.segment_base_offsets(), vec![8, 12, 16]);
     assert_eq!(log.log_start_offset(), 8);
 }
+
+#[test]
+fn a_compact_only_log_is_not_bounded_by_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = aged_log(
+        dir.path(),
+        LogConfig {
+            cleanup_delete: false,
+            retention_ms: HOUR_MS,
+            retention_bytes: 1,
+            ..config()
+        },
+    );
+    assert_eq!(log.enforce_retention(NOW).unwrap(), 0);
+    assert_eq!(log.segment_base_offsets(), vec![0, 4, 8, 12, 16]);
+}
