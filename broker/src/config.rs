@@ -67,6 +67,10 @@ pub struct BrokerConfig {
     /// Upper bound on the record bytes of one fetch response, whatever the client asks.
     pub fetch_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
+    pub log_cleaner_backoff_ms: u64,
     /// The broker-wide defaults of every topic's log config.
     pub log: LogConfig,
     pub groups: GroupConfig,
@@ -115,6 +119,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", ""),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.cleanup.policy", "delete"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("log.message.timestamp.before.max.ms", "9223372036854775807"),
     ("log.message.timestamp.after.max.ms", "9223372036854775807"),
     ("group.initial.rebalance.delay.ms", "3000"),
@@ -151,18 +162,48 @@ const IGNORED: &[&str] = &[
     "zookeeper.connection.timeout.ms",
 ];
 
-/// Every broker property we know, with its value here: given, else Kafka's default.
-pub fn known_properties(explicit: &BTreeMap<String, String>) -> Vec<(&'static str, String, bool)> {
-    DEFAULTS
-        .iter()
-        .map(|(key, default)| match explicit.get(*key) {
-            Some(value) => (*key, value.clone(), true),
-            None => (*key, default.to_string(), false),
-        })
-        .collect()
+/// The broker properties that may change at run time (AlterConfigs on a
+/// broker resource), as in Kafka: the defaults of topic configs.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.index.interval.bytes",
+    "log.message.timestamp.after.max.ms",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.ms",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+];
+
+/// Every broker property we know, with Kafka's default.
+pub fn known_properties() -> impl Iterator<Item = (&'static str, &'static str)> {
+    DEFAULTS.iter().copied()
 }
 
 impl BrokerConfig {
+    /// The topic-config defaults once dynamic broker configs (the cluster's
+    /// `cluster`, then this broker's own `broker`, which wins) are applied
+    /// over the static ones. Errors name the offending property.
+    pub fn log_with_dynamic(
+        &self,
+        cluster: Option<&BTreeMap<String, String>>,
+        broker: Option<&BTreeMap<String, String>>,
+    ) -> anyhow::Result<LogConfig> {
+        let mut properties = self.explicit.clone();
+        for dynamic in [cluster, broker].into_iter().flatten() {
+            properties.extend(dynamic.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Ok(BrokerConfig::from_properties(properties)?.log)
+    }
+
     /// Loads the properties file (if any) and applies `key=value` overrides.
     pub fn load(file: Option<&Path>, overrides: &[String]) -> anyhow::Result<BrokerConfig> {
         let mut properties = BTreeMap::new();
@@ -272,6 +313,21 @@ impl BrokerConfig {
                 "log.message.timestamp.type={other:?} is neither CreateTime nor LogAppendTime"
             ),
         };
+        let cleanup_policy: Vec<&str> = get("log.cleanup.policy")
+            .split(',')
+            .map(str::trim)
+            .collect();
+        if cleanup_policy
+            .iter()
+            .any(|policy| *policy != "delete" && *policy != "compact")
+        {
+            bail!("log.cleanup.policy={cleanup_policy:?}: only delete and compact are known");
+        }
+        let min_cleanable_dirty_ratio: f64 = get("log.cleaner.min.cleanable.ratio")
+            .parse()
+            .ok()
+            .filter(|ratio| (0.0..=1.0).contains(ratio))
+            .context("log.cleaner.min.cleanable.ratio must be a number in [0, 1]")?;
         let log = LogConfig {
             segment_bytes: positive(number("log.segment.bytes")?, "log.segment.bytes")?,
             segment_ms,
@@ -282,6 +338,12 @@ impl BrokerConfig {
             max_message_bytes: u32::try_from(number("message.max.bytes")?)
                 .context("message.max.bytes")?,
             message_timestamp_type,
+            cleanup_delete: cleanup_policy.contains(&"delete"),
+            cleanup_compact: cleanup_policy.contains(&"compact"),
+            min_cleanable_dirty_ratio,
+            delete_retention_ms: number("log.cleaner.delete.retention.ms")?,
+            min_compaction_lag_ms: number("log.cleaner.min.compaction.lag.ms")?,
+            max_compaction_lag_ms: number("log.cleaner.max.compaction.lag.ms")?,
             timestamp_before_max_ms: number("log.message.timestamp.before.max.ms")?,
             timestamp_after_max_ms: number("log.message.timestamp.after.max.ms")?,
             flush_messages: positive(
@@ -312,6 +374,11 @@ impl BrokerConfig {
             )? as usize,
             max_connections: positive(number("max.connections")?, "max.connections")? as usize,
             fetch_max_bytes: positive(number("fetch.max.bytes")?, "fetch.max.bytes")? as usize,
+            log_cleaner_enable: parse_bool(get("log.cleaner.enable"), "log.cleaner.enable")?,
+            log_cleaner_backoff_ms: positive(
+                number("log.cleaner.backoff.ms")?,
+                "log.cleaner.backoff.ms",
+            )?,
             log_retention_check_interval_ms: positive(
                 number("log.retention.check.interval.ms")?,
                 "log.retention.check.interval.ms",

@@ -28,6 +28,7 @@ pub fn topic_error_code(error: &TopicError) -> i16 {
         TopicError::Exists(_) => ResponseError::TopicAlreadyExists,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::NotDynamic(_) => ResponseError::InvalidRequest,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::Storage(error) => return storage_error_code(error),

@@ -38,6 +38,9 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         ));
     }
     tracker.spawn(retention_loop(broker.clone(), shutdown.clone()));
+    if broker.config.log_cleaner_enable {
+        tracker.spawn(cleaner_loop(broker.clone(), shutdown.clone()));
+    }
     tracker.spawn(group_timer_loop(broker.clone(), shutdown.clone()));
     tracker.spawn(offsets_retention_loop(broker.clone(), shutdown.clone()));
 
@@ -101,6 +104,21 @@ async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
             _ = ticks.tick() => {
                 let broker = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || broker.enforce_retention()).await;
+            }
+        }
+    }
+}
+
+/// Compacts `cleanup.policy=compact` topics every `log.cleaner.backoff.ms`.
+/// A partition is locked while it is cleaned (appends to it wait).
+async fn cleaner_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || broker.clean_logs()).await;
             }
         }
     }

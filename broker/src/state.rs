@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use coordinator::{MetadataStore, TopicMetadata};
-use storage::{PartitionLog, StorageError};
+use storage::{LogConfig, PartitionLog, StorageError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -35,6 +35,9 @@ pub enum TopicError {
     InvalidPartitions(String),
     #[error("replication factor {0} is larger than the 1 available broker")]
     InvalidReplicationFactor(i16),
+    /// A broker config that cannot change at run time.
+    #[error("Cannot update these configs dynamically: {0}")]
+    NotDynamic(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -113,6 +116,9 @@ pub struct Broker {
     /// Bumped after every append, so that waiting fetches re-check.
     appended: watch::Sender<u64>,
     pub groups: GroupCoordinator,
+    /// The topic-config defaults: static broker configs with the dynamic
+    /// ones applied (see [`Broker::set_broker_configs`]).
+    log_defaults: RwLock<LogConfig>,
 }
 
 impl Broker {
@@ -121,9 +127,18 @@ impl Broker {
         std::fs::create_dir_all(&config.log_dir).map_err(StorageError::from)?;
         remove_deleted_directories(&config.log_dir);
         let snapshot = store.snapshot();
+        let log_defaults = config
+            .log_with_dynamic(
+                snapshot.broker_configs.get(""),
+                snapshot.broker_configs.get(&config.node_id.to_string()),
+            )
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "ignoring stored dynamic broker configs that are no longer valid");
+                config.log.clone()
+            });
         let mut topics = Topics::default();
         for metadata in snapshot.topics.values() {
-            let topic = open_topic(&config, metadata)?;
+            let topic = open_topic(&config.log_dir, &log_defaults, metadata)?;
             topics.by_id.insert(topic.topic_id, topic.clone());
             topics.by_name.insert(metadata.name.clone(), topic);
         }
@@ -141,6 +156,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             appended,
             groups,
+            log_defaults: RwLock::new(log_defaults),
         })
     }
 
@@ -265,7 +281,7 @@ impl Broker {
                 std::fs::remove_dir_all(&dir).map_err(StorageError::from)?;
             }
         }
-        let topic = open_topic(&self.config, &metadata)?;
+        let topic = open_topic(&self.config.log_dir, &self.log_defaults(), &metadata)?;
         self.store.create_topic(metadata)?;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         topics.by_id.insert(topic.topic_id, topic.clone());
@@ -332,7 +348,7 @@ impl Broker {
             .get(name)
             .cloned()
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let log_config = topic_config::log_config(&self.config.log, &topic.configs);
+        let log_config = topic_config::log_config(&self.log_defaults(), &topic.configs);
         let now = now_ms();
         let mut partitions = topic.partitions.clone();
         for index in current..count {
@@ -400,7 +416,7 @@ impl Broker {
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         metadata.configs = configs.clone();
         self.store.update_topic(metadata)?;
-        let log_config = topic_config::log_config(&self.config.log, &configs);
+        let log_config = topic_config::log_config(&self.log_defaults(), &configs);
         for partition in &topic.partitions {
             let _ = partition.with_log(|log| log.set_config(log_config.clone()));
         }
@@ -471,6 +487,95 @@ impl Broker {
         }
     }
 
+    /// The topic-config defaults in force now.
+    pub fn log_defaults(&self) -> LogConfig {
+        self.log_defaults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The dynamic broker configs of `resource` (`""`: cluster-wide defaults;
+    /// a node id: that broker's).
+    pub fn dynamic_broker_configs(&self, resource: &str) -> BTreeMap<String, String> {
+        self.store
+            .snapshot()
+            .broker_configs
+            .get(resource)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the dynamic configs of `resource` (or, with `validate_only`,
+    /// checks them). Only [`crate::config::DYNAMIC_BROKER_CONFIGS`] may be
+    /// set; the new defaults apply to every topic's logs at once.
+    pub async fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let fixed: Vec<&str> = configs
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !crate::config::DYNAMIC_BROKER_CONFIGS.contains(key))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(TopicError::NotDynamic(fixed.join(", ")));
+        }
+        let _admin = self.admin.lock().await;
+        let node = self.config.node_id.to_string();
+        let mut cluster = self.dynamic_broker_configs("");
+        let mut own = self.dynamic_broker_configs(&node);
+        if resource.is_empty() {
+            cluster = configs.clone();
+        } else {
+            own = configs.clone();
+        }
+        let defaults = self
+            .config
+            .log_with_dynamic(Some(&cluster), Some(&own))
+            .map_err(|error| TopicError::InvalidConfig(format!("{error:#}")))?;
+        if validate_only {
+            return Ok(());
+        }
+        self.store.set_broker_configs(resource, configs)?;
+        *self.log_defaults.write().unwrap_or_else(|p| p.into_inner()) = defaults.clone();
+        for topic in self.all_topics() {
+            let config = topic_config::log_config(&defaults, &topic.configs);
+            for partition in &topic.partitions {
+                let _ = partition.with_log(|log| log.set_config(config.clone()));
+            }
+        }
+        tracing::info!(resource, "dynamic broker configs changed");
+        Ok(())
+    }
+
+    /// One pass of the log cleaner over every compacted partition.
+    pub fn clean_logs(&self) {
+        let now = now_ms();
+        for topic in self.all_topics() {
+            for partition in &topic.partitions {
+                match partition.with_log(|log| log.clean(now)) {
+                    Ok(Ok(stats)) if stats.segments_cleaned > 0 => tracing::info!(
+                        topic = %topic.name,
+                        partition = partition.index,
+                        segments = stats.segments_cleaned,
+                        bytes_before = stats.bytes_before,
+                        bytes_after = stats.bytes_after,
+                        records_removed = stats.records_removed,
+                        tombstones_removed = stats.tombstones_removed,
+                        "compacted"
+                    ),
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(error)) => {
+                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "compaction failed")
+                    }
+                }
+            }
+        }
+    }
+
     /// Flushes and closes every log, leaving clean-shutdown markers.
     pub fn close(&self) {
         for topic in self.all_topics() {
@@ -485,15 +590,19 @@ impl Broker {
     }
 }
 
-fn open_topic(config: &BrokerConfig, metadata: &TopicMetadata) -> Result<Arc<Topic>, TopicError> {
+fn open_topic(
+    log_dir: &Path,
+    log_defaults: &LogConfig,
+    metadata: &TopicMetadata,
+) -> Result<Arc<Topic>, TopicError> {
     let name: Arc<str> = metadata.name.as_str().into();
-    let log_config = topic_config::log_config(&config.log, &metadata.configs);
+    let log_config = topic_config::log_config(log_defaults, &metadata.configs);
     let now = now_ms();
     let partitions = metadata
         .partitions
         .iter()
         .map(|partition| {
-            let dir = partition_dir(&config.log_dir, &metadata.name, partition.partition);
+            let dir = partition_dir(log_dir, &metadata.name, partition.partition);
             let log = PartitionLog::open(&dir, log_config.clone(), now)?;
             Ok(Arc::new(Partition {
                 topic: name.clone(),

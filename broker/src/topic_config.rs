@@ -267,7 +267,24 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
         config.flush_ms = value;
     }
     if let Some(policy) = overrides.get("cleanup.policy") {
-        config.cleanup_delete = policy.split(',').any(|item| item.trim() == "delete");
+        let has = |wanted: &str| policy.split(',').any(|item| item.trim() == wanted);
+        config.cleanup_delete = has("delete");
+        config.cleanup_compact = has("compact");
+    }
+    if let Some(value) = long("delete.retention.ms") {
+        config.delete_retention_ms = value;
+    }
+    if let Some(value) = long("min.compaction.lag.ms") {
+        config.min_compaction_lag_ms = value;
+    }
+    if let Some(value) = long("max.compaction.lag.ms") {
+        config.max_compaction_lag_ms = value;
+    }
+    if let Some(ratio) = overrides
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|value| value.trim().parse::<f64>().ok())
+    {
+        config.min_cleanable_dirty_ratio = ratio;
     }
     match overrides.get("message.timestamp.type").map(String::as_str) {
         Some("LogAppendTime") => config.message_timestamp_type = TimestampType::LogAppendTime,

@@ -9,6 +9,8 @@
 pub mod model;
 pub mod standalone;
 
+use std::collections::BTreeMap;
+
 pub use model::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use standalone::StandaloneStore;
 
@@ -37,4 +39,11 @@ pub trait MetadataStore: Send + Sync {
     fn delete_topic(&self, name: &str) -> Result<TopicMetadata, CoordinatorError>;
     /// Replaces a topic's metadata (same name and id): more partitions, new configs.
     fn update_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError>;
+    /// Replaces the dynamic configs of `resource`: `""` for the cluster-wide
+    /// defaults, a node id for one broker. An empty map removes them.
+    fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), CoordinatorError>;
 }

@@ -10,6 +10,10 @@ pub struct ClusterMetadata {
     /// Kafka's cluster id: 22 characters of URL-safe base64 of a random UUID.
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// Dynamic broker configs (Kafka names): under `""` the cluster-wide
+    /// defaults, under a node id that broker's own.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +40,7 @@ impl ClusterMetadata {
         ClusterMetadata {
             cluster_id: new_cluster_id(),
             topics: BTreeMap::new(),
+            broker_configs: BTreeMap::new(),
         }
     }
 

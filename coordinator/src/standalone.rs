@@ -4,6 +4,7 @@
 //! renames it over the old one and fsyncs the directory, so a crash leaves
 //! either the old or the new metadata, never a mix.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,23 @@ impl MetadataStore for StandaloneStore {
                 .topics
                 .remove(name)
                 .ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string()))
+        })
+    }
+
+    fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), CoordinatorError> {
+        self.mutate(|metadata| {
+            if configs.is_empty() {
+                metadata.broker_configs.remove(resource);
+            } else {
+                metadata
+                    .broker_configs
+                    .insert(resource.to_string(), configs);
+            }
+            Ok(())
         })
     }
 

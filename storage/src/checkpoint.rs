@@ -6,6 +6,8 @@
 //! - `log-start-offset-checkpoint`: the log start offset, which DeleteRecords
 //!   can move into the middle of a segment.
 //! - `leader-epoch-checkpoint`: see [`crate::epoch`].
+//! - `cleaner-offset-checkpoint`: the first offset the log cleaner has not
+//!   cleaned yet (see [`crate::cleaner`]); missing means the log start.
 //! - `clean-shutdown`: an empty marker written by `close` after everything
 //!   is fsynced; `open` trusts the segments when it finds it.
 //!
@@ -20,6 +22,7 @@ use crate::error::{IoContext, StorageError};
 
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset-checkpoint";
+pub const CLEANER_OFFSET_FILE: &str = "cleaner-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub const TEMPORARY_SUFFIX: &str = ".tmp";
 const VERSION: &str = "0";

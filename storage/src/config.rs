@@ -4,7 +4,7 @@
 pub use protocol::batch::TimestampType;
 
 /// Log settings; `Default` gives Kafka's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this.
     /// Clamped to [`SEGMENT_BYTES_MAX`].
@@ -17,6 +17,22 @@ pub struct LogConfig {
     /// applies. (A `compact`-only log keeps its segments: compaction, not
     /// retention, bounds it.)
     pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: [`crate::PartitionLog::clean`]
+    /// keeps the latest record of each key, and appends must give every
+    /// record a key.
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: clean when the uncleaned bytes are at
+    /// least this share of the cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments holding a record newer than this are
+    /// not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: clean, whatever the dirty ratio, when an
+    /// uncleaned record is older than this.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone (a record with a null
+    /// value) outlives its first clean, so that consumers can see it.
+    pub delete_retention_ms: i64,
     /// `retention.ms`: delete segments whose newest record is older; -1 keeps forever.
     pub retention_ms: i64,
     /// `retention.bytes`: delete the oldest segments while the log is larger; -1 = no limit.
@@ -46,6 +62,11 @@ impl Default for LogConfig {
             segment_ms: 7 * DAY_MS,
             index_interval_bytes: 4096,
             cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DAY_MS,
             retention_ms: 7 * DAY_MS,
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
@@ -81,6 +102,9 @@ pub const LOOKUP_CHUNK_BYTES: usize = 16 * 1024;
 /// The most bytes a compressed batch may decompress to when its records are
 /// walked (timestamp lookups): beyond it the batch is treated as opaque.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// The most key bytes the cleaner's map of latest offsets holds: a clean
+/// covers fewer segments rather than exceed it (but always at least one).
+pub const CLEANER_KEY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The largest checkpoint file read back (leader epochs, offsets).
 pub const CHECKPOINT_FILE_BYTES_MAX: u64 = 1024 * 1024;
 

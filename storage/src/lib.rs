@@ -80,6 +80,7 @@
 //! No file content makes `open` panic.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod config;
 pub mod epoch;
 pub mod error;
@@ -92,6 +93,7 @@ pub mod segment;
 #[cfg(test)]
 mod test_batches;
 
+pub use cleaner::CleanStats;
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog};

@@ -6,7 +6,7 @@
 //! the active segment may be empty; segment base offsets grow and no
 //! segment starts before its predecessor ends.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -16,11 +16,14 @@ use protocol::batch::{
 };
 
 use crate::checkpoint::{
-    self, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMPORARY_SUFFIX,
+    self, CLEANER_OFFSET_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
+    TEMPORARY_SUFFIX,
 };
+use crate::cleaner::{self, CleanStats, CleanedGroup, Pass};
 use crate::config::{LogConfig, READ_BYTES_MAX, RECOVERY_CHUNK_BYTES};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
+use crate::records::walk_records;
 use crate::segment::{
     parse_segment_file_name, segment_file_name, PreparedBatch, Segment, LOG_SUFFIX,
 };
@@ -51,6 +54,9 @@ pub struct PartitionLog {
     high_watermark: i64,
     /// Everything below is fsynced; persisted in `recovery-point-checkpoint`.
     recovery_point: i64,
+    /// The first offset the cleaner has not cleaned (below the log start:
+    /// the log start); persisted in `cleaner-offset-checkpoint`.
+    cleaner_checkpoint: i64,
     epochs: LeaderEpochCache,
     /// Records appended since the last fsync (`flush.messages`).
     unflushed_records: u64,
@@ -70,6 +76,7 @@ impl PartitionLog {
         if clean {
             checkpoint::sync_dir(dir)?;
         }
+        cleaner::finish_interrupted(dir)?;
         let bases = list_segments(dir)?;
         let log_start_checkpoint = checkpoint::read_offset(dir, LOG_START_OFFSET_FILE)?;
         let recovery_point = if clean {
@@ -99,6 +106,7 @@ impl PartitionLog {
         let log_start_offset = log_start_checkpoint
             .unwrap_or(first_base)
             .clamp(first_base, log_end_offset);
+        let cleaner_checkpoint = checkpoint::read_offset(dir, CLEANER_OFFSET_FILE)?;
 
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
@@ -107,6 +115,7 @@ impl PartitionLog {
             log_start_offset,
             high_watermark: log_end_offset,
             recovery_point: log_end_offset,
+            cleaner_checkpoint: cleaner_checkpoint.unwrap_or(0).min(log_end_offset),
             epochs: LeaderEpochCache::default(),
             unflushed_records: 0,
             last_flush_ms: now_ms,
@@ -114,6 +123,10 @@ impl PartitionLog {
         };
         if log_start_checkpoint != Some(log_start_offset) {
             checkpoint::write_offset(dir, LOG_START_OFFSET_FILE, log_start_offset)?;
+        }
+        if cleaner_checkpoint.is_some_and(|offset| offset > log_end_offset) {
+            // Recovery cut the log below what was cleaned.
+            checkpoint::write_offset(dir, CLEANER_OFFSET_FILE, log_end_offset)?;
         }
         // Finish a deletion that a crash interrupted.
         let below = log.count_oldest(|segment, _| segment.next_offset() <= log_start_offset);
@@ -241,6 +254,9 @@ impl PartitionLog {
                 ));
             }
             self.check_timestamps(header, now_ms)?;
+            if self.config.cleanup_compact {
+                check_keys(header, bytes)?;
+            }
         }
         Ok(batches)
     }
@@ -510,6 +526,11 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(log_end_offset) {
             self.epochs.persist(&self.dir)?;
         }
+        if self.cleaner_checkpoint > log_end_offset {
+            // What is appended from here on has not been cleaned.
+            self.cleaner_checkpoint = log_end_offset;
+            checkpoint::write_offset(&self.dir, CLEANER_OFFSET_FILE, log_end_offset)?;
+        }
         self.check_invariants();
         Ok(())
     }
@@ -549,6 +570,97 @@ impl PartitionLog {
         }
         self.check_invariants();
         Ok(deleted)
+    }
+
+    /// Compacts the log when `cleanup.policy` has `compact` (else does
+    /// nothing): keeps the latest record of each key in the cleanable
+    /// segments, drops tombstones past `delete.retention.ms`, merges small
+    /// segments. See [`crate::cleaner`] for the rules and the crash safety.
+    pub fn clean(&mut self, now_ms: i64) -> Result<CleanStats, StorageError> {
+        self.last_now_ms = now_ms;
+        let mut stats = CleanStats::default();
+        if !self.config.cleanup_compact {
+            return Ok(stats);
+        }
+        let first_dirty = self.cleaner_checkpoint.max(self.log_start_offset);
+        let cleanable = &self.segments[..self.cleanable_segment_count(now_ms)];
+        let Some(pass) = Pass::plan(cleanable, first_dirty, &self.config, now_ms)? else {
+            return Ok(stats);
+        };
+        let mut removed = 0;
+        for group in pass.groups(&self.segments, &self.config) {
+            let group = group.start - removed..group.end - removed;
+            let Some(output) =
+                pass.write_group(&self.dir, &self.segments[group.clone()], &mut stats)?
+            else {
+                continue;
+            };
+            removed += group.len() - self.swap_in(group, output)?;
+        }
+        // A group whose records all went leaves no segment; when it was the
+        // first, the log now starts at the next one.
+        let first_base = self.segments[0].base_offset();
+        if first_base > self.log_start_offset {
+            self.set_log_start_offset(first_base.min(self.high_watermark))?;
+        }
+        // As on open: a segment whose records kept all lie below the log start goes.
+        let log_start_offset = self.log_start_offset;
+        self.delete_oldest(
+            self.count_oldest(|segment, _| segment.next_offset() <= log_start_offset),
+        )?;
+        self.cleaner_checkpoint = pass.dirty_end;
+        checkpoint::write_offset(&self.dir, CLEANER_OFFSET_FILE, pass.dirty_end)?;
+        self.check_invariants();
+        tracing::info!(dir = %self.dir.display(), ?stats, checkpoint = pass.dirty_end, "cleaned");
+        Ok(stats)
+    }
+
+    /// How many of the oldest segments the cleaner may rewrite: not the
+    /// active one, none reaching the high watermark, none holding a record
+    /// newer than `min.compaction.lag.ms`.
+    fn cleanable_segment_count(&self, now_ms: i64) -> usize {
+        let newest = now_ms.saturating_sub(self.config.min_compaction_lag_ms.max(0));
+        self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|segment| {
+                segment.next_offset() <= self.high_watermark
+                    && segment
+                        .max_timestamp()
+                        .is_none_or(|max| max.timestamp <= newest)
+            })
+            .count()
+    }
+
+    /// Commits a cleaned group and puts its output (if anything stayed) in
+    /// place of the segments at `group`. Returns how many segments replace them.
+    fn swap_in(
+        &mut self,
+        group: Range<usize>,
+        output: CleanedGroup,
+    ) -> Result<usize, StorageError> {
+        let (base, end) = (output.base_offset, output.end_offset);
+        let cleaned = self.dir.join(cleaner::cleaned_file_name(base, end));
+        let swap = self.dir.join(cleaner::swap_file_name(base, end));
+        std::fs::rename(&cleaned, &swap).at(&swap)?;
+        // The commit point: from here on, open completes the swap.
+        checkpoint::sync_dir(&self.dir)?;
+        // Closes the replaced segments; finish_swap deletes their files.
+        drop(self.segments.drain(group.clone()));
+        if !cleaner::finish_swap(&self.dir, base, end)? {
+            return Ok(0);
+        }
+        let (segment, cut_bytes) = Segment::recover(
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+            self.last_now_ms,
+        )?;
+        if cut_bytes > 0 {
+            // The output was fsynced just before: only a disk fault gets here.
+            tracing::error!(segment = %segment.log_path().display(), cut_bytes, "a cleaned segment lost its tail");
+        }
+        self.segments.insert(group.start, segment);
+        Ok(1)
     }
 
     /// How many of the oldest segments may be deleted: the longest prefix
@@ -698,6 +810,27 @@ impl PartitionLog {
                 .all(|segment| !segment.is_empty()),
             "only the active segment may be empty"
         );
+    }
+}
+
+/// A compacted log keeps the latest record of each key, so every record
+/// needs a key (Kafka answers INVALID_RECORD too). The records are walked
+/// with the decompression cap; a batch beyond it is refused.
+fn check_keys(header: &BatchHeader, batch: &[u8]) -> Result<(), StorageError> {
+    let keyless = walk_records(batch, header, |record| match record.key {
+        None => ControlFlow::Break(record.offset - header.base_offset),
+        Some(_) => ControlFlow::Continue(()),
+    })
+    .map_err(|error| {
+        StorageError::InvalidRecord(format!(
+            "cannot read the records of a batch for a compacted topic: {error}"
+        ))
+    })?;
+    match keyless {
+        Some(delta) => Err(StorageError::InvalidRecord(format!(
+            "Compacted topic cannot accept message without key (offset delta {delta} of a batch)"
+        ))),
+        None => Ok(()),
     }
 }
 

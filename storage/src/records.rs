@@ -1,16 +1,19 @@
-//! Walking the records of one stored batch for their offsets and timestamps
-//! (ListOffsets by timestamp and max timestamp).
+//! Walking the records of one stored batch: offsets and timestamps
+//! (ListOffsets by timestamp and max timestamp), keys (the null-key check on
+//! compacted logs, the cleaner's key map) and whole record bodies (the
+//! cleaner's copies of the records it keeps).
 //!
 //! This does not use `kafka_protocol`'s `RecordBatchDecoder`, for two
 //! reasons: it reserves memory for the header's record count before reading
 //! a record, and it decompresses the whole batch and allocates every key,
-//! value and header. Here the records are streamed out of the decompressor,
-//! only the two varints needed are decoded, and the decompressed bytes are
-//! capped at [`DECOMPRESSED_BATCH_BYTES_MAX`]. Its decoder also reports
-//! baseTimestamp + delta for LogAppendTime batches, where every record's
-//! timestamp is the batch's maxTimestamp.
+//! value and header. Here the records are streamed out of the decompressor
+//! one at a time, only the fields up to the value are decoded, and the
+//! decompressed bytes are capped at [`DECOMPRESSED_BATCH_BYTES_MAX`]. Its
+//! decoder also reports baseTimestamp + delta for LogAppendTime batches,
+//! where every record's timestamp is the batch's maxTimestamp.
 
 use std::io::{self, Read};
+use std::ops::{ControlFlow, Range};
 
 use protocol::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES};
 
@@ -38,6 +41,21 @@ pub enum RecordsError {
     TooLarge,
 }
 
+/// One record of a batch, as [`walk_records`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    /// `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// Whether the value is null: a tombstone on a compacted log.
+    pub is_tombstone: bool,
+    /// The whole record, ready to be copied into a batch with the same base
+    /// offset and base timestamp: as stored, except that its length varint
+    /// is re-encoded in the shortest form.
+    pub bytes: &'a [u8],
+}
+
 /// Visits the records of `batch` (a whole stored batch) in order as
 /// `(offset, timestamp)` until `found` returns true, and returns that record.
 pub fn find_record(
@@ -45,6 +63,23 @@ pub fn find_record(
     header: &BatchHeader,
     mut found: impl FnMut(i64, i64) -> bool,
 ) -> Result<Option<(i64, i64)>, RecordsError> {
+    walk_records(batch, header, |record| {
+        if found(record.offset, record.timestamp) {
+            ControlFlow::Break((record.offset, record.timestamp))
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}
+
+/// Visits the records of `batch` (a whole stored batch) in order until
+/// `visit` breaks, and returns what it broke with. One record is held at a
+/// time.
+pub fn walk_records<T>(
+    batch: &[u8],
+    header: &BatchHeader,
+    mut visit: impl FnMut(&RecordView<'_>) -> ControlFlow<T>,
+) -> Result<Option<T>, RecordsError> {
     let records = &batch[BATCH_HEADER_BYTES.min(batch.len())..];
     let compression = header
         .compression()
@@ -58,10 +93,11 @@ pub fn find_record(
         inner: reader.take(DECOMPRESSED_BATCH_BYTES_MAX + 1),
         read: 0,
     };
+    let mut bytes = Vec::new();
     for index in 0..header.record_count {
         let malformed = |reason: String| RecordsError::Malformed { index, reason };
-        let (offset_delta, timestamp_delta) = match read_record(&mut reader) {
-            Ok(deltas) => deltas,
+        let fields = match read_record(&mut reader, &mut bytes) {
+            Ok(fields) => fields,
             Err(_) if reader.read > DECOMPRESSED_BATCH_BYTES_MAX => {
                 return Err(RecordsError::TooLarge)
             }
@@ -73,35 +109,84 @@ pub fn find_record(
             }
             Err(error) => return Err(RecordsError::Decompress(error)),
         };
-        let offset = header.base_offset + offset_delta as i64;
         let timestamp = match header.timestamp_type() {
             TimestampType::LogAppendTime => header.max_timestamp,
-            TimestampType::CreateTime => header.base_timestamp.saturating_add(timestamp_delta),
+            TimestampType::CreateTime => {
+                header.base_timestamp.saturating_add(fields.timestamp_delta)
+            }
         };
-        if found(offset, timestamp) {
-            return Ok(Some((offset, timestamp)));
+        let record = RecordView {
+            offset: header.base_offset + fields.offset_delta as i64,
+            timestamp,
+            key: fields.key.map(|key| &bytes[key]),
+            is_tombstone: fields.is_tombstone,
+            bytes: &bytes,
+        };
+        if let ControlFlow::Break(value) = visit(&record) {
+            return Ok(Some(value));
         }
     }
     Ok(None)
 }
 
-/// Reads one record; returns (offset delta, timestamp delta) and skips the rest.
-fn read_record(reader: &mut impl Read) -> io::Result<(i32, i64)> {
+/// What [`read_record`] decodes of a record.
+struct RecordFields {
+    offset_delta: i32,
+    timestamp_delta: i64,
+    /// Where the key lies in the record's bytes; `None` for a null key.
+    key: Option<Range<usize>>,
+    is_tombstone: bool,
+}
+
+/// Reads one whole record (length varint included) into `record` and
+/// decodes its fields up to the value; headers are left undecoded.
+fn read_record(reader: &mut impl Read, record: &mut Vec<u8>) -> io::Result<RecordFields> {
     let length = read_varlong(reader)?;
     if length < RECORD_BODY_BYTES_MIN {
         return Err(invalid(format!("record length {length}")));
     }
-    let mut body = reader.take(length as u64);
-    let mut attributes = [0u8; 1];
-    body.read_exact(&mut attributes)?;
-    let timestamp_delta = read_varlong(&mut body)?;
-    let offset_delta =
-        i32::try_from(read_varlong(&mut body)?).map_err(|_| invalid("offset delta".into()))?;
-    let rest = body.limit();
-    if io::copy(&mut body, &mut io::sink())? != rest {
+    record.clear();
+    write_varlong(record, length);
+    let prefix = record.len();
+    // The reader is capped, so a huge claimed length cannot make this grow past the cap.
+    reader.take(length as u64).read_to_end(record)?;
+    if ((record.len() - prefix) as u64) < length as u64 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    Ok((offset_delta, timestamp_delta))
+    let mut rest: &[u8] = &record[prefix..];
+    let mut attributes = [0u8; 1];
+    rest.read_exact(&mut attributes)?;
+    let timestamp_delta = read_varlong(&mut rest)?;
+    let offset_delta =
+        i32::try_from(read_varlong(&mut rest)?).map_err(|_| invalid("offset delta".into()))?;
+    let key = read_bytes_field(&mut rest, record.len(), "key")?;
+    let value = read_bytes_field(&mut rest, record.len(), "value")?;
+    Ok(RecordFields {
+        offset_delta,
+        timestamp_delta,
+        key,
+        is_tombstone: value.is_none(),
+    })
+}
+
+/// A length-prefixed byte field (-1 for null): its range in the record,
+/// whose unread end is `rest`, and `rest` moved past it.
+fn read_bytes_field(
+    rest: &mut &[u8],
+    record_len: usize,
+    what: &str,
+) -> io::Result<Option<Range<usize>>> {
+    let length = read_varlong(rest)?;
+    if length == -1 {
+        return Ok(None);
+    }
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|&length| length <= rest.len())
+        .ok_or_else(|| invalid(format!("{what} length {length}")))?;
+    let start = record_len - rest.len();
+    *rest = &rest[length..];
+    Ok(Some(start..start + length))
 }
 
 /// A zigzag varint of up to 64 bits, as records use for all their lengths and deltas.
@@ -116,6 +201,16 @@ fn read_varlong(reader: &mut impl Read) -> io::Result<i64> {
         }
     }
     Err(invalid("varint longer than 10 bytes".into()))
+}
+
+/// Appends `value` as a zigzag varint.
+pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
 }
 
 fn invalid(reason: String) -> io::Error {
@@ -226,7 +321,7 @@ impl Read for SnappyReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_batches::{encode_records, record_with};
+    use crate::test_batches::{encode_records, keyed_record, record_with};
     use protocol::batch::{set_base_offset, set_log_append_time};
 
     const ALL: [Compression; 5] = [
@@ -277,6 +372,42 @@ mod tests {
     }
 
     #[test]
+    fn walks_keys_tombstones_and_whole_records() {
+        let records = vec![
+            keyed_record(0, 10, "a", Some(b"one".to_vec())),
+            record_with(1, 11, b"no key".to_vec()),
+            keyed_record(2, 12, "", None),
+        ];
+        for compression in ALL {
+            let batch = encode_records(&records, compression);
+            let header = BatchHeader::parse(&batch).unwrap();
+            let mut seen = Vec::new();
+            let mut bytes = Vec::new();
+            let walked = walk_records(&batch, &header, |record| {
+                seen.push((
+                    record.offset,
+                    record.key.map(<[u8]>::to_vec),
+                    record.is_tombstone,
+                ));
+                bytes.extend_from_slice(record.bytes);
+                ControlFlow::<()>::Continue(())
+            });
+            assert!(matches!(walked, Ok(None)), "{compression:?}");
+            assert_eq!(
+                seen,
+                vec![
+                    (0, Some(b"a".to_vec()), false),
+                    (1, None, false),
+                    (2, Some(vec![]), true)
+                ]
+            );
+            // The records, copied whole, are the uncompressed records section.
+            let plain = encode_records(&records, Compression::None);
+            assert_eq!(bytes, plain[BATCH_HEADER_BYTES..], "{compression:?}");
+        }
+    }
+
+    #[test]
     fn raw_snappy_as_librdkafka_writes_it() {
         let records: Vec<_> = (0..3)
             .map(|i| record_with(i, 5 + i, b"abc".to_vec()))
@@ -320,12 +451,7 @@ mod tests {
         // nothing, decompresses past the cap.
         let body_bytes: i64 = 40 * 1024 * 1024;
         let mut record = Vec::new();
-        let mut zigzag = ((body_bytes << 1) ^ (body_bytes >> 63)) as u64;
-        while zigzag >= 0x80 {
-            record.push((zigzag as u8) | 0x80);
-            zigzag >>= 7;
-        }
-        record.push(zigzag as u8);
+        write_varlong(&mut record, body_bytes);
         record.resize(record.len() + body_bytes as usize, 0);
         let mut compressed = Vec::new();
         zstd::stream::copy_encode(&record[..], &mut compressed, 3).unwrap();

@@ -592,6 +592,25 @@ impl Segment {
         }
     }
 
+    /// Visits every batch, with its position and bytes, in file order, until
+    /// `visit` breaks or fails.
+    pub fn for_each_batch(
+        &self,
+        mut visit: impl FnMut(u64, &BatchHeader, Bytes) -> Result<ControlFlow<()>, StorageError>,
+    ) -> Result<(), StorageError> {
+        let failure = self.scan_headers(0, RECOVERY_CHUNK_BYTES, |position, header| {
+            let visited = self
+                .read_bytes(position, header.total_size())
+                .and_then(|batch| visit(position, header, batch));
+            match visited {
+                Ok(ControlFlow::Continue(())) => ControlFlow::Continue(()),
+                Ok(ControlFlow::Break(())) => ControlFlow::Break(Ok(())),
+                Err(error) => ControlFlow::Break(Err(error)),
+            }
+        })?;
+        failure.unwrap_or(Ok(()))
+    }
+
     pub fn corrupt(&self, position: u64, reason: BatchError) -> StorageError {
         StorageError::CorruptLog {
             path: self.log_path.clone(),

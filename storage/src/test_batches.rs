@@ -25,6 +25,15 @@ pub fn record_with(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
     }
 }
 
+/// A record with `key` (and the other fields of [`record_with`]).
+pub fn keyed_record(offset: i64, timestamp: i64, key: &str, value: Option<Vec<u8>>) -> Record {
+    Record {
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        value: value.map(Bytes::from),
+        ..record_with(offset, timestamp, vec![])
+    }
+}
+
 pub fn encode_records(records: &[Record], compression: Compression) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(

@@ -155,16 +155,71 @@ def test_legacy_alter_configs_replaces_every_override(broker):
     assert describe(client, ResourceType.TOPIC, topic)["retention.ms"].value == "300000"
 
 
-def test_broker_configs_are_static_for_now(broker):
-    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+def alter_broker(client: AdminClient, name: str, *entries: tuple[str, str | None, AlterConfigOpType]):
     resource = ConfigResource(
         ResourceType.BROKER,
-        "1",
-        incremental_configs=[ConfigEntry("log.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)],
+        name,
+        incremental_configs=[ConfigEntry(key, value, incremental_operation=op) for key, value, op in entries],
     )
-    with pytest.raises(KafkaException) as refused:
-        client.incremental_alter_configs([resource], request_timeout=TIMEOUT_S)[resource].result(timeout=TIMEOUT_S)
-    assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST
+    return client.incremental_alter_configs([resource], request_timeout=TIMEOUT_S)[resource].result(timeout=TIMEOUT_S)
+
+
+def test_dynamic_broker_configs_apply_live_and_persist(broker):
+    topic = unique_topic("dyn")
+    create_topic(broker.bootstrap, topic, 1)
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    prod = producer(broker.bootstrap, **{"linger.ms": 0})
+
+    # This broker's own dynamic config.
+    alter_broker(client, "1", ("log.retention.ms", "3600000", AlterConfigOpType.SET))
+    retention = describe(client, ResourceType.TOPIC, topic)["retention.ms"]
+    assert (retention.value, retention.source) == ("3600000", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    broker_view = describe(client, ResourceType.BROKER, "1")["log.retention.ms"]
+    assert (broker_view.value, broker_view.source, broker_view.is_read_only) == (
+        "3600000",
+        ConfigSource.DYNAMIC_BROKER_CONFIG.value,
+        False,
+    )
+
+    # A cluster-wide default (the broker resource ""), applied to the topic's
+    # log at once. confluent-kafka refuses an empty broker name locally;
+    # kafka-python's AlterConfigs sends it.
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        response = kp.alter_configs([KpConfigResource(ConfigResourceType.BROKER, "", configs={"message.max.bytes": "3000"})])
+    finally:
+        kp.close()
+    assert [r[0] for r in response.resources] == [0], response
+    limit = describe(client, ResourceType.TOPIC, topic)["max.message.bytes"]
+    assert (limit.value, limit.source) == ("3000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    refused = produce_all(prod, topic, [Record(None, b"y" * 5000, partition=0)])
+    assert [e.code() for e, _ in refused.failed] == [KafkaError.MSG_SIZE_TOO_LARGE]
+
+    # Read-only and invalid: refused, nothing changed.
+    with pytest.raises(KafkaException) as fixed:
+        alter_broker(client, "1", ("num.partitions", "9", AlterConfigOpType.SET))
+    assert fixed.value.args[0].code() == KafkaError.INVALID_REQUEST
+    with pytest.raises(KafkaException) as invalid:
+        alter_broker(client, "1", ("log.retention.ms", "soon", AlterConfigOpType.SET))
+    assert invalid.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert describe(client, ResourceType.TOPIC, topic)["retention.ms"].value == "3600000"
+
+    broker.restart()
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert describe(client, ResourceType.TOPIC, topic)["max.message.bytes"].value == "3000", "dynamic configs persist"
+    prod = producer(broker.bootstrap, **{"linger.ms": 0})
+    refused = produce_all(prod, topic, [Record(None, b"y" * 5000, partition=0)])
+    assert [e.code() for e, _ in refused.failed] == [KafkaError.MSG_SIZE_TOO_LARGE]
+
+    # AlterConfigs replaces the resource's whole set: empty removes the default.
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        response = kp.alter_configs([KpConfigResource(ConfigResourceType.BROKER, "", configs={})])
+    finally:
+        kp.close()
+    assert [r[0] for r in response.resources] == [0], response
+    assert describe(client, ResourceType.TOPIC, topic)["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert not produce_all(prod, topic, [Record(None, b"z" * 5000, partition=0)]).failed
 
 
 def test_timestamp_bounds_refuse_old_and_future_records(broker):

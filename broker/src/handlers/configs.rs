@@ -1,10 +1,12 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and
 //! the broker, with Kafka's names, defaults, sources and synonyms.
 //!
-//! Topic configs can be changed; they are stored with the topic and apply
-//! to its logs at once. Broker configs are described (given ones as
-//! STATIC_BROKER_CONFIG, the rest as DEFAULT_CONFIG) but cannot be changed
-//! at run time yet: altering one is refused with INVALID_REQUEST.
+//! Topic configs are stored with the topic; the dynamic broker configs (the
+//! defaults of topic configs, see `config::DYNAMIC_BROKER_CONFIGS`) with the
+//! cluster metadata, cluster-wide (resource name "") or per broker. Both
+//! apply to the logs at once, without a restart. A value's source follows
+//! Kafka's precedence: topic, dynamic broker, dynamic cluster default,
+//! static broker (file or --override), default.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::config::known_properties;
+use crate::config::{known_properties, DYNAMIC_BROKER_CONFIGS};
 use crate::errors::{code, topic_error_code, NONE};
 use crate::state::Broker;
 use crate::topic_config::{self, ConfigType, TopicConfigDef, TOPIC_CONFIGS};
@@ -30,6 +32,8 @@ const RESOURCE_BROKER: i8 = 4;
 
 /// DescribeConfigs' config sources.
 const SOURCE_TOPIC_CONFIG: i8 = 1;
+const SOURCE_DYNAMIC_BROKER_CONFIG: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
@@ -62,19 +66,21 @@ struct Described {
 fn describe_topic_config(
     def: &TopicConfigDef,
     overrides: &BTreeMap<String, String>,
-    broker: &BTreeMap<String, String>,
+    levels: &BrokerLevels,
 ) -> Described {
     let mut synonyms = Vec::new();
     if let Some(value) = overrides.get(def.name) {
         synonyms.push((def.name.to_string(), value.clone(), SOURCE_TOPIC_CONFIG));
     }
-    for (synonym, factor) in def.synonyms {
-        if let Some(value) = broker.get(*synonym) {
-            let converted = match value.trim().parse::<i64>() {
-                Ok(number) if *factor != 1 => number.saturating_mul(*factor).to_string(),
-                _ => value.clone(),
-            };
-            synonyms.push((synonym.to_string(), converted, SOURCE_STATIC_BROKER_CONFIG));
+    for (source, properties) in levels.in_precedence() {
+        for (synonym, factor) in def.synonyms {
+            if let Some(value) = properties.get(*synonym) {
+                let converted = match value.trim().parse::<i64>() {
+                    Ok(number) if *factor != 1 => number.saturating_mul(*factor).to_string(),
+                    _ => value.clone(),
+                };
+                synonyms.push((synonym.to_string(), converted, source));
+            }
         }
     }
     let default_name = def.synonyms.first().map_or(def.name, |(name, _)| *name);
@@ -94,6 +100,58 @@ fn describe_topic_config(
         read_only: false,
         config_type: def.config_type,
         doc: Some(def.doc),
+        synonyms,
+    }
+}
+
+/// The broker config levels above the defaults.
+struct BrokerLevels {
+    own: BTreeMap<String, String>,
+    cluster: BTreeMap<String, String>,
+    fixed: BTreeMap<String, String>,
+}
+
+impl BrokerLevels {
+    fn of(broker: &Broker) -> BrokerLevels {
+        BrokerLevels {
+            own: broker.dynamic_broker_configs(&broker.config.node_id.to_string()),
+            cluster: broker.dynamic_broker_configs(""),
+            fixed: broker.config.explicit.clone(),
+        }
+    }
+
+    fn in_precedence(&self) -> [(i8, &BTreeMap<String, String>); 3] {
+        [
+            (SOURCE_DYNAMIC_BROKER_CONFIG, &self.own),
+            (SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG, &self.cluster),
+            (SOURCE_STATIC_BROKER_CONFIG, &self.fixed),
+        ]
+    }
+}
+
+/// A broker config with every level that sets it, highest first.
+fn describe_broker_config(
+    key: &str,
+    default: &str,
+    levels: &[(i8, &BTreeMap<String, String>)],
+) -> Described {
+    let mut synonyms: Vec<(String, String, i8)> = levels
+        .iter()
+        .filter_map(|(source, properties)| {
+            properties
+                .get(key)
+                .map(|value| (key.to_string(), value.clone(), *source))
+        })
+        .collect();
+    synonyms.push((key.to_string(), default.to_string(), SOURCE_DEFAULT_CONFIG));
+    let (_, value, source) = synonyms[0].clone();
+    Described {
+        name: key.to_string(),
+        config_type: type_of_broker_value(&value),
+        value,
+        source,
+        read_only: !DYNAMIC_BROKER_CONFIGS.contains(&key),
+        doc: None,
         synonyms,
     }
 }
@@ -134,9 +192,10 @@ pub fn describe_configs(
                             format!("Topic {} does not exist.", resource.resource_name),
                         );
                     };
+                    let levels = BrokerLevels::of(broker);
                     TOPIC_CONFIGS
                         .iter()
-                        .map(|def| describe_topic_config(def, &topic.configs, &broker.config.explicit))
+                        .map(|def| describe_topic_config(def, &topic.configs, &levels))
                         .collect()
                 }
                 RESOURCE_BROKER => {
@@ -147,28 +206,23 @@ pub fn describe_configs(
                             format!("Unexpected broker id, expected {} or empty string, but received {name}", broker.config.node_id),
                         );
                     }
+                    let levels = BrokerLevels::of(broker);
                     if name.is_empty() {
-                        // The cluster-wide dynamic defaults: none are set.
-                        Vec::new()
-                    } else {
-                        known_properties(&broker.config.explicit)
-                            .into_iter()
-                            .map(|(key, value, given)| {
-                                let source = if given {
-                                    SOURCE_STATIC_BROKER_CONFIG
-                                } else {
-                                    SOURCE_DEFAULT_CONFIG
-                                };
-                                Described {
-                                    name: key.to_string(),
-                                    config_type: type_of_broker_value(&value),
-                                    synonyms: vec![(key.to_string(), value.clone(), source)],
-                                    value,
-                                    source,
-                                    read_only: true,
-                                    doc: None,
-                                }
+                        // The cluster-wide dynamic defaults: only those set.
+                        known_properties()
+                            .filter(|(key, _)| levels.cluster.contains_key(*key))
+                            .map(|(key, default)| {
+                                describe_broker_config(
+                                    key,
+                                    default,
+                                    &[(SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG, &levels.cluster)],
+                                )
                             })
+                            .collect()
+                    } else {
+                        let all = levels.in_precedence();
+                        known_properties()
+                            .map(|(key, default)| describe_broker_config(key, default, &all))
                             .collect()
                     }
                 }
@@ -243,17 +297,29 @@ async fn alter_topic(
         .map_err(|error| (topic_error_code(&error), error.to_string()))
 }
 
-fn broker_is_read_only(broker: &Broker, name: &str) -> (i16, String) {
+/// Applies `change` to the dynamic configs of a broker resource (`""` or
+/// this broker's id) and stores them.
+async fn alter_broker(
+    broker: &Broker,
+    name: &str,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+) -> Result<(), (i16, String)> {
     if !name.is_empty() && name != broker.config.node_id.to_string() {
-        return (
+        return Err((
             code(ResponseError::InvalidRequest),
-            format!("Unexpected broker id {name}"),
-        );
+            format!(
+                "Unexpected broker id, expected {} or empty string, but received {name}",
+                broker.config.node_id
+            ),
+        ));
     }
-    (
-        code(ResponseError::InvalidRequest),
-        "broker configs cannot be changed at run time yet (they are static)".to_string(),
-    )
+    let mut configs = broker.dynamic_broker_configs(name);
+    change(&mut configs).map_err(|message| (code(ResponseError::InvalidConfig), message))?;
+    broker
+        .set_broker_configs(name, configs, validate_only)
+        .await
+        .map_err(|error| (topic_error_code(&error), error.to_string()))
 }
 
 pub async fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -277,7 +343,20 @@ pub async fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> Alt
                 })
                 .await
             }
-            RESOURCE_BROKER => Err(broker_is_read_only(broker, &name)),
+            RESOURCE_BROKER => {
+                alter_broker(broker, &name, request.validate_only, |configs| {
+                    let mut replacement = BTreeMap::new();
+                    for config in &resource.configs {
+                        let Some(value) = &config.value else {
+                            return Err(format!("Null value not supported for: {}", config.name));
+                        };
+                        replacement.insert(config.name.to_string(), value.to_string());
+                    }
+                    *configs = replacement;
+                    Ok(())
+                })
+                .await
+            }
             other => Err((
                 code(ResponseError::InvalidRequest),
                 format!("Unsupported resource type {other}"),
@@ -354,6 +433,48 @@ fn apply_operation(
     Ok(())
 }
 
+/// One IncrementalAlterConfigs operation on a broker's dynamic configs
+/// (values are checked when the whole set is applied).
+fn apply_broker_operation(
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+) -> Result<(), String> {
+    match operation {
+        OP_SET => {
+            let value = value.ok_or_else(|| format!("Null value not supported for: {name}"))?;
+            configs.insert(name.to_string(), value.to_string());
+        }
+        OP_DELETE => {
+            configs.remove(name);
+        }
+        OP_APPEND | OP_SUBTRACT if name == "log.cleanup.policy" => {
+            let current = configs.get(name).cloned().unwrap_or_else(|| "delete".into());
+            let mut items: Vec<String> = current.split(',').map(|i| i.trim().to_string()).collect();
+            let given: Vec<String> = value
+                .unwrap_or("")
+                .split(',')
+                .map(|i| i.trim().to_string())
+                .filter(|i| !i.is_empty())
+                .collect();
+            if operation == OP_APPEND {
+                items.extend(given.into_iter().filter(|g| !current.split(',').any(|c| c.trim() == g)));
+            } else {
+                items.retain(|item| !given.contains(item));
+            }
+            configs.insert(name.to_string(), items.join(","));
+        }
+        OP_APPEND | OP_SUBTRACT => {
+            return Err(format!(
+                "Config value append/subtract is not allowed for config key {name}, which is not a list"
+            ))
+        }
+        other => return Err(format!("Unknown config operation {other}")),
+    }
+    Ok(())
+}
+
 pub async fn incremental_alter_configs(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
@@ -385,7 +506,20 @@ pub async fn incremental_alter_configs(
                     })
                     .await
                 }
-                RESOURCE_BROKER => Err(broker_is_read_only(broker, &name)),
+                RESOURCE_BROKER => {
+                    alter_broker(broker, &name, request.validate_only, |configs| {
+                        for config in &resource.configs {
+                            apply_broker_operation(
+                                configs,
+                                &config.name,
+                                config.config_operation,
+                                config.value.as_deref(),
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                }
                 other => Err((
                     code(ResponseError::InvalidRequest),
                     format!("Unsupported resource type {other}"),
