@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
     let arguments = Arguments::parse();
     let config = BrokerConfig::load(arguments.config.as_deref(), &arguments.overrides)?;
     tracing::info!(node_id = config.node_id, log_dir = %config.log_dir.display(), "starting");
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -53,6 +54,23 @@ fn main() -> anyhow::Result<()> {
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         broker::server::run(broker, shutdown).await
     })
+}
+
+/// Every segment holds its log file open, and every connection a socket:
+/// raise the soft limit on open files to the hard one, as Kafka's operators
+/// are told to (`ulimit -n`).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open files limit"),
+            Err(error) => {
+                tracing::warn!(%error, soft, hard, "could not raise the open files limit")
+            }
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not read the open files limit"),
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -274,30 +274,31 @@ pub fn read_index_file(
     Ok(Ok(bytes))
 }
 
-/// The open, append-only index files of the active segment.
+/// The index files of the active segment, appended to. New entries are kept
+/// in memory and written out (open, append, close) every
+/// [`PENDING_BYTES_MAX`] bytes and on `sync`, so that a partition holds one
+/// file descriptor (its active log) however many partitions there are. After
+/// a crash, entries not yet written are rebuilt by recovery, which scans the
+/// active segment anyway.
 #[derive(Debug)]
 pub struct IndexAppender {
     offset_path: PathBuf,
-    offset_file: File,
+    offset_pending: Vec<u8>,
     time_path: PathBuf,
-    time_file: File,
+    time_pending: Vec<u8>,
 }
 
+/// Index bytes of the active segment held before they are written out.
+pub const PENDING_BYTES_MAX: usize = 4096;
+
 impl IndexAppender {
-    pub fn open(offset_path: &Path, time_path: &Path) -> Result<IndexAppender, StorageError> {
-        let open = |path: &Path| {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .at(path)
-        };
-        Ok(IndexAppender {
-            offset_file: open(offset_path)?,
+    pub fn new(offset_path: &Path, time_path: &Path) -> IndexAppender {
+        IndexAppender {
             offset_path: offset_path.to_path_buf(),
-            time_file: open(time_path)?,
+            offset_pending: Vec::new(),
             time_path: time_path.to_path_buf(),
-        })
+            time_pending: Vec::new(),
+        }
     }
 
     pub fn append(
@@ -305,22 +306,47 @@ impl IndexAppender {
         offsets: &[OffsetEntry],
         times: &[TimeEntry],
     ) -> Result<(), StorageError> {
-        if !offsets.is_empty() {
-            self.offset_file
-                .write_all(&OffsetIndex::encode(offsets))
-                .at(&self.offset_path)?;
-        }
-        if !times.is_empty() {
-            self.time_file
-                .write_all(&TimeIndex::encode(times))
-                .at(&self.time_path)?;
+        self.offset_pending
+            .extend_from_slice(&OffsetIndex::encode(offsets));
+        self.time_pending
+            .extend_from_slice(&TimeIndex::encode(times));
+        if self.offset_pending.len() + self.time_pending.len() >= PENDING_BYTES_MAX {
+            self.write_pending(false)?;
         }
         Ok(())
     }
 
-    pub fn sync(&self) -> Result<(), StorageError> {
-        self.offset_file.sync_data().at(&self.offset_path)?;
-        self.time_file.sync_data().at(&self.time_path)
+    /// Writes the pending entries out and fsyncs both files.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.write_pending(true)
+    }
+
+    /// Forgets the pending entries: the caller rewrites the files whole.
+    pub fn clear_pending(&mut self) {
+        self.offset_pending.clear();
+        self.time_pending.clear();
+    }
+
+    fn write_pending(&mut self, sync: bool) -> Result<(), StorageError> {
+        for (path, pending) in [
+            (&self.offset_path, &mut self.offset_pending),
+            (&self.time_path, &mut self.time_pending),
+        ] {
+            if pending.is_empty() && !sync {
+                continue;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .at(path)?;
+            file.write_all(pending).at(path)?;
+            pending.clear();
+            if sync {
+                file.sync_data().at(path)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -437,9 +463,14 @@ mod tests {
             read_index_file(&offset_path, OFFSET_INDEX_ENTRY_BYTES).unwrap(),
             Err(IndexProblem::Missing)
         );
-        let mut appender = IndexAppender::open(&offset_path, &time_path).unwrap();
+        let mut appender = IndexAppender::new(&offset_path, &time_path);
         appender.append(&[offset(0, 0)], &[time(7, 0)]).unwrap();
         appender.append(&[offset(4, 100)], &[]).unwrap();
+        // Small appends wait in memory until a sync.
+        assert_eq!(
+            read_index_file(&offset_path, OFFSET_INDEX_ENTRY_BYTES).unwrap(),
+            Err(IndexProblem::Missing)
+        );
         appender.sync().unwrap();
         let bytes = read_index_file(&offset_path, OFFSET_INDEX_ENTRY_BYTES)
             .unwrap()
@@ -452,6 +483,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(TimeIndex::decode(&bytes).unwrap().entries(), &[time(7, 0)]);
+
+        // Enough of them are written out without one.
+        let many: Vec<_> = (1..=PENDING_BYTES_MAX as u32 / 8)
+            .map(|i| offset(4 + i, 100 + i))
+            .collect();
+        appender.append(&many, &[]).unwrap();
+        let bytes = read_index_file(&offset_path, OFFSET_INDEX_ENTRY_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes.len(), (2 + many.len()) * OFFSET_INDEX_ENTRY_BYTES);
 
         std::fs::write(&offset_path, vec![0u8; SEGMENT_INDEX_BYTES_MAX + 8]).unwrap();
         assert!(matches!(

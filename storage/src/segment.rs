@@ -454,13 +454,13 @@ impl Segment {
         }))
     }
 
-    /// Opens the index files for appending: this is the active segment.
+    /// Makes this the active segment, whose index files are appended to.
     pub fn activate(&mut self) -> Result<(), StorageError> {
         if self.appender.is_none() {
-            self.appender = Some(IndexAppender::open(
+            self.appender = Some(IndexAppender::new(
                 &self.offset_index_path,
                 &self.time_index_path,
-            )?);
+            ));
         }
         Ok(())
     }
@@ -523,7 +523,7 @@ impl Segment {
     pub fn flush(&mut self) -> Result<(), StorageError> {
         if self.unflushed {
             self.log.sync_data().at(&self.log_path)?;
-            if let Some(appender) = &self.appender {
+            if let Some(appender) = &mut self.appender {
                 appender.sync()?;
             }
             self.unflushed = false;
@@ -663,7 +663,11 @@ impl Segment {
         if self.size == 0 {
             self.first_batch_time_ms = None;
         }
-        // The appender writes with O_APPEND, so it follows the rewritten files.
+        // The files are rewritten whole from the entries kept; the appender
+        // goes on appending to them.
+        if let Some(appender) = &mut self.appender {
+            appender.clear_pending();
+        }
         self.write_indexes()
     }
 

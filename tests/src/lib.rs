@@ -48,6 +48,11 @@ impl BrokerProcess {
         broker
     }
 
+    /// The running broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

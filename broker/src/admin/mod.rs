@@ -5,7 +5,7 @@
 //! people, or JSON with `--json` for scripts. It talks to any broker that
 //! speaks Kafka's protocol, this one or Apache Kafka.
 
-mod client;
+pub mod client;
 
 use std::collections::BTreeMap;
 

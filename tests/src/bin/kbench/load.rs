@@ -1,0 +1,274 @@
+//! Load through librdkafka (the `rdkafka` crate): produce as fast as the
+//! broker acknowledges, consume a topic from its start, and end-to-end
+//! latency at a fixed offered rate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(300)));
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            bail!("creating {topic}: {code}");
+        }
+    }
+    Ok(())
+}
+
+/// Counts delivery reports.
+#[derive(Default)]
+pub struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Clone, Default)]
+pub struct Counting(Arc<Deliveries>);
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.acked.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+pub fn producer(
+    bootstrap: &str,
+    acks: &str,
+    linger_ms: u32,
+) -> anyhow::Result<(ThreadedProducer<Counting>, Counting)> {
+    let context = Counting::default();
+    let producer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", linger_ms.to_string())
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.type", "none")
+        .set("enable.idempotence", "false")
+        .create_with_context(context.clone())?;
+    Ok((producer, context))
+}
+
+/// What a produce phase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Produced {
+    pub fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    pub fn bytes_per_second(&self) -> f64 {
+        self.bytes as f64 / self.seconds
+    }
+}
+
+/// Produces `record_bytes`-byte values (keys: a counter, if `keyed`) to
+/// `topic` for `duration`, as fast as librdkafka's queue takes them, then
+/// waits for every delivery report. Counts acknowledged records only, over
+/// the time to the last acknowledgement.
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    record_bytes: usize,
+    acks: &str,
+    keyed: bool,
+    duration: Duration,
+) -> anyhow::Result<Produced> {
+    let (producer, deliveries) = producer(bootstrap, acks, 5)?;
+    let payload: Vec<u8> = (0..record_bytes).map(|i| b'a' + (i % 26) as u8).collect();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !sent.is_multiple_of(1024) || started.elapsed() < duration {
+        let key = sent.to_be_bytes();
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&payload);
+        if keyed {
+            record = record.key(&key);
+        }
+        match producer.send(record) {
+            Ok(()) => sent += 1,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err((error, _)) => bail!("produce: {error}"),
+        }
+    }
+    producer
+        .flush(Timeout::After(Duration::from_secs(120)))
+        .context("flushing the producer")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let acked = deliveries.0.acked.load(Ordering::Relaxed);
+    let failed = deliveries.0.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} of {sent} records failed");
+    }
+    Ok(Produced {
+        records: acked,
+        bytes: acked * record_bytes as u64,
+        seconds,
+    })
+}
+
+fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kbench")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.message.max.bytes", "4194304")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()?)
+}
+
+/// Reads partition 0 of `topic` from its log start to its high watermark;
+/// the time from the first poll to the last record.
+pub fn consume_all(bootstrap: &str, topic: &str) -> anyhow::Result<Produced> {
+    let consumer = consumer(bootstrap)?;
+    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
+    let records = (high - low) as u64;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Offset(low))?;
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let deadline = started + Duration::from_secs(600);
+    while count < records {
+        if Instant::now() > deadline {
+            bail!("consumed only {count} of {records} records in 600 s");
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message?;
+            count += 1;
+            bytes += message.payload_len() as u64;
+        }
+    }
+    Ok(Produced {
+        records: count,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// End-to-end latencies in microseconds.
+pub struct Latency {
+    pub histogram: Histogram<u64>,
+    pub offered_rate: f64,
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// Sends `rate` records/s of `record_bytes` bytes for `duration`, each
+/// carrying its *intended* send time (start + i / rate), and measures, in a
+/// consumer, receive time minus intended send time: a producer that falls
+/// behind schedule adds its delay to the figures (no coordinated omission).
+/// The first `warmup` is not recorded.
+pub fn latency(
+    bootstrap: &str,
+    topic: &str,
+    record_bytes: usize,
+    rate: f64,
+    duration: Duration,
+    warmup: Duration,
+) -> anyhow::Result<Latency> {
+    let consumer = consumer(bootstrap)?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    // Let the consumer connect and start long-polling before the clock starts.
+    let _ = consumer.poll(Duration::from_millis(1000));
+
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let start = Instant::now();
+    let sender = {
+        let bootstrap = bootstrap.to_string();
+        let topic = topic.to_string();
+        std::thread::spawn(move || -> anyhow::Result<u64> {
+            let (producer, _) = producer(&bootstrap, "1", 0)?;
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let mut payload = vec![b'x'; record_bytes.max(8)];
+            for i in 0..total {
+                let intended = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if intended > now {
+                    std::thread::sleep(intended - now);
+                }
+                let nanos = (intended - start).as_nanos() as u64;
+                payload[..8].copy_from_slice(&nanos.to_le_bytes());
+                loop {
+                    match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&payload)) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                            std::thread::sleep(Duration::from_micros(100))
+                        }
+                        Err((error, _)) => bail!("produce: {error}"),
+                    }
+                }
+            }
+            producer.flush(Timeout::After(Duration::from_secs(60)))?;
+            Ok(total)
+        })
+    };
+
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut received = 0u64;
+    let deadline = start + duration + Duration::from_secs(60);
+    while received < total && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let now = Instant::now();
+        let message = message?;
+        let payload = message.payload().unwrap_or_default();
+        let Some(stamp) = payload.get(..8) else {
+            continue;
+        };
+        received += 1;
+        let intended = Duration::from_nanos(u64::from_le_bytes(stamp.try_into()?));
+        if intended < warmup {
+            continue;
+        }
+        let latency = now.saturating_duration_since(start + intended);
+        histogram.saturating_record(latency.as_micros().max(1) as u64);
+    }
+    let sent = sender.join().expect("producer thread")?;
+    Ok(Latency {
+        histogram,
+        offered_rate: rate,
+        received,
+        sent,
+    })
+}

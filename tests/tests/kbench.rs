@@ -1,0 +1,44 @@
+//! The benchmark keeps working: `kbench --quick` against the debug broker
+//! runs every phase (produce, consume, latency, partitions, connections) to
+//! the end. Its figures are not checked here (a debug build on a shared
+//! machine); BENCHMARKS.md has those of a release build.
+
+use std::process::Command;
+
+#[test]
+fn kbench_quick_runs_every_phase() {
+    let out = tempfile::tempdir().unwrap();
+    let report_path = out.path().join("report.md");
+    let output = Command::new(env!("CARGO_BIN_EXE_kbench"))
+        .arg("--quick")
+        .arg("--broker-bin")
+        .arg(e2e::broker_binary())
+        .arg("--out")
+        .arg(&report_path)
+        .output()
+        .expect("running kbench");
+    assert!(
+        output.status.success(),
+        "kbench failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = std::fs::read_to_string(&report_path).unwrap();
+    for section in [
+        "## The machine's limits",
+        "## Produce",
+        "## Consume",
+        "## End-to-end latency",
+        "## Memory",
+        "## Partitions",
+        "## Connections",
+    ] {
+        assert!(report.contains(section), "no {section:?} in:\n{report}");
+    }
+    // Every produce row has a rate: four of them, each with a number.
+    let produce_rows = report
+        .lines()
+        .filter(|line| line.starts_with("| 1024 B |") || line.starts_with("| 100 B |"))
+        .count();
+    assert_eq!(produce_rows, 4, "{report}");
+}
