@@ -39,7 +39,7 @@ pub async fn serve(
     async move {
         tracing::debug!("accepted");
         let (mut reader, writer) = stream.into_split();
-        let (responses, queue) = mpsc::channel::<Bytes>(RESPONSES_QUEUED_MAX);
+        let (responses, queue) = mpsc::channel::<Vec<Bytes>>(RESPONSES_QUEUED_MAX);
         let writing = tokio::spawn(write_responses(writer, queue));
         let max = broker.config.socket_request_max_bytes;
         loop {
@@ -106,13 +106,14 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
     Ok(Some(body.freeze()))
 }
 
-/// Decodes and handles one request; `Ok(None)` when no response is due
-/// (Produce with acks=0); `Err` closes the connection.
+/// Decodes and handles one request; the response frame in chunks to write
+/// in order (see [`codec::encode_response_chunks`]), `Ok(None)` when no
+/// response is due (Produce with acks=0); `Err` closes the connection.
 async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     peer: SocketAddr,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Option<Vec<Bytes>>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
         Err(DecodeError::ApiVersionsUnsupported {
@@ -125,7 +126,7 @@ async fn handle_frame(
                 "ApiVersions at an unsupported version: answering v0"
             );
             return codec::api_versions_unsupported_response(correlation_id)
-                .map(Some)
+                .map(|frame| Some(vec![frame]))
                 .map_err(|e| e.to_string());
         }
         Err(error) => return Err(error.to_string()),
@@ -144,7 +145,7 @@ async fn handle_frame(
         let Some(response) = handlers::handle(broker, request, peer).await else {
             return Ok(None);
         };
-        codec::encode_response(&response, version, correlation_id)
+        codec::encode_response_chunks(&response, version, correlation_id)
             .map(Some)
             .map_err(|error| {
                 format!("encoding the {api_key:?} v{version} response failed: {error:#}")
@@ -156,13 +157,17 @@ async fn handle_frame(
 
 async fn write_responses(
     writer: tokio::net::tcp::OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Bytes>,
+    mut queue: mpsc::Receiver<Vec<Bytes>>,
 ) {
     let mut writer = BufWriter::new(writer);
     while let Some(response) = queue.recv().await {
-        if let Err(error) = writer.write_all(&response).await {
-            tracing::debug!(%error, "write failed");
-            return;
+        // Small chunks gather in the buffer; a large one (record sets) goes
+        // straight from the log read to the socket.
+        for chunk in &response {
+            if let Err(error) = writer.write_all(chunk).await {
+                tracing::debug!(%error, "write failed");
+                return;
+            }
         }
         // Flush once the queue is drained, so pipelined responses share writes.
         if queue.is_empty() {

@@ -23,9 +23,11 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
     ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
 };
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::api::{self, PRODUCE_VERSION_MIN_IMPLEMENTED};
+use crate::chunked::ChunkedBuf;
 use crate::frame::FRAME_PREFIX_BYTES;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
@@ -62,7 +64,7 @@ macro_rules! messages {
                 }
             }
 
-            fn encode_body(&self, buf: &mut BytesMut, version: i16) -> anyhow::Result<()> {
+            fn encode_body<B: ByteBufMut>(&self, buf: &mut B, version: i16) -> anyhow::Result<()> {
                 match self {
                     $(Response::$name(body) => body.encode(buf, version),)*
                 }
@@ -216,6 +218,25 @@ pub fn encode_response(
     version: i16,
     correlation_id: i32,
 ) -> anyhow::Result<Bytes> {
+    let chunks = encode_response_chunks(response, version, correlation_id)?;
+    if let [single] = chunks.as_slice() {
+        return Ok(single.clone());
+    }
+    let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for chunk in &chunks {
+        joined.extend_from_slice(chunk);
+    }
+    Ok(joined.freeze())
+}
+
+/// [`encode_response`] as chunks to write one after another: the record
+/// sets of a Fetch response (16 KiB and more) are chunks of their own,
+/// shared with the log reads, not copied.
+pub fn encode_response_chunks(
+    response: &Response,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<Vec<Bytes>> {
     let api_key = response.api_key();
     // The ApiVersions response header is always v0 so that a client that
     // does not yet know our versions can read it.
@@ -224,15 +245,25 @@ pub fn encode_response(
     } else {
         api_key.response_header_version(version)
     };
-    let mut buf = BytesMut::with_capacity(256);
+    let shared = match response {
+        Response::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .filter_map(|partition| partition.records.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut buf = ChunkedBuf::new(256, shared);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)?;
     response.encode_body(&mut buf, version)?;
-    let size = i32::try_from(buf.len() - FRAME_PREFIX_BYTES)?;
-    buf[..FRAME_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    let size = i32::try_from(buf.offset() - FRAME_PREFIX_BYTES)?;
+    buf.head_mut(FRAME_PREFIX_BYTES)
+        .copy_from_slice(&size.to_be_bytes());
+    Ok(buf.into_chunks())
 }
 
 /// The answer to ApiVersions at an unknown version: a v0 body with

@@ -7,12 +7,15 @@
 //! - [`codec`]: request header + body decoding, response encoding with the
 //!   right header version.
 //! - [`batch`]: RecordBatch v2 headers and CRC-32C, without decompressing.
+//! - [`chunked`]: the encoding buffer that keeps Fetch record sets by
+//!   reference instead of copying them into the response.
 //!
 //! Errors from the generated codec (`anyhow`) are converted to [`codec::DecodeError`]
 //! here, at the crate boundary.
 
 pub mod api;
 pub mod batch;
+pub mod chunked;
 pub mod codec;
 pub mod frame;
 
