@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
 use coordinator::{MetadataStore, TopicMetadata};
-use storage::{LogConfig, PartitionLog, StorageError};
+use storage::{AppendInfo, LogConfig, PartitionLog, RollSync, StorageError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -82,6 +83,51 @@ impl Partition {
                 topic: self.topic.clone(),
                 partition: self.index,
             }),
+        }
+    }
+
+    /// Appends producer batches at this partition's leader epoch. When the
+    /// append rolled a segment, the sealed segment is fsynced on a blocking
+    /// thread, without the log's lock, and the recovery point moves after.
+    pub fn append(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<Result<AppendInfo, StorageError>, PartitionClosed> {
+        let (appended, sync) = self.with_log(|log| {
+            let appended = log.append(records, self.leader_epoch, now_ms);
+            (appended, log.take_roll_sync())
+        })?;
+        // The log's lock is released: the sync may take it again.
+        match sync {
+            Ok(Some(sync)) => self.spawn_roll_sync(sync),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(topic = %self.topic, partition = self.index, %error, "preparing the fsync of a rolled segment failed; the next flush does it")
+            }
+        }
+        Ok(appended)
+    }
+
+    fn spawn_roll_sync(self: &Arc<Self>, sync: RollSync) {
+        let partition = self.clone();
+        let run = move || {
+            if let Err(error) = sync.run() {
+                // The segments stay unflushed; the next flush (or close) retries.
+                tracing::error!(topic = %partition.topic, partition = partition.index, %error, "fsync of a rolled segment failed");
+                return;
+            }
+            let completed = partition.with_log(|log| log.complete_roll_sync(sync.up_to));
+            if let Ok(Err(error)) = completed {
+                tracing::error!(topic = %partition.topic, partition = partition.index, %error, "moving the recovery point failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(run);
+            }
+            // No runtime (a tool or test calling in directly): do it here.
+            Err(_) => run(),
         }
     }
 

@@ -321,6 +321,11 @@ impl IndexAppender {
         self.write_pending(true)
     }
 
+    /// Writes the pending entries out, without fsync.
+    pub fn write_out(&mut self) -> Result<(), StorageError> {
+        self.write_pending(false)
+    }
+
     /// Forgets the pending entries: the caller rewrites the files whole.
     pub fn clear_pending(&mut self) {
         self.offset_pending.clear();

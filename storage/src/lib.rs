@@ -96,4 +96,4 @@ mod test_batches;
 pub use cleaner::CleanStats;
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
-pub use log::{AppendInfo, PartitionLog};
+pub use log::{AppendInfo, PartitionLog, RollSync};

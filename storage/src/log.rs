@@ -25,7 +25,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
 use crate::records::walk_records;
 use crate::segment::{
-    parse_segment_file_name, segment_file_name, PreparedBatch, Segment, LOG_SUFFIX,
+    parse_segment_file_name, segment_file_name, PreparedBatch, Segment, SegmentSync, LOG_SUFFIX,
 };
 
 // The broker shares logs between tasks behind a mutex.
@@ -58,6 +58,8 @@ pub struct PartitionLog {
     /// the log start); persisted in `cleaner-offset-checkpoint`.
     cleaner_checkpoint: i64,
     epochs: LeaderEpochCache,
+    /// A roll left its sealed segments to fsync, up to this offset.
+    roll_sync_due: Option<i64>,
     /// Records appended since the last fsync (`flush.messages`).
     unflushed_records: u64,
     last_flush_ms: i64,
@@ -117,6 +119,7 @@ impl PartitionLog {
             recovery_point: log_end_offset,
             cleaner_checkpoint: cleaner_checkpoint.unwrap_or(0).min(log_end_offset),
             epochs: LeaderEpochCache::default(),
+            roll_sync_due: None,
             unflushed_records: 0,
             last_flush_ms: now_ms,
             last_now_ms: now_ms,
@@ -323,18 +326,55 @@ impl PartitionLog {
             || total > u32::MAX as u64
     }
 
-    /// Seals the active segment (fsyncing it) and starts a new one at the log end.
+    /// Seals the active segment and starts a new one at the log end. The
+    /// sealed segment is fsynced later, as Kafka does, so that appends do not
+    /// wait for a segment's worth of writeback: by whoever takes
+    /// [`PartitionLog::take_roll_sync`] (the broker, on a blocking thread),
+    /// or by the next [`PartitionLog::flush`]. The recovery point moves only
+    /// once it is done.
     fn roll(&mut self) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
         assert!(!self.active().is_empty(), "rolling an empty segment");
-        self.active_mut().seal()?;
+        self.active_mut().seal_unsynced()?;
         let mut segment = Segment::create(&self.dir, log_end_offset)?;
         segment.activate()?;
         checkpoint::sync_dir(&self.dir)?;
         self.segments.push(segment);
-        // Every earlier segment was fsynced when it was sealed.
-        self.set_recovery_point(log_end_offset)?;
+        self.roll_sync_due = Some(log_end_offset);
         tracing::debug!(dir = %self.dir.display(), base_offset = log_end_offset, "rolled a new segment");
+        Ok(())
+    }
+
+    /// The fsyncs that rolls have left to do, up to the base offset of the
+    /// active segment, detached from the log: run it on any thread, then
+    /// call [`PartitionLog::complete_roll_sync`].
+    pub fn take_roll_sync(&mut self) -> Result<Option<RollSync>, StorageError> {
+        let Some(up_to) = self.roll_sync_due.take() else {
+            return Ok(None);
+        };
+        let mut segments = Vec::new();
+        for segment in &self.segments[..self.segments.len() - 1] {
+            segments.extend(segment.sync_handle()?);
+        }
+        Ok(Some(RollSync {
+            segments,
+            dir: self.dir.clone(),
+            up_to,
+        }))
+    }
+
+    /// A [`RollSync`] has run: the segments it covered are on disk, and the
+    /// recovery point moves up to them.
+    pub fn complete_roll_sync(&mut self, up_to: i64) -> Result<(), StorageError> {
+        for segment in &mut self.segments {
+            if segment.next_offset() <= up_to {
+                segment.mark_synced();
+            }
+        }
+        let up_to = up_to.min(self.active().base_offset());
+        if up_to > self.recovery_point {
+            self.set_recovery_point(up_to)?;
+        }
         Ok(())
     }
 
@@ -728,6 +768,7 @@ impl PartitionLog {
         }
         self.unflushed_records = 0;
         self.last_flush_ms = self.last_now_ms;
+        self.roll_sync_due = None;
         let log_end_offset = self.log_end_offset();
         if self.recovery_point != log_end_offset {
             self.set_recovery_point(log_end_offset)?;
@@ -998,4 +1039,23 @@ fn load_segments(
         }
     }
     Ok(kept)
+}
+
+/// Fsyncs that rolls of a partition log left to do: see
+/// [`PartitionLog::take_roll_sync`].
+#[derive(Debug)]
+pub struct RollSync {
+    segments: Vec<SegmentSync>,
+    dir: PathBuf,
+    pub up_to: i64,
+}
+
+impl RollSync {
+    /// fsyncs the sealed segments' files and the directory.
+    pub fn run(&self) -> Result<(), StorageError> {
+        for segment in &self.segments {
+            segment.run()?;
+        }
+        checkpoint::sync_dir(&self.dir)
+    }
 }

@@ -523,8 +523,9 @@ impl Segment {
     pub fn flush(&mut self) -> Result<(), StorageError> {
         if self.unflushed {
             self.log.sync_data().at(&self.log_path)?;
-            if let Some(appender) = &mut self.appender {
-                appender.sync()?;
+            match &mut self.appender {
+                Some(appender) => appender.sync()?,
+                None => sync_existing(&[&self.offset_index_path, &self.time_index_path])?,
             }
             self.unflushed = false;
         }
@@ -534,15 +535,44 @@ impl Segment {
     /// Stops being the active segment: writes the final time index entry,
     /// fsyncs, and closes the index files.
     pub fn seal(&mut self) -> Result<(), StorageError> {
+        self.seal_unsynced()?;
+        self.flush()
+    }
+
+    /// [`Segment::seal`] without the fsync: every index entry is written
+    /// out, and the segment stays unflushed until [`Segment::flush`] or a
+    /// [`SegmentSync`] of it followed by [`Segment::mark_synced`].
+    pub fn seal_unsynced(&mut self) -> Result<(), StorageError> {
         if let Some(entry) = self.add_final_time_entry() {
             self.unflushed = true;
             if let Some(appender) = &mut self.appender {
                 appender.append(&[], &[entry])?;
             }
         }
-        self.flush()?;
-        self.appender = None;
+        if let Some(mut appender) = self.appender.take() {
+            appender.write_out()?;
+        }
         Ok(())
+    }
+
+    /// What fsyncing this sealed segment takes, for another thread to do
+    /// without the segment; `None` if nothing is unflushed.
+    pub fn sync_handle(&self) -> Result<Option<SegmentSync>, StorageError> {
+        if !self.unflushed || self.appender.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(SegmentSync {
+            log: self.log.try_clone().at(&self.log_path)?,
+            log_path: self.log_path.clone(),
+            index_paths: [self.offset_index_path.clone(), self.time_index_path.clone()],
+        }))
+    }
+
+    /// A [`SegmentSync`] of this sealed segment has completed.
+    pub fn mark_synced(&mut self) {
+        if self.appender.is_none() {
+            self.unflushed = false;
+        }
     }
 
     /// The first batch whose last offset is at or after `offset`, with its position.
@@ -893,6 +923,36 @@ impl Segment {
 }
 
 /// Writes every slice, in order, resuming after partial writes.
+/// The files of a sealed segment to fsync, detached from the segment (the
+/// log file descriptor is duplicated), so that a roll does not wait for it.
+#[derive(Debug)]
+pub struct SegmentSync {
+    log: File,
+    log_path: PathBuf,
+    index_paths: [PathBuf; 2],
+}
+
+impl SegmentSync {
+    pub fn run(&self) -> Result<(), StorageError> {
+        self.log.sync_data().at(&self.log_path)?;
+        let [offset_index, time_index] = &self.index_paths;
+        sync_existing(&[offset_index, time_index])
+    }
+}
+
+/// fsyncs the files at `paths` that exist (one deleted meanwhile, by
+/// retention or compaction, has nothing left to keep).
+fn sync_existing(paths: &[&Path]) -> Result<(), StorageError> {
+    for path in paths {
+        match File::open(path) {
+            Ok(file) => file.sync_data().at(path)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).at(path),
+        }
+    }
+    Ok(())
+}
+
 fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     while !slices.is_empty() {
         match file.write_vectored(slices) {

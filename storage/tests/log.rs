@@ -518,3 +518,44 @@ fn reopen_continues_where_it_stopped() {
     let header = BatchHeader::parse(&log.read(21, 1 << 20, 22, true).unwrap()).unwrap();
     assert_eq!(header.base_offset, 21);
 }
+
+#[test]
+fn a_roll_leaves_its_fsync_to_a_roll_sync_and_then_moves_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let recovery_point =
+        || std::fs::read_to_string(dir.path().join("recovery-point-checkpoint")).unwrap();
+    let one = batch(2, 100, NOW);
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: one.len() as u64,
+            ..config()
+        },
+    );
+    assert!(
+        log.take_roll_sync().unwrap().is_none(),
+        "nothing rolled yet"
+    );
+    log.append(one.clone(), 0, NOW).unwrap();
+    log.append(one.clone(), 0, NOW).unwrap();
+    log.append(one.clone(), 0, NOW).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4]);
+    // The rolls did not fsync: the recovery point stays.
+    assert_eq!(recovery_point(), "0\n0\n");
+    let sync = log.take_roll_sync().unwrap().expect("two rolls to sync");
+    assert_eq!(sync.up_to, 4);
+    assert!(log.take_roll_sync().unwrap().is_none(), "taken once");
+    // Runs without the log (another thread in the broker).
+    sync.run().unwrap();
+    log.complete_roll_sync(sync.up_to).unwrap();
+    assert_eq!(recovery_point(), "0\n4\n");
+
+    // Killed after a roll whose sync never ran: recovery re-validates from
+    // the old recovery point, and everything is there.
+    log.append(one.clone(), 0, NOW).unwrap();
+    drop(log);
+    assert_eq!(recovery_point(), "0\n4\n");
+    let log = open(dir.path(), config());
+    assert_eq!(log.log_end_offset(), 8);
+    assert_eq!(read_all(&log, 0).len(), 4);
+}

@@ -673,8 +673,7 @@ impl GroupCoordinator {
             tracing::error!(group, %error, "encoding a __consumer_offsets batch failed");
             return Err(code(ResponseError::UnknownServerError));
         }
-        let appended =
-            partition.with_log(|log| log.append(buf.freeze(), partition.leader_epoch, now));
+        let appended = partition.append(buf.freeze(), now);
         match appended {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(storage::StorageError::MessageTooLarge { .. })) => {

@@ -94,7 +94,7 @@ fn produce_partition(
     if let Err(message) = exactly_one_batch(&records) {
         return fail(ResponseError::InvalidRecord, message);
     }
-    let appended = partition.with_log(|log| log.append(records, partition.leader_epoch, now_ms()));
+    let appended = partition.append(records, now_ms());
     match appended {
         Ok(Ok(info)) => response
             .with_base_offset(info.first_offset)

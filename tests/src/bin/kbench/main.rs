@@ -186,6 +186,15 @@ fn run(
     let idle_rss = procstat::rss_bytes(&pid.to_string());
     let bootstrap = broker.bootstrap();
 
+    // Latency first on a quiet machine; again after the throughput phases.
+    let quiet = latency_row(
+        args,
+        runtime,
+        &bootstrap,
+        "latency-quiet",
+        "first, on a quiet machine",
+    )?;
+
     report.line("## Produce (librdkafka, one partition, linger.ms=5, no compression)");
     report.line("");
     report.line("| records | acks | records/s | MB/s | of disk (buffered) | of loopback TCP | broker CPU s/GB | kbench CPU s/GB | broker peak RSS MiB |");
@@ -238,40 +247,25 @@ fn run(
     ));
     report.line("");
 
-    runtime.block_on(load::create_topic(&bootstrap, "latency", 1))?;
-    let latency = load::latency(
+    let after_load = latency_row(
+        args,
+        runtime,
         &bootstrap,
-        "latency",
-        1024,
-        args.latency_rate,
-        Duration::from_secs(args.latency_duration),
-        Duration::from_secs(1),
+        "latency-after",
+        "after the phases above",
     )?;
-    let h = &latency.histogram;
-    let ms = |micros: u64| micros as f64 / 1000.0;
     report.line(format!(
         "## End-to-end latency at {:.0} records/s × 1 KiB (acks=1, linger.ms=0; from intended send time to receipt)",
-        latency.offered_rate
+        args.latency_rate
     ));
     report.line("");
-    report.line("| received | p50 ms | p99 ms | p99.9 ms | max ms |");
-    report.line("|---:|---:|---:|---:|---:|");
-    report.line(format!(
-        "| {} of {} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        latency.received,
-        latency.sent,
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.value_at_quantile(0.999)),
-        ms(h.max()),
-    ));
-    report.line("");
-    anyhow::ensure!(
-        latency.received == latency.sent,
-        "the latency consumer received {} of {} records",
-        latency.received,
-        latency.sent
+    report.line(
+        "| when | dirty page cache at start MiB | received | p50 ms | p99 ms | p99.9 ms | max ms |",
     );
+    report.line("|---|---:|---:|---:|---:|---:|---:|");
+    report.line(quiet);
+    report.line(after_load);
+    report.line("");
 
     report.line("## Memory");
     report.line("");
@@ -366,6 +360,44 @@ fn scale_phases(
     }
     report.line("");
     Ok(())
+}
+
+/// One latency phase on a new topic: its row of the latency table.
+fn latency_row(
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    topic: &str,
+    when: &str,
+) -> anyhow::Result<String> {
+    runtime.block_on(load::create_topic(bootstrap, topic, 1))?;
+    let dirty = procstat::dirty_bytes();
+    let latency = load::latency(
+        bootstrap,
+        topic,
+        1024,
+        args.latency_rate,
+        Duration::from_secs(args.latency_duration),
+        Duration::from_secs(1),
+    )?;
+    anyhow::ensure!(
+        latency.received == latency.sent,
+        "the latency consumer received {} of {} records",
+        latency.received,
+        latency.sent
+    );
+    let h = &latency.histogram;
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Ok(format!(
+        "| {when} | {:.0} | {} of {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        dirty as f64 / MIB as f64,
+        latency.received,
+        latency.sent,
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+    ))
 }
 
 fn machine_description() -> String {

@@ -47,6 +47,21 @@ fn status_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Page cache waiting to be written back (`Dirty` + `Writeback` of
+/// `/proc/meminfo`), in bytes.
+pub fn dirty_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |field: &str| {
+        meminfo
+            .lines()
+            .find(|line| line.starts_with(field))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (kib("Dirty:") + kib("Writeback:")) * 1024
+}
+
 /// Samples a process's RSS every 50 ms and keeps the peak, for one phase.
 pub struct PeakRss {
     stop: Arc<AtomicBool>,
