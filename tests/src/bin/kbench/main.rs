@@ -140,6 +140,34 @@ fn run(
     ));
     report.line("");
 
+    let retention = format!("log.retention.bytes={}", args.retention_mib * MIB);
+    let segment = format!(
+        "log.segment.bytes={}",
+        (args.retention_mib * MIB / 8).max(MIB)
+    );
+    let broker = BrokerProcess::start(&[
+        "num.partitions=1",
+        &retention,
+        &segment,
+        "log.retention.check.interval.ms=1000",
+    ]);
+    let pid = broker.pid().context("broker pid")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss = procstat::rss_bytes(&pid.to_string());
+    let bootstrap = broker.bootstrap();
+
+    // Latency first, on a quiet machine (before the disk probes too, whose
+    // writeback can linger; and after what an earlier run left to write
+    // back); again after the throughput phases.
+    procstat::wait_for_writeback(16 * MIB, Duration::from_secs(60));
+    let quiet = latency_row(
+        args,
+        runtime,
+        &bootstrap,
+        "latency-quiet",
+        "first, on a quiet machine",
+    )?;
+
     // The machine's limits, on the disk that holds the broker's data.
     let scratch = tempfile::tempdir()?;
     let tcp = machine::loopback_tcp(Duration::from_secs(if args.quick { 1 } else { 5 }))?;
@@ -169,31 +197,6 @@ fn run(
     ));
     report.line("");
     drop(scratch);
-
-    let retention = format!("log.retention.bytes={}", args.retention_mib * MIB);
-    let segment = format!(
-        "log.segment.bytes={}",
-        (args.retention_mib * MIB / 8).max(MIB)
-    );
-    let broker = BrokerProcess::start(&[
-        "num.partitions=1",
-        &retention,
-        &segment,
-        "log.retention.check.interval.ms=1000",
-    ]);
-    let pid = broker.pid().context("broker pid")?;
-    std::thread::sleep(Duration::from_secs(1));
-    let idle_rss = procstat::rss_bytes(&pid.to_string());
-    let bootstrap = broker.bootstrap();
-
-    // Latency first on a quiet machine; again after the throughput phases.
-    let quiet = latency_row(
-        args,
-        runtime,
-        &bootstrap,
-        "latency-quiet",
-        "first, on a quiet machine",
-    )?;
 
     report.line("## Produce (librdkafka, one partition, linger.ms=5, no compression)");
     report.line("");

@@ -62,6 +62,14 @@ pub fn dirty_bytes() -> u64 {
     (kib("Dirty:") + kib("Writeback:")) * 1024
 }
 
+/// Waits until at most `bytes` of page cache wait for writeback, or `limit`.
+pub fn wait_for_writeback(bytes: u64, limit: Duration) {
+    let started = std::time::Instant::now();
+    while dirty_bytes() > bytes && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Samples a process's RSS every 50 ms and keeps the peak, for one phase.
 pub struct PeakRss {
     stop: Arc<AtomicBool>,
