@@ -223,8 +223,11 @@ fn run(
             peak as f64 / MIB as f64,
         ));
         if record_bytes == 1024 && acks == "1" {
-            // Read it back at once, while it is in the page cache (later
-            // phases' writes would push it out on a small machine).
+            // Read it back now, while it is in the page cache (later
+            // phases' writes would push it out on a small machine), once
+            // the kernel has written back what the phase left dirty (its
+            // flusher threads would compete for the two cores).
+            procstat::wait_for_writeback(64 * MIB, Duration::from_secs(60));
             let cpu = CpuMeter::start(pid);
             let consumed = load::consume_all(&bootstrap, &topic)?;
             consume = Some((produced, consumed, cpu.read()));
