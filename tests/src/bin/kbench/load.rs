@@ -150,7 +150,7 @@ fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
-        .set("fetch.message.max.bytes", "4194304")
+        .set("fetch.message.max.bytes", "1048576")
         .set("queued.max.messages.kbytes", "262144")
         .create()?)
 }
