@@ -7,12 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::*;
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder, TimestampType};
 use proptest::prelude::*;
 use storage::{LogConfig, PartitionLog, StorageError};
 
@@ -53,17 +51,7 @@ fn keyed_batch(
         .enumerate()
         .map(|(i, &(key, value))| keyed(key, value, timestamp, i))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode(&records, compression)
 }
 
 fn compacted(segment_bytes: u64) -> LogConfig {

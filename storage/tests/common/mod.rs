@@ -57,10 +57,15 @@ pub fn batch_with(timestamps: &[i64], compression: Compression, value_bytes: usi
             )
         })
         .collect();
+    encode(&records, compression)
+}
+
+/// `records` as one batch, encoded by kafka_protocol.
+pub fn encode(records: &[Record], compression: Compression) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression,
