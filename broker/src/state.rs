@@ -146,6 +146,17 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
+impl Topic {
+    /// Applies `configs` (the topic's overrides) over `defaults` to every
+    /// open log of the topic.
+    fn apply_log_config(&self, defaults: &LogConfig, configs: &BTreeMap<String, String>) {
+        let log_config = topic_config::log_config(defaults, configs);
+        for partition in &self.partitions {
+            let _ = partition.with_log(|log| log.set_config(log_config.clone()));
+        }
+    }
+}
+
 #[derive(Default)]
 struct Topics {
     by_name: BTreeMap<String, Arc<Topic>>,
@@ -462,10 +473,7 @@ impl Broker {
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         metadata.configs = configs.clone();
         self.store.update_topic(metadata)?;
-        let log_config = topic_config::log_config(&self.log_defaults(), &configs);
-        for partition in &topic.partitions {
-            let _ = partition.with_log(|log| log.set_config(log_config.clone()));
-        }
+        topic.apply_log_config(&self.log_defaults(), &configs);
         let changed = Arc::new(Topic {
             name: topic.name.clone(),
             topic_id: topic.topic_id,
@@ -588,10 +596,7 @@ impl Broker {
         self.store.set_broker_configs(resource, configs)?;
         *self.log_defaults.write().unwrap_or_else(|p| p.into_inner()) = defaults.clone();
         for topic in self.all_topics() {
-            let config = topic_config::log_config(&defaults, &topic.configs);
-            for partition in &topic.partitions {
-                let _ = partition.with_log(|log| log.set_config(config.clone()));
-            }
+            topic.apply_log_config(&defaults, &topic.configs);
         }
         tracing::info!(resource, "dynamic broker configs changed");
         Ok(())

@@ -31,8 +31,13 @@ pub struct ChunkedBuf {
     done_len: usize,
     /// Where encoding goes on.
     tail: BytesMut,
-    /// The record sets that may be kept by reference.
+    /// The record sets that may be kept by reference, in the order the
+    /// encoder writes them.
     shared: Vec<Bytes>,
+    /// Where the search of `shared` starts: the last one matched. Record
+    /// sets are met in order, so a response with many partitions is matched
+    /// in one pass (one met out of order would only be copied).
+    next_shared: usize,
 }
 
 impl ChunkedBuf {
@@ -42,23 +47,23 @@ impl ChunkedBuf {
             done_len: 0,
             tail: BytesMut::with_capacity(capacity),
             shared,
+            next_shared: 0,
         }
     }
 
     /// The [`Bytes`] that `src` is a part of, if it is large enough to share.
-    fn shared_slice(&self, src: &[u8]) -> Option<Bytes> {
+    fn shared_slice(&mut self, src: &[u8]) -> Option<Bytes> {
         if src.len() < SHARE_MIN_BYTES {
             return None;
         }
         let start = src.as_ptr() as usize;
         let end = start + src.len();
-        self.shared
-            .iter()
-            .find(|bytes| {
-                let base = bytes.as_ptr() as usize;
-                base <= start && end <= base + bytes.len()
-            })
-            .map(|bytes| bytes.slice_ref(src))
+        let found = self.shared[self.next_shared..].iter().position(|bytes| {
+            let base = bytes.as_ptr() as usize;
+            base <= start && end <= base + bytes.len()
+        })?;
+        self.next_shared += found;
+        Some(self.shared[self.next_shared].slice_ref(src))
     }
 
     /// Joins everything into `tail`: only for random access to bytes already

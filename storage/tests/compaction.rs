@@ -9,8 +9,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use common::*;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{Record, RecordBatchDecoder, TimestampType};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use proptest::prelude::*;
 use storage::{LogConfig, PartitionLog, StorageError};
 
@@ -24,19 +23,9 @@ struct Seen {
 
 fn keyed(key: Option<&str>, value: Option<&[u8]>, timestamp: i64, i: usize) -> Record {
     Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: i as i64,
-        sequence: i as i32 - 1,
-        timestamp,
         key: key.map(|key| Bytes::copy_from_slice(key.as_bytes())),
         value: value.map(Bytes::copy_from_slice),
-        headers: IndexMap::new(),
+        ..record(i as i64, timestamp, Vec::new())
     }
 }
 

@@ -387,6 +387,44 @@ fn apply_operation(
     let Some(def) = topic_config::definition(name) else {
         return Err(format!("Unknown topic config name: {name}"));
     };
+    let list_default = (def.config_type == ConfigType::List).then_some(def.default);
+    apply_config_operation(configs, name, operation, value, list_default)?;
+    match configs.get(name) {
+        Some(value) if operation != OP_DELETE => topic_config::validate(name, value),
+        _ => Ok(()),
+    }
+}
+
+/// One IncrementalAlterConfigs operation on a broker's dynamic configs
+/// (values are checked when the whole set is applied). A broker config is a
+/// list when it is the synonym of a list-typed topic config
+/// (`log.cleanup.policy`).
+fn apply_broker_operation(
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let list_default = TOPIC_CONFIGS
+        .iter()
+        .find(|def| {
+            def.config_type == ConfigType::List
+                && def.synonyms.iter().any(|(synonym, _)| *synonym == name)
+        })
+        .map(|def| def.default);
+    apply_config_operation(configs, name, operation, value, list_default)
+}
+
+/// SET, DELETE, APPEND or SUBTRACT on `configs[name]`. `list_default` is
+/// the value of a list-typed config when `configs` does not set it; `None`
+/// when the config is not a list (APPEND and SUBTRACT are refused).
+fn apply_config_operation(
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+    list_default: Option<&str>,
+) -> Result<(), String> {
     let list_items = |text: &str| -> Vec<String> {
         text.split(',')
             .map(str::trim)
@@ -397,23 +435,18 @@ fn apply_operation(
     match operation {
         OP_SET => {
             let value = value.ok_or_else(|| format!("Null value not supported for: {name}"))?;
-            topic_config::validate(name, value)?;
             configs.insert(name.to_string(), value.to_string());
         }
         OP_DELETE => {
             configs.remove(name);
         }
         OP_APPEND | OP_SUBTRACT => {
-            if def.config_type != ConfigType::List {
+            let Some(default) = list_default else {
                 return Err(format!(
                     "Config value append/subtract is not allowed for config key {name}, which is not a list"
                 ));
-            }
-            let current = configs
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| def.default.to_string());
-            let mut items = list_items(&current);
+            };
+            let mut items = list_items(configs.get(name).map_or(default, String::as_str));
             let given = list_items(value.unwrap_or(""));
             if operation == OP_APPEND {
                 for item in given {
@@ -424,51 +457,7 @@ fn apply_operation(
             } else {
                 items.retain(|item| !given.contains(item));
             }
-            let joined = items.join(",");
-            topic_config::validate(name, &joined)?;
-            configs.insert(name.to_string(), joined);
-        }
-        other => return Err(format!("Unknown config operation {other}")),
-    }
-    Ok(())
-}
-
-/// One IncrementalAlterConfigs operation on a broker's dynamic configs
-/// (values are checked when the whole set is applied).
-fn apply_broker_operation(
-    configs: &mut BTreeMap<String, String>,
-    name: &str,
-    operation: i8,
-    value: Option<&str>,
-) -> Result<(), String> {
-    match operation {
-        OP_SET => {
-            let value = value.ok_or_else(|| format!("Null value not supported for: {name}"))?;
-            configs.insert(name.to_string(), value.to_string());
-        }
-        OP_DELETE => {
-            configs.remove(name);
-        }
-        OP_APPEND | OP_SUBTRACT if name == "log.cleanup.policy" => {
-            let current = configs.get(name).cloned().unwrap_or_else(|| "delete".into());
-            let mut items: Vec<String> = current.split(',').map(|i| i.trim().to_string()).collect();
-            let given: Vec<String> = value
-                .unwrap_or("")
-                .split(',')
-                .map(|i| i.trim().to_string())
-                .filter(|i| !i.is_empty())
-                .collect();
-            if operation == OP_APPEND {
-                items.extend(given.into_iter().filter(|g| !current.split(',').any(|c| c.trim() == g)));
-            } else {
-                items.retain(|item| !given.contains(item));
-            }
             configs.insert(name.to_string(), items.join(","));
-        }
-        OP_APPEND | OP_SUBTRACT => {
-            return Err(format!(
-                "Config value append/subtract is not allowed for config key {name}, which is not a list"
-            ))
         }
         other => return Err(format!("Unknown config operation {other}")),
     }
