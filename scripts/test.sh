@@ -33,9 +33,8 @@ fi
 # installed only when its command is missing, so a machine that has them all
 # does not even run `apt-get update`.
 SYSTEM_TOOLS=(
-    "kcat:kcat" # kcat 1.7.1 with librdkafka 2.0.2 on bookworm (tests/python/test_kcat.py)
-    # Cluster mode (next issues): add etcd here, e.g.
-    # "etcd:etcd-server"
+    "kcat:kcat"        # kcat 1.7.1 with librdkafka 2.0.2 on bookworm (tests/python/test_kcat.py)
+    "etcd:etcd-server" # etcd 3.4 for cluster mode; the tests start their own on loopback
 )
 
 install_system_tools() {

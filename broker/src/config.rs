@@ -55,9 +55,24 @@ impl Listener {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// `broker.rack`: replicas of a partition go to different racks.
+    pub rack: Option<String>,
     pub listeners: Vec<Listener>,
-    /// What Metadata tells clients to connect to.
-    pub advertised_listener: Listener,
+    /// What Metadata tells clients to connect to, one per listener (by
+    /// name): a client is told the addresses of the listener it came in on.
+    pub advertised_listeners: Vec<Listener>,
+    /// `inter.broker.listener.name`: the listener other brokers use.
+    pub inter_broker_listener: String,
+    /// Cluster mode, when `etcd.endpoints` is set; standalone otherwise.
+    pub cluster: Option<ClusterConfig>,
+    /// `unclean.leader.election.enable`: the default for topics.
+    pub unclean_leader_election_enable: bool,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for
+    /// this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     pub log_dir: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -79,9 +94,25 @@ pub struct BrokerConfig {
     pub explicit: BTreeMap<String, String>,
 }
 
+/// How a broker joins a cluster on etcd.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `etcd.endpoints`: comma-separated URLs, e.g. `http://127.0.0.1:2379`.
+    pub etcd_endpoints: Vec<String>,
+    /// `etcd.prefix`: the cluster's keys, so that clusters can share an etcd.
+    pub etcd_prefix: String,
+    /// `broker.session.timeout.ms`: a broker whose session is silent this
+    /// long is dead to the cluster (the etcd lease TTL).
+    pub session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often the session is kept alive.
+    pub heartbeat_interval_ms: u64,
+}
+
 /// The group coordinator's settings (Kafka's `group.*` and `offsets.*`).
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
+    /// `offsets.topic.replication.factor`, capped by the live brokers.
+    pub offsets_topic_replication_factor: i16,
     pub initial_rebalance_delay_ms: u64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
@@ -96,8 +127,21 @@ pub struct GroupConfig {
 /// Every property we read, with Kafka's default. Unknown keys are warned about.
 const DEFAULTS: &[(&str, &str)] = &[
     ("node.id", "1"),
+    ("broker.rack", ""),
     ("listeners", "PLAINTEXT://:9092"),
     ("advertised.listeners", ""),
+    ("inter.broker.listener.name", ""),
+    ("listener.security.protocol.map", ""),
+    ("etcd.endpoints", ""),
+    ("etcd.prefix", "/kbroker"),
+    ("broker.session.timeout.ms", "9000"),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("unclean.leader.election.enable", "false"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.per.broker.percentage", "10"),
+    ("min.insync.replicas", "1"),
+    ("replica.lag.time.max.ms", "30000"),
     ("log.dirs", ""),
     ("log.dir", "./data"),
     ("num.partitions", "1"),
@@ -133,6 +177,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("group.max.session.timeout.ms", "1800000"),
     ("group.max.size", "2147483647"),
     ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.replication.factor", "3"),
     ("offsets.topic.segment.bytes", "104857600"),
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
@@ -148,14 +193,11 @@ const IGNORED: &[&str] = &[
     "controller.quorum.voters",
     "controller.quorum.bootstrap.servers",
     "controller.listener.names",
-    "inter.broker.listener.name",
-    "listener.security.protocol.map",
     "num.network.threads",
     "num.io.threads",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "zookeeper.connect",
@@ -189,6 +231,25 @@ pub fn known_properties() -> impl Iterator<Item = (&'static str, &'static str)> 
 }
 
 impl BrokerConfig {
+    /// What this broker registers: its id, rack and advertised listeners.
+    pub fn registration(&self) -> coordinator::BrokerRegistration {
+        coordinator::BrokerRegistration {
+            node_id: self.node_id,
+            rack: self.rack.clone(),
+            endpoints: self
+                .advertised_listeners
+                .iter()
+                .map(|listener| coordinator::Endpoint {
+                    listener: listener.name.clone(),
+                    host: listener.host.clone(),
+                    port: listener.port,
+                })
+                .collect(),
+            inter_broker_listener: self.inter_broker_listener.clone(),
+            epoch: 0,
+        }
+    }
+
     /// The topic-config defaults once dynamic broker configs (the cluster's
     /// `cluster`, then this broker's own `broker`, which wins) are applied
     /// over the static ones. Errors name the offending property.
@@ -261,24 +322,94 @@ impl BrokerConfig {
             .filter(|text| !text.is_empty())
             .map(Listener::parse)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let Some(first_listener) = listeners.first().cloned() else {
+        if listeners.is_empty() {
             bail!("listeners is empty")
-        };
-        let advertised_listener = match get("advertised.listeners")
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for listener in &listeners {
+            if !names.insert(listener.name.as_str()) {
+                bail!("listeners names {} twice", listener.name);
+            }
+        }
+        let protocols = parse_protocol_map(get("listener.security.protocol.map"))?;
+        for listener in &listeners {
+            let protocol = protocols
+                .get(&listener.name)
+                .map(String::as_str)
+                .unwrap_or(listener.name.as_str());
+            if protocol != "PLAINTEXT" {
+                bail!(
+                    "listener {} uses security protocol {protocol}; only PLAINTEXT is supported (map other names with listener.security.protocol.map, e.g. INTERNAL:PLAINTEXT)",
+                    listener.name
+                );
+            }
+        }
+        let advertised_given = get("advertised.listeners")
             .split(',')
             .map(str::trim)
-            .find(|s| !s.is_empty())
+            .filter(|s| !s.is_empty())
+            .map(Listener::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(unknown) = advertised_given
+            .iter()
+            .find(|a| !listeners.iter().any(|l| l.name == a.name))
         {
-            Some(text) => Listener::parse(text)?,
-            // Kafka advertises the canonical host name; a quick start on one
-            // machine is better served by localhost.
-            None if first_listener.host.is_empty() || first_listener.host == "0.0.0.0" => {
-                Listener {
-                    host: "localhost".into(),
-                    ..first_listener
+            bail!(
+                "advertised.listeners names {}, which is not in listeners",
+                unknown.name
+            );
+        }
+        let advertised_listeners: Vec<Listener> = listeners
+            .iter()
+            .map(|listener| {
+                match advertised_given.iter().find(|a| a.name == listener.name) {
+                    Some(advertised) => advertised.clone(),
+                    // Kafka advertises the canonical host name; a quick start on one
+                    // machine is better served by localhost.
+                    None if listener.host.is_empty() || listener.host == "0.0.0.0" => Listener {
+                        host: "localhost".into(),
+                        ..listener.clone()
+                    },
+                    None => listener.clone(),
                 }
+            })
+            .collect();
+        let inter_broker_listener = match get("inter.broker.listener.name") {
+            "" => listeners[0].name.clone(),
+            name if listeners.iter().any(|l| l.name == name) => name.to_string(),
+            name => bail!("inter.broker.listener.name={name} is not in listeners"),
+        };
+        let cluster = match get("etcd.endpoints").trim() {
+            "" => None,
+            endpoints => {
+                let session_timeout_ms = positive(
+                    number("broker.session.timeout.ms")?,
+                    "broker.session.timeout.ms",
+                )?;
+                let heartbeat_interval_ms = positive(
+                    number("broker.heartbeat.interval.ms")?,
+                    "broker.heartbeat.interval.ms",
+                )?;
+                if session_timeout_ms < 2000 {
+                    bail!(
+                        "broker.session.timeout.ms must be at least 2000 (etcd's shortest lease)"
+                    );
+                }
+                if heartbeat_interval_ms * 2 > session_timeout_ms {
+                    bail!("broker.heartbeat.interval.ms must be at most half of broker.session.timeout.ms");
+                }
+                Some(ClusterConfig {
+                    etcd_endpoints: endpoints
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    etcd_prefix: get("etcd.prefix").to_string(),
+                    session_timeout_ms,
+                    heartbeat_interval_ms,
+                })
             }
-            None => first_listener,
         };
         let log_dirs = if get("log.dirs").is_empty() {
             get("log.dir")
@@ -356,10 +487,39 @@ impl BrokerConfig {
         if num_partitions < 1 {
             bail!("num.partitions must be at least 1");
         }
+        let node_id = i32::try_from(number("node.id")?).context("node.id")?;
+        if node_id < 0 {
+            bail!("node.id must not be negative");
+        }
         Ok(BrokerConfig {
-            node_id: i32::try_from(number("node.id")?).context("node.id")?,
+            node_id,
+            rack: Some(get("broker.rack").to_string()).filter(|rack| !rack.is_empty()),
             listeners,
-            advertised_listener,
+            advertised_listeners,
+            inter_broker_listener,
+            cluster,
+            unclean_leader_election_enable: parse_bool(
+                get("unclean.leader.election.enable"),
+                "unclean.leader.election.enable",
+            )?,
+            auto_leader_rebalance_enable: parse_bool(
+                get("auto.leader.rebalance.enable"),
+                "auto.leader.rebalance.enable",
+            )?,
+            leader_imbalance_check_interval_seconds: positive(
+                number("leader.imbalance.check.interval.seconds")?,
+                "leader.imbalance.check.interval.seconds",
+            )?,
+            leader_imbalance_per_broker_percentage: u32::try_from(number(
+                "leader.imbalance.per.broker.percentage",
+            )?)
+            .ok()
+            .filter(|percentage| *percentage <= 100)
+            .context("leader.imbalance.per.broker.percentage must be 0 to 100")?,
+            replica_lag_time_max_ms: positive(
+                number("replica.lag.time.max.ms")?,
+                "replica.lag.time.max.ms",
+            )?,
             log_dir: PathBuf::from(log_dir),
             num_partitions,
             default_replication_factor: i16::try_from(number("default.replication.factor")?)
@@ -385,6 +545,11 @@ impl BrokerConfig {
             )?,
             log,
             groups: GroupConfig {
+                offsets_topic_replication_factor: i16::try_from(positive(
+                    number("offsets.topic.replication.factor")?,
+                    "offsets.topic.replication.factor",
+                )?)
+                .context("offsets.topic.replication.factor")?,
                 initial_rebalance_delay_ms: u64::try_from(number(
                     "group.initial.rebalance.delay.ms",
                 )?)
@@ -419,6 +584,23 @@ impl BrokerConfig {
             explicit,
         })
     }
+}
+
+/// `NAME:PROTOCOL,...`
+fn parse_protocol_map(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (name, protocol) = entry.split_once(':').with_context(|| {
+                format!("listener.security.protocol.map entry {entry:?} is not NAME:PROTOCOL")
+            })?;
+            Ok((
+                name.trim().to_string(),
+                protocol.trim().to_ascii_uppercase(),
+            ))
+        })
+        .collect()
 }
 
 fn positive(value: i64, key: &str) -> anyhow::Result<u64> {
@@ -482,7 +664,11 @@ mod tests {
     fn defaults_listen_on_9092_with_a_local_data_dir() {
         let config = config(&[]).unwrap();
         assert_eq!(config.listeners[0].bind_address(), "0.0.0.0:9092");
-        assert_eq!(config.advertised_listener.host, "localhost");
+        assert_eq!(config.advertised_listeners[0].host, "localhost");
+        assert!(
+            config.cluster.is_none(),
+            "standalone without etcd.endpoints"
+        );
         assert_eq!(config.log_dir, PathBuf::from("./data"));
         assert_eq!(config.log.retention_ms, 168 * 3_600_000);
         assert_eq!(config.log.max_message_bytes, 1_048_588);
@@ -514,6 +700,55 @@ mod tests {
         assert!(config(&[("listeners", "nonsense")]).is_err());
         assert!(config(&[("log.dirs", "/a,/b")]).is_err());
         assert!(config(&[("auto.create.topics.enable", "yes")]).is_err());
+    }
+
+    #[test]
+    fn listeners_are_advertised_by_name() {
+        let config = config(&[
+            (
+                "listeners",
+                "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092",
+            ),
+            (
+                "advertised.listeners",
+                "EXTERNAL://127.0.0.1:19092,INTERNAL://broker1:9092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            ),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("etcd.endpoints", "http://etcd1:2379, http://etcd2:2379"),
+        ])
+        .unwrap();
+        let by_name = |name: &str| {
+            config
+                .advertised_listeners
+                .iter()
+                .find(|l| l.name == name)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            (by_name("INTERNAL").host, by_name("INTERNAL").port),
+            ("broker1".to_string(), 9092)
+        );
+        assert_eq!(by_name("EXTERNAL").host, "127.0.0.1");
+        assert_eq!(config.inter_broker_listener, "INTERNAL");
+        let cluster = config.cluster.unwrap();
+        assert_eq!(
+            cluster.etcd_endpoints,
+            ["http://etcd1:2379", "http://etcd2:2379"]
+        );
+        assert_eq!(cluster.session_timeout_ms, 9000);
+        assert!(super::tests::config(&[("listeners", "SSL://:9093")]).is_err());
+        assert!(super::tests::config(&[("advertised.listeners", "OTHER://h:1")]).is_err());
+        assert!(super::tests::config(&[
+            ("etcd.endpoints", "http://e:2379"),
+            ("broker.session.timeout.ms", "3000"),
+            ("broker.heartbeat.interval.ms", "2000"),
+        ])
+        .is_err());
     }
 
     #[test]

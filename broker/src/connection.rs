@@ -32,10 +32,11 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("connection", %peer);
+    let span = tracing::info_span!("connection", %peer, listener = &*listener);
     async move {
         tracing::debug!("accepted");
         let (mut reader, writer) = stream.into_split();
@@ -58,7 +59,11 @@ pub async fn serve(
                     break;
                 }
             };
-            match handle_frame(&broker, frame, peer).await {
+            let origin = handlers::Origin {
+                peer,
+                listener: &listener,
+            };
+            match handle_frame(&broker, frame, origin).await {
                 Ok(Some(response)) => {
                     if responses.send(response).await.is_err() {
                         break;
@@ -112,7 +117,7 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
 async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
-    peer: SocketAddr,
+    origin: handlers::Origin<'_>,
 ) -> Result<Option<Vec<Bytes>>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
@@ -142,7 +147,7 @@ async fn handle_frame(
     );
     async move {
         let api_key = request.api_key;
-        let Some(response) = handlers::handle(broker, request, peer).await else {
+        let Some(response) = handlers::handle(broker, request, origin).await else {
             return Ok(None);
         };
         codec::encode_response_chunks(&response, version, correlation_id)

@@ -1,9 +1,10 @@
 //! The one place where internal errors become Kafka error codes.
 
+use coordinator::{CoordinatorError, ElectionError};
 use kafka_protocol::error::ResponseError;
 use storage::StorageError;
 
-use crate::state::{PartitionClosed, TopicError};
+use crate::state::{NotLeader, PartitionClosed, TopicError};
 
 pub const NONE: i16 = 0;
 
@@ -25,20 +26,50 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
 pub fn topic_error_code(error: &TopicError) -> i16 {
     code(match error {
         TopicError::InvalidName(..) => ResponseError::InvalidTopicException,
-        TopicError::Exists(_) => ResponseError::TopicAlreadyExists,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::NotDynamic(_) => ResponseError::InvalidRequest,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::Storage(error) => return storage_error_code(error),
-        TopicError::Metadata(_) => ResponseError::UnknownServerError,
+        TopicError::Metadata(error) => return coordinator_error_code(error),
+    })
+}
+
+pub fn coordinator_error_code(error: &CoordinatorError) -> i16 {
+    code(match error {
+        CoordinatorError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        CoordinatorError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        CoordinatorError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CoordinatorError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        CoordinatorError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        CoordinatorError::NotController => ResponseError::NotController,
+        CoordinatorError::Fenced(_) => ResponseError::InvalidUpdateVersion,
+        // Retriable: the client tries again once etcd answers.
+        CoordinatorError::Unavailable(_) => ResponseError::RequestTimedOut,
+        CoordinatorError::Io { .. } | CoordinatorError::Corrupt { .. } => {
+            ResponseError::UnknownServerError
+        }
+    })
+}
+
+pub fn election_error_code(error: &ElectionError) -> i16 {
+    code(match error {
+        ElectionError::NotNeeded => ResponseError::ElectionNotNeeded,
+        ElectionError::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+        ElectionError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+        ElectionError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
     })
 }
 
 /// A partition closed under a request was being deleted or shut down:
 /// the client should refresh its metadata and retry.
 pub fn closed_code(_: &PartitionClosed) -> i16 {
+    code(ResponseError::NotLeaderOrFollower)
+}
+
+/// This broker does not lead the partition (now): the client should
+/// refresh its metadata and go to the leader.
+pub fn not_leader_code(_: &NotLeader) -> i16 {
     code(ResponseError::NotLeaderOrFollower)
 }
 

@@ -7,18 +7,26 @@
 //! - [`server`]: listeners, connection limit, periodic log tasks, shutdown.
 //! - [`connection`]: framing, in-order handling, response queue per client.
 //! - [`handlers`]: one module per Kafka API; `handlers::handle` dispatches.
-//! - [`state`]: topics, partitions and their logs; topic create/delete.
+//! - [`state`]: topics, partitions, this broker's replicas and their logs;
+//!   topic administration through the metadata store.
+//! - [`cluster_view`]: applies each cluster metadata snapshot to the
+//!   partitions (replicas opened and removed, leadership, configs).
+//! - [`data_dir`]: the data directory's lock, identity and layout.
+//! - [`replication`]: replication between brokers.
 //! - [`group`]: the group coordinator and committed offsets (`__consumer_offsets`).
 //! - [`topic_config`]: topic-level configs, validation, log configs.
 //! - [`errors`]: the one mapping from internal errors to Kafka error codes.
 
 pub mod admin;
 pub mod clock;
+pub mod cluster_view;
 pub mod config;
 pub mod connection;
+pub mod data_dir;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod replication;
 pub mod server;
 pub mod state;
 pub mod topic_config;

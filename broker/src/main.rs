@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use broker::config::BrokerConfig;
 use broker::state::Broker;
 use clap::Parser;
+use coordinator::etcd::{ControllerConfig, EtcdConfig, EtcdStore};
+use coordinator::MetadataStore;
 use tokio_util::sync::CancellationToken;
 
 /// A Kafka-compatible broker.
@@ -47,13 +50,49 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store =
-            coordinator::StandaloneStore::open(&config.log_dir).context("opening metadata")?;
-        let broker = Arc::new(Broker::open(config, Box::new(store)).context("opening logs")?);
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        broker::server::run(broker, shutdown).await
+        let store = tokio::select! {
+            store = open_store(&config) => store?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let opening = config.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open(opening, store))
+            .await?
+            .context("opening logs")?;
+        broker::server::run(Arc::new(broker), shutdown).await
     })
+}
+
+/// The metadata store: etcd when `etcd.endpoints` is set (waiting, and
+/// saying so, until etcd answers), else the file in the data directory.
+async fn open_store(config: &BrokerConfig) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    let Some(cluster) = &config.cluster else {
+        tracing::info!("standalone mode: no etcd.endpoints, metadata in the data directory");
+        let store = coordinator::StandaloneStore::open(&config.log_dir, config.registration())
+            .context("opening metadata")?;
+        return Ok(Arc::new(store));
+    };
+    tracing::info!(endpoints = ?cluster.etcd_endpoints, prefix = %cluster.etcd_prefix, "cluster mode: joining through etcd");
+    let store = EtcdStore::connect(EtcdConfig {
+        endpoints: cluster.etcd_endpoints.clone(),
+        prefix: cluster.etcd_prefix.clone(),
+        session_timeout: Duration::from_millis(cluster.session_timeout_ms),
+        heartbeat_interval: Duration::from_millis(cluster.heartbeat_interval_ms),
+        registration: config.registration(),
+        data_dir: config.log_dir.clone(),
+        controller: ControllerConfig {
+            unclean_leader_election: config.unclean_leader_election_enable,
+            auto_leader_rebalance: config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval: Duration::from_secs(
+                config.leader_imbalance_check_interval_seconds,
+            ),
+            leader_imbalance_percentage: config.leader_imbalance_per_broker_percentage,
+        },
+    })
+    .await
+    .context("connecting to etcd")?;
+    Ok(Arc::new(store))
 }
 
 /// Every segment holds its log file open, and every connection a socket:

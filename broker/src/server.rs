@@ -1,5 +1,7 @@
-//! The TCP server: accepts connections up to `max.connections`, runs the
-//! periodic log tasks, and shuts down cleanly on cancellation.
+//! The TCP server: binds the listeners, joins the cluster, accepts
+//! connections up to `max.connections`, applies cluster metadata as it
+//! changes, runs the periodic log tasks, and shuts down cleanly on
+//! cancellation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,11 @@ use crate::clock::now_ms;
 use crate::connection;
 use crate::state::Broker;
 
-/// Binds every listener, then serves until `shutdown` is cancelled. On
-/// shutdown: stop accepting, let in-flight requests finish, close the logs.
+/// Binds every listener, joins the cluster (registers this broker: from
+/// now on it is alive to the others), then serves until `shutdown` is
+/// cancelled. On shutdown: stop accepting, let in-flight requests finish,
+/// leave the cluster (others take over its partitions at once), close the
+/// logs.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for listener in &broker.config.listeners {
@@ -24,13 +29,23 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
             .await
             .with_context(|| format!("binding {address}"))?;
         tracing::info!(listener = %listener.name, address = %socket.local_addr()?, "listening");
-        listeners.push(socket);
+        listeners.push((Arc::<str>::from(listener.name.as_str()), socket));
+    }
+    let tracker = TaskTracker::new();
+    tracker.spawn(crate::cluster_view::run(broker.clone(), shutdown.clone()));
+    tokio::select! {
+        joined = broker.store().join() => joined.context("joining the cluster")?,
+        _ = shutdown.cancelled() => {
+            tracker.close();
+            tracker.wait().await;
+            return Ok(());
+        }
     }
     let connections = Arc::new(Semaphore::new(broker.config.max_connections));
-    let tracker = TaskTracker::new();
-    for socket in listeners {
+    for (name, socket) in listeners {
         tracker.spawn(accept_loop(
             socket,
+            name,
             broker.clone(),
             connections.clone(),
             shutdown.clone(),
@@ -50,6 +65,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
     broker.groups.shutdown();
     tracker.close();
     tracker.wait().await;
+    broker.store().leave().await;
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.close()).await?;
     tracing::info!("shut down cleanly");
@@ -58,6 +74,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
 
 async fn accept_loop(
     socket: TcpListener,
+    listener: Arc<str>,
     broker: Arc<Broker>,
     connections: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -86,8 +103,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let listener = listener.clone();
         tracker.spawn(async move {
-            connection::serve(stream, peer, broker, shutdown).await;
+            connection::serve(stream, peer, listener, broker, shutdown).await;
             drop(permit);
         });
     }

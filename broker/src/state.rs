@@ -1,21 +1,25 @@
-//! The broker's state: its topics, their partitions and each partition's log.
+//! The broker's state: the cluster's topics and, for each partition, this
+//! broker's view of its state (leader, epochs, replicas, ISR) and — where
+//! this broker holds a replica — its log.
 //!
-//! Topic creation and deletion are serialized by one async lock; lookups
-//! take a short read lock on the topic map and then work on an
+//! Topics and partitions change only by applying a snapshot of the cluster
+//! metadata (`cluster_view`): admin requests write to the metadata store,
+//! then wait until the snapshot that shows their change is applied here.
+//! Lookups take a short read lock on the topic map and then work on an
 //! `Arc<Partition>` without it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use coordinator::{MetadataStore, TopicMetadata};
+use coordinator::{ClusterMetadata, MetadataStore, NewTopic, PartitionMetadata, TopicMetadata};
 use storage::{AppendInfo, LogConfig, PartitionLog, RollSync, StorageError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::data_dir::DataDir;
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::topic_config;
 
@@ -26,16 +30,12 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub enum TopicError {
     #[error("topic name {0:?} is invalid: {1}")]
     InvalidName(String, &'static str),
-    #[error("topic {0} already exists")]
-    Exists(String),
     #[error("unknown topic {0}")]
     Unknown(String),
     #[error("{0}")]
     InvalidConfig(String),
     #[error("{0}")]
     InvalidPartitions(String),
-    #[error("replication factor {0} is larger than the 1 available broker")]
-    InvalidReplicationFactor(i16),
     /// A broker config that cannot change at run time.
     #[error("Cannot update these configs dynamically: {0}")]
     NotDynamic(String),
@@ -45,19 +45,34 @@ pub enum TopicError {
     Metadata(#[from] coordinator::CoordinatorError),
 }
 
-/// One partition this broker leads, and its log.
+/// This broker, as its partitions see it: which node it is, and whether
+/// it may act as a leader now (it can prove its session).
+pub struct LocalNode {
+    pub node_id: i32,
+    store: Arc<dyn MetadataStore>,
+}
+
+impl LocalNode {
+    pub fn session_valid(&self) -> bool {
+        self.store.session_valid()
+    }
+}
+
+/// One partition of a topic: its state as last applied and, if this
+/// broker holds a replica, its log.
 pub struct Partition {
     pub topic: Arc<str>,
     pub topic_id: Uuid,
     pub index: i32,
-    /// The broker that leads it (this one, until replication).
-    pub leader: i32,
-    pub leader_epoch: i32,
-    /// `None` once the partition is closed (shutdown or deletion).
+    node: Arc<LocalNode>,
+    state: RwLock<PartitionMetadata>,
+    /// `None` where this broker holds no replica, and once the partition
+    /// is closed (shutdown or deletion).
     log: Mutex<Option<PartitionLog>>,
 }
 
-/// The partition was closed while a request was using it.
+/// The partition was closed while a request was using it, or this broker
+/// holds no replica of it.
 #[derive(Debug, thiserror::Error)]
 #[error("partition {topic}-{partition} is closed")]
 pub struct PartitionClosed {
@@ -65,10 +80,62 @@ pub struct PartitionClosed {
     pub partition: i32,
 }
 
+/// This broker cannot act as the partition's leader now; `leader` and
+/// `leader_epoch` are who does, as far as it knows (for KIP-951).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("this broker does not lead {topic}-{partition} (leader {leader}, epoch {leader_epoch})")]
+pub struct NotLeader {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
 impl Partition {
-    /// Runs `action` on the log. Logs are touched with blocking file I/O
-    /// that is short (page cache writes, positional reads), so this runs
-    /// on the calling task.
+    pub(crate) fn new(
+        topic: Arc<str>,
+        topic_id: Uuid,
+        node: Arc<LocalNode>,
+        state: PartitionMetadata,
+        log: Option<PartitionLog>,
+    ) -> Partition {
+        Partition {
+            topic,
+            topic_id,
+            index: state.partition,
+            node,
+            state: RwLock::new(state),
+            log: Mutex::new(log),
+        }
+    }
+
+    /// The partition's state as this broker last applied it.
+    pub fn state(&self) -> PartitionMetadata {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .leader_epoch
+    }
+
+    pub(crate) fn set_state(&self, state: PartitionMetadata) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Whether this broker holds an open replica of the partition.
+    pub fn is_hosted(&self) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
+    }
+
+    /// Runs `action` on this broker's replica of the log. Logs are touched
+    /// with blocking file I/O that is short (page cache writes, positional
+    /// reads), so this runs on the calling task.
     pub fn with_log<T>(
         &self,
         action: impl FnOnce(&mut PartitionLog) -> T,
@@ -86,16 +153,38 @@ impl Partition {
         }
     }
 
-    /// Appends producer batches at this partition's leader epoch. When the
+    /// Runs `action` on the log if this broker leads the partition now: it
+    /// is the leader in the state applied last, it can prove its session,
+    /// and its replica is open. The state cannot change while `action`
+    /// runs, so what it does happens at that leader epoch.
+    pub fn lead<T>(
+        &self,
+        action: impl FnOnce(&mut PartitionLog, &PartitionMetadata) -> T,
+    ) -> Result<T, NotLeader> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let not_leader = || NotLeader {
+            topic: self.topic.clone(),
+            partition: self.index,
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+        };
+        if state.leader != self.node.node_id || !self.node.session_valid() {
+            return Err(not_leader());
+        }
+        self.with_log(|log| action(log, &state))
+            .map_err(|_| not_leader())
+    }
+
+    /// Appends producer batches as the leader, at its leader epoch. When the
     /// append rolled a segment, the sealed segment is fsynced on a blocking
     /// thread, without the log's lock, and the recovery point moves after.
     pub fn append(
         self: &Arc<Self>,
         records: Bytes,
         now_ms: i64,
-    ) -> Result<Result<AppendInfo, StorageError>, PartitionClosed> {
-        let (appended, sync) = self.with_log(|log| {
-            let appended = log.append(records, self.leader_epoch, now_ms);
+    ) -> Result<Result<AppendInfo, StorageError>, NotLeader> {
+        let (appended, sync) = self.lead(|log, state| {
+            let appended = log.append(records, state.leader_epoch, now_ms);
             (appended, log.take_roll_sync())
         })?;
         // The log's lock is released: the sync may take it again.
@@ -131,7 +220,14 @@ impl Partition {
         }
     }
 
-    fn take_log(&self) -> Option<PartitionLog> {
+    pub(crate) fn put_log(&self, log: PartitionLog) {
+        *self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(log);
+    }
+
+    pub(crate) fn take_log(&self) -> Option<PartitionLog> {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -142,6 +238,7 @@ impl Partition {
 pub struct Topic {
     pub name: Arc<str>,
     pub topic_id: Uuid,
+    /// Every partition of the topic, by index (hosted here or not).
     pub partitions: Vec<Arc<Partition>>,
     pub configs: BTreeMap<String, String>,
 }
@@ -149,77 +246,131 @@ pub struct Topic {
 impl Topic {
     /// Applies `configs` (the topic's overrides) over `defaults` to every
     /// open log of the topic.
-    fn apply_log_config(&self, defaults: &LogConfig, configs: &BTreeMap<String, String>) {
+    pub(crate) fn apply_log_config(
+        &self,
+        defaults: &LogConfig,
+        configs: &BTreeMap<String, String>,
+    ) {
         let log_config = topic_config::log_config(defaults, configs);
         for partition in &self.partitions {
             let _ = partition.with_log(|log| log.set_config(log_config.clone()));
         }
     }
+
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| self.partitions.get(index))
+    }
 }
 
 #[derive(Default)]
-struct Topics {
-    by_name: BTreeMap<String, Arc<Topic>>,
-    by_id: HashMap<Uuid, Arc<Topic>>,
+pub(crate) struct Topics {
+    pub by_name: BTreeMap<String, Arc<Topic>>,
+    pub by_id: HashMap<Uuid, Arc<Topic>>,
 }
 
 pub struct Broker {
     pub config: BrokerConfig,
-    pub cluster_id: String,
-    store: Box<dyn MetadataStore>,
-    topics: RwLock<Topics>,
-    /// Serializes topic creation and deletion.
+    pub(crate) node: Arc<LocalNode>,
+    pub(crate) store: Arc<dyn MetadataStore>,
+    /// Held for its lock: no other broker process opens the directory meanwhile.
+    _data_dir: DataDir,
+    pub(crate) topics: RwLock<Topics>,
+    /// Serializes topic administration on this broker.
     admin: tokio::sync::Mutex<()>,
     /// Bumped after every append, so that waiting fetches re-check.
     appended: watch::Sender<u64>,
     pub groups: GroupCoordinator,
     /// The topic-config defaults: static broker configs with the dynamic
-    /// ones applied (see [`Broker::set_broker_configs`]).
-    log_defaults: RwLock<LogConfig>,
+    /// ones applied.
+    pub(crate) log_defaults: RwLock<LogConfig>,
+    /// The revision of the last metadata snapshot applied to the partitions.
+    pub(crate) applied: watch::Sender<i64>,
+    /// The last snapshot applied; held while one is applied.
+    pub(crate) last_applied: Mutex<Arc<ClusterMetadata>>,
 }
 
 impl Broker {
-    /// Opens every partition log the metadata names (running recovery).
-    pub fn open(config: BrokerConfig, store: Box<dyn MetadataStore>) -> Result<Broker, TopicError> {
-        std::fs::create_dir_all(&config.log_dir).map_err(StorageError::from)?;
-        remove_deleted_directories(&config.log_dir);
+    /// Locks the data directory, checks that it belongs to this cluster,
+    /// and opens the logs of every replica the metadata gives this broker
+    /// (running recovery).
+    pub fn open(config: BrokerConfig, store: Arc<dyn MetadataStore>) -> anyhow::Result<Broker> {
+        let data_dir = DataDir::lock(&config.log_dir)?;
         let snapshot = store.snapshot();
-        let log_defaults = config
-            .log_with_dynamic(
-                snapshot.broker_configs.get(""),
-                snapshot.broker_configs.get(&config.node_id.to_string()),
-            )
-            .unwrap_or_else(|error| {
-                tracing::error!(%error, "ignoring stored dynamic broker configs that are no longer valid");
-                config.log.clone()
-            });
-        let mut topics = Topics::default();
-        for metadata in snapshot.topics.values() {
-            let topic = open_topic(&config.log_dir, &log_defaults, metadata)?;
-            topics.by_id.insert(topic.topic_id, topic.clone());
-            topics.by_name.insert(metadata.name.clone(), topic);
-        }
-        tracing::info!(topics = topics.by_name.len(), cluster_id = %snapshot.cluster_id, "opened logs");
+        data_dir.check_identity(&snapshot.cluster_id, config.node_id)?;
+        crate::data_dir::remove_deleted_directories(&config.log_dir);
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(config.groups.clone());
-        if let Some(offsets) = topics.by_name.get(OFFSETS_TOPIC) {
-            groups.load(offsets.clone(), std::time::Instant::now(), now_ms());
-        }
-        Ok(Broker {
+        let broker = Broker {
+            node: Arc::new(LocalNode {
+                node_id: config.node_id,
+                store: store.clone(),
+            }),
+            log_defaults: RwLock::new(config.log.clone()),
             config,
-            cluster_id: snapshot.cluster_id,
             store,
-            topics: RwLock::new(topics),
+            _data_dir: data_dir,
+            topics: RwLock::new(Topics::default()),
             admin: tokio::sync::Mutex::new(()),
             appended,
             groups,
-            log_defaults: RwLock::new(log_defaults),
-        })
+            applied: watch::channel(0).0,
+            last_applied: Mutex::new(Arc::new(ClusterMetadata {
+                cluster_id: snapshot.cluster_id.clone(),
+                revision: -1,
+                ..ClusterMetadata::new_cluster()
+            })),
+        };
+        if let Err(failures) = broker.apply(&snapshot) {
+            anyhow::bail!("opening replicas failed: {}", failures.join("; "));
+        }
+        broker.remove_strays();
+        tracing::info!(topics = snapshot.topics.len(), cluster_id = %snapshot.cluster_id, "opened logs");
+        Ok(broker)
     }
 
-    /// Creates `__consumer_offsets` the first time a group needs it, as Kafka does.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The cluster metadata now (the store's snapshot; it may be a step
+    /// ahead of what the partitions have applied).
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.store.snapshot()
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.metadata().cluster_id.clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    /// Whether this broker can prove its session (see [`MetadataStore::session_valid`]).
+    pub fn session_valid(&self) -> bool {
+        self.node.session_valid()
+    }
+
+    /// Makes the partitions show the store's snapshot as of now (after a
+    /// change this broker made), applying it here unless the apply loop
+    /// already has.
+    pub async fn wait_applied(&self) {
+        let snapshot = self.metadata();
+        if *self.applied.borrow() >= snapshot.revision {
+            return;
+        }
+        if let Err(failures) = self.apply(&snapshot) {
+            tracing::error!(failures = failures.len(), first = %failures[0], "some replicas could not be opened");
+        }
+    }
+
+    /// Creates `__consumer_offsets` the first time a group needs it, as
+    /// Kafka does, with `offsets.topic.replication.factor` replicas (fewer
+    /// if fewer brokers are alive).
     pub async fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
-        if self.groups.offsets_topic().is_some() {
+        if self.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
         let config = &self.config.groups;
@@ -231,24 +382,29 @@ impl Broker {
                 config.offsets_topic_segment_bytes.to_string(),
             ),
         ]);
-        let topic = match self
+        let live = self.metadata().brokers.len().max(1);
+        let replication_factor = config
+            .offsets_topic_replication_factor
+            .min(live as i16)
+            .min(crate::replication::REPLICATION_FACTOR_MAX);
+        match self
             .create_topic(
                 OFFSETS_TOPIC,
                 config.offsets_topic_partitions,
-                1,
+                replication_factor,
+                None,
                 configs,
                 false,
             )
             .await
         {
-            Ok(topic) => topic,
-            Err(TopicError::Exists(_)) => self
-                .topic(OFFSETS_TOPIC)
-                .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?,
-            Err(error) => return Err(error),
-        };
-        self.groups.set_offsets_topic(topic);
-        Ok(())
+            Ok(_) => Ok(()),
+            Err(TopicError::Metadata(coordinator::CoordinatorError::TopicExists(_))) => {
+                self.wait_applied().await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -280,10 +436,17 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let topic = self.topic(topic)?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|index| topic.partitions.get(index).cloned())
+        self.topic(topic)?.partition(partition).cloned()
+    }
+
+    /// Every partition of which this broker holds a replica.
+    pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
+        self.all_topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .filter(|partition| partition.is_hosted())
+            .cloned()
+            .collect()
     }
 
     pub fn notify_appended(&self) {
@@ -296,152 +459,102 @@ impl Broker {
     }
 
     /// Creates a topic (or, with `validate_only`, checks that it could be).
+    /// Returns once this broker's partitions show it.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        assignment: Option<Vec<Vec<i32>>>,
         configs: BTreeMap<String, String>,
         validate_only: bool,
-    ) -> Result<Arc<Topic>, TopicError> {
+    ) -> Result<Arc<TopicMetadata>, TopicError> {
         validate_topic_name(name)?;
-        if partitions < 1 {
+        if assignment.is_none() && partitions < 1 {
             return Err(TopicError::InvalidPartitions(format!(
                 "Number of partitions must be at least 1, got {partitions}."
             )));
         }
-        if replication_factor != 1 {
-            return Err(TopicError::InvalidReplicationFactor(replication_factor));
-        }
         for (key, value) in &configs {
             topic_config::validate(key, value).map_err(TopicError::InvalidConfig)?;
         }
+        crate::replication::check_replication_factor(
+            assignment
+                .as_ref()
+                .and_then(|a| a.first().map(|r| r.len() as i16))
+                .unwrap_or(replication_factor),
+        )?;
         let _admin = self.admin.lock().await;
-        if self.topic(name).is_some() {
-            return Err(TopicError::Exists(name.to_string()));
+        let request = NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            assignment,
+            configs,
+        };
+        let topic = self.store.create_topic(request, validate_only).await?;
+        if !validate_only {
+            self.wait_applied().await;
+            tracing::info!(topic = name, partitions = topic.partitions.len(), topic_id = %topic.topic_id, "created topic");
         }
-        let metadata = TopicMetadata::new(name, partitions, self.config.node_id, configs);
-        if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.into(),
-                topic_id: metadata.topic_id,
-                partitions: Vec::new(),
-                configs: metadata.configs,
-            }));
-        }
-        // Directories of a topic that is not in the metadata are leftovers of
-        // a crash during an earlier create or delete: their data is not ours.
-        for partition in 0..partitions {
-            let dir = partition_dir(&self.config.log_dir, name, partition);
-            if dir.exists() {
-                tracing::warn!(dir = %dir.display(), "removing leftover directory of a topic that does not exist");
-                std::fs::remove_dir_all(&dir).map_err(StorageError::from)?;
-            }
-        }
-        let topic = open_topic(&self.config.log_dir, &self.log_defaults(), &metadata)?;
-        self.store.create_topic(metadata)?;
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        topics.by_id.insert(topic.topic_id, topic.clone());
-        topics.by_name.insert(name.to_string(), topic.clone());
-        tracing::info!(topic = name, partitions, topic_id = %topic.topic_id, "created topic");
         Ok(topic)
     }
 
     /// Creates a topic with the broker's defaults unless it exists; returns it either way.
-    pub async fn auto_create_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        match self
+    pub async fn auto_create_topic(&self, name: &str) -> Result<Arc<TopicMetadata>, TopicError> {
+        let created = self
             .create_topic(
                 name,
                 self.config.num_partitions,
                 self.config.default_replication_factor,
+                None,
                 BTreeMap::new(),
                 false,
             )
-            .await
-        {
-            Err(TopicError::Exists(_)) => self
-                .topic(name)
+            .await;
+        match created {
+            Err(TopicError::Metadata(coordinator::CoordinatorError::TopicExists(_))) => self
+                .metadata()
+                .topics
+                .get(name)
+                .cloned()
                 .ok_or_else(|| TopicError::Unknown(name.to_string())),
             other => other,
         }
     }
 
     /// CreatePartitions: grows a topic to `count` partitions (or, with
-    /// `validate_only`, checks that it could). New partitions start empty,
-    /// led by this broker at epoch 0.
+    /// `validate_only`, checks that it could).
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
         validate_only: bool,
-    ) -> Result<Arc<Topic>, TopicError> {
+    ) -> Result<Arc<TopicMetadata>, TopicError> {
         if is_internal(name) {
             return Err(TopicError::InvalidPartitions(format!(
                 "The partition count of the internal topic {name} cannot change."
             )));
         }
-        let _admin = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else {
-            return Err(TopicError::Unknown(name.to_string()));
-        };
-        let current = topic.partitions.len() as i32;
-        if count < current {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Topic currently has {current} partitions, which is higher than the requested {count}."
-            )));
-        }
-        if count == current {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Topic already has {current} partitions."
-            )));
-        }
-        if validate_only {
-            return Ok(topic);
-        }
-        let mut metadata = self
-            .store
-            .snapshot()
+        if let Some(rf) = self
+            .metadata()
             .topics
             .get(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let log_config = topic_config::log_config(&self.log_defaults(), &topic.configs);
-        let now = now_ms();
-        let mut partitions = topic.partitions.clone();
-        for index in current..count {
-            let dir = partition_dir(&self.config.log_dir, name, index);
-            if dir.exists() {
-                tracing::warn!(dir = %dir.display(), "removing leftover directory of a partition that does not exist");
-                std::fs::remove_dir_all(&dir).map_err(StorageError::from)?;
-            }
-            let log = PartitionLog::open(&dir, log_config.clone(), now)?;
-            metadata.partitions.push(coordinator::PartitionMetadata {
-                partition: index,
-                leader: self.config.node_id,
-                leader_epoch: 0,
-                replicas: vec![self.config.node_id],
-                isr: vec![self.config.node_id],
-            });
-            partitions.push(Arc::new(Partition {
-                topic: topic.name.clone(),
-                topic_id: topic.topic_id,
-                index,
-                leader: self.config.node_id,
-                leader_epoch: 0,
-                log: Mutex::new(Some(log)),
-            }));
+            .and_then(|topic| topic.partitions.first())
+            .map(|partition| partition.replicas.len() as i16)
+        {
+            crate::replication::check_replication_factor(rf)?;
         }
-        self.store.update_topic(metadata)?;
-        let grown = Arc::new(Topic {
-            name: topic.name.clone(),
-            topic_id: topic.topic_id,
-            partitions,
-            configs: topic.configs.clone(),
-        });
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        topics.by_id.insert(grown.topic_id, grown.clone());
-        topics.by_name.insert(name.to_string(), grown.clone());
-        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        let _admin = self.admin.lock().await;
+        let grown = self
+            .store
+            .create_partitions(name, count, assignment, validate_only)
+            .await?;
+        if !validate_only {
+            self.wait_applied().await;
+            tracing::info!(topic = name, to = count, "added partitions");
+        }
         Ok(grown)
     }
 
@@ -458,37 +571,21 @@ impl Broker {
             topic_config::validate(key, value).map_err(TopicError::InvalidConfig)?;
         }
         let _admin = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else {
+        let Some(topic) = self.metadata().topics.get(name).cloned() else {
             return Err(TopicError::Unknown(name.to_string()));
         };
         if validate_only || configs == topic.configs {
             return Ok(());
         }
-        let mut metadata = self
-            .store
-            .snapshot()
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        metadata.configs = configs.clone();
-        self.store.update_topic(metadata)?;
-        topic.apply_log_config(&self.log_defaults(), &configs);
-        let changed = Arc::new(Topic {
-            name: topic.name.clone(),
-            topic_id: topic.topic_id,
-            partitions: topic.partitions.clone(),
-            configs,
-        });
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        topics.by_id.insert(changed.topic_id, changed.clone());
-        topics.by_name.insert(name.to_string(), changed);
+        self.store.set_topic_configs(name, configs).await?;
+        self.wait_applied().await;
         tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }
 
-    /// Deletes a topic: metadata first (durable), then its logs.
-    pub async fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+    /// Deletes a topic: metadata first (durable), then, as each broker
+    /// applies that, its logs.
+    pub async fn delete_topic(&self, name: &str) -> Result<Arc<TopicMetadata>, TopicError> {
         if is_internal(name) {
             return Err(TopicError::InvalidName(
                 name.to_string(),
@@ -496,46 +593,23 @@ impl Broker {
             ));
         }
         let _admin = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else {
-            return Err(TopicError::Unknown(name.to_string()));
-        };
-        self.store.delete_topic(name)?;
-        {
-            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-            topics.by_name.remove(name);
-            topics.by_id.remove(&topic.topic_id);
-        }
-        for partition in &topic.partitions {
-            drop(partition.take_log());
-            let dir = partition_dir(&self.config.log_dir, name, partition.index);
-            let doomed = self.config.log_dir.join(format!(
-                "{name}-{}.{}-delete",
-                partition.index,
-                topic.topic_id.simple()
-            ));
-            if let Err(error) =
-                std::fs::rename(&dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed))
-            {
-                tracing::warn!(dir = %dir.display(), %error, "could not remove a deleted partition's directory");
-            }
-        }
-        tracing::info!(topic = name, topic_id = %topic.topic_id, "deleted topic");
-        Ok(topic)
+        let deleted = self.store.delete_topic(name).await?;
+        self.wait_applied().await;
+        tracing::info!(topic = name, topic_id = %deleted.topic_id, "deleted topic");
+        Ok(deleted)
     }
 
     /// Enforces retention on every partition.
     pub fn enforce_retention(&self) {
         let now = now_ms();
-        for topic in self.all_topics() {
-            for partition in &topic.partitions {
-                match partition.with_log(|log| log.enforce_retention(now)) {
-                    Ok(Ok(0)) | Err(_) => {}
-                    Ok(Ok(deleted)) => {
-                        tracing::info!(topic = %topic.name, partition = partition.index, deleted, "retention deleted segments")
-                    }
-                    Ok(Err(error)) => {
-                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "retention failed")
-                    }
+        for partition in self.hosted_partitions() {
+            match partition.with_log(|log| log.enforce_retention(now)) {
+                Ok(Ok(0)) | Err(_) => {}
+                Ok(Ok(deleted)) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index, deleted, "retention deleted segments")
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "retention failed")
                 }
             }
         }
@@ -552,8 +626,7 @@ impl Broker {
     /// The dynamic broker configs of `resource` (`""`: cluster-wide defaults;
     /// a node id: that broker's).
     pub fn dynamic_broker_configs(&self, resource: &str) -> BTreeMap<String, String> {
-        self.store
-            .snapshot()
+        self.metadata()
             .broker_configs
             .get(resource)
             .cloned()
@@ -586,18 +659,14 @@ impl Broker {
         } else {
             own = configs.clone();
         }
-        let defaults = self
-            .config
+        self.config
             .log_with_dynamic(Some(&cluster), Some(&own))
             .map_err(|error| TopicError::InvalidConfig(format!("{error:#}")))?;
         if validate_only {
             return Ok(());
         }
-        self.store.set_broker_configs(resource, configs)?;
-        *self.log_defaults.write().unwrap_or_else(|p| p.into_inner()) = defaults.clone();
-        for topic in self.all_topics() {
-            topic.apply_log_config(&defaults, &topic.configs);
-        }
+        self.store.set_broker_configs(resource, configs).await?;
+        self.wait_applied().await;
         tracing::info!(resource, "dynamic broker configs changed");
         Ok(())
     }
@@ -605,23 +674,21 @@ impl Broker {
     /// One pass of the log cleaner over every compacted partition.
     pub fn clean_logs(&self) {
         let now = now_ms();
-        for topic in self.all_topics() {
-            for partition in &topic.partitions {
-                match partition.with_log(|log| log.clean(now)) {
-                    Ok(Ok(stats)) if stats.segments_cleaned > 0 => tracing::info!(
-                        topic = %topic.name,
-                        partition = partition.index,
-                        segments = stats.segments_cleaned,
-                        bytes_before = stats.bytes_before,
-                        bytes_after = stats.bytes_after,
-                        records_removed = stats.records_removed,
-                        tombstones_removed = stats.tombstones_removed,
-                        "compacted"
-                    ),
-                    Ok(Ok(_)) | Err(_) => {}
-                    Ok(Err(error)) => {
-                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "compaction failed")
-                    }
+        for partition in self.hosted_partitions() {
+            match partition.with_log(|log| log.clean(now)) {
+                Ok(Ok(stats)) if stats.segments_cleaned > 0 => tracing::info!(
+                    topic = %partition.topic,
+                    partition = partition.index,
+                    segments = stats.segments_cleaned,
+                    bytes_before = stats.bytes_before,
+                    bytes_after = stats.bytes_after,
+                    records_removed = stats.records_removed,
+                    tombstones_removed = stats.tombstones_removed,
+                    "compacted"
+                ),
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "compaction failed")
                 }
             }
         }
@@ -629,71 +696,19 @@ impl Broker {
 
     /// Flushes and closes every log, leaving clean-shutdown markers.
     pub fn close(&self) {
-        for topic in self.all_topics() {
-            for partition in &topic.partitions {
-                if let Some(log) = partition.take_log() {
-                    if let Err(error) = log.close() {
-                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "closing log failed");
-                    }
+        for partition in self.hosted_partitions() {
+            if let Some(log) = partition.take_log() {
+                if let Err(error) = log.close() {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "closing log failed");
                 }
             }
         }
     }
 }
 
-fn open_topic(
-    log_dir: &Path,
-    log_defaults: &LogConfig,
-    metadata: &TopicMetadata,
-) -> Result<Arc<Topic>, TopicError> {
-    let name: Arc<str> = metadata.name.as_str().into();
-    let log_config = topic_config::log_config(log_defaults, &metadata.configs);
-    let now = now_ms();
-    let partitions = metadata
-        .partitions
-        .iter()
-        .map(|partition| {
-            let dir = partition_dir(log_dir, &metadata.name, partition.partition);
-            let log = PartitionLog::open(&dir, log_config.clone(), now)?;
-            Ok(Arc::new(Partition {
-                topic: name.clone(),
-                topic_id: metadata.topic_id,
-                index: partition.partition,
-                leader: partition.leader,
-                leader_epoch: partition.leader_epoch,
-                log: Mutex::new(Some(log)),
-            }))
-        })
-        .collect::<Result<Vec<_>, StorageError>>()?;
-    Ok(Arc::new(Topic {
-        name,
-        topic_id: metadata.topic_id,
-        partitions,
-        configs: metadata.configs.clone(),
-    }))
-}
-
 /// Topics the broker keeps for itself: clients may read but not write or delete them.
 pub fn is_internal(name: &str) -> bool {
     name == OFFSETS_TOPIC
-}
-
-/// `<log.dir>/<topic>-<partition>`, as Kafka lays it out.
-pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
-    log_dir.join(format!("{topic}-{partition}"))
-}
-
-fn remove_deleted_directories(log_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(log_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().ends_with("-delete") {
-            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(dir = %entry.path().display(), %error, "could not remove a deleted partition's directory");
-            }
-        }
-    }
 }
 
 /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.

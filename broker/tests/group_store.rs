@@ -22,8 +22,9 @@ fn open(dir: &Path) -> Broker {
         ),
     ]);
     let config = BrokerConfig::from_properties(properties).expect("config");
-    let store = coordinator::StandaloneStore::open(&config.log_dir).expect("metadata store");
-    Broker::open(config, Box::new(store)).expect("broker")
+    let store = coordinator::StandaloneStore::open(&config.log_dir, config.registration())
+        .expect("metadata store");
+    Broker::open(config, std::sync::Arc::new(store)).expect("broker")
 }
 
 fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64, &str)], now_ms: i64) {

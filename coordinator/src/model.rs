@@ -1,19 +1,80 @@
 //! The shape of cluster metadata, shared by every store.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// `leader` of a partition that has none (Kafka's -1).
+pub const NO_LEADER: i32 = -1;
+
+/// What every broker knows of the cluster: a snapshot, replaced as a whole
+/// when anything changes (topics are shared between snapshots by `Arc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
     /// Kafka's cluster id: 22 characters of URL-safe base64 of a random UUID.
     pub cluster_id: String,
-    pub topics: BTreeMap<String, TopicMetadata>,
+    pub topics: BTreeMap<String, Arc<TopicMetadata>>,
     /// Dynamic broker configs (Kafka names): under `""` the cluster-wide
     /// defaults, under a node id that broker's own.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The live brokers: registered, with a session that has not expired.
+    #[serde(skip)]
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    #[serde(skip)]
+    pub controller: Option<Controller>,
+    /// Grows with every change (etcd's revision in cluster mode).
+    #[serde(skip)]
+    pub revision: i64,
+}
+
+/// A live broker as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// Its advertised listeners, by listener name.
+    pub endpoints: Vec<Endpoint>,
+    /// Which listener other brokers use to reach it.
+    #[serde(default)]
+    pub inter_broker_listener: String,
+    /// Distinguishes this broker's sessions: the etcd revision that created
+    /// the registration (0 in standalone mode). A broker that lost its
+    /// session and registered again has a larger epoch.
+    #[serde(skip)]
+    pub epoch: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerRegistration {
+    /// The endpoint of `listener`, where clients that came in through the
+    /// listener of that name should connect.
+    pub fn endpoint(&self, listener: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.listener == listener)
+    }
+
+    /// Where other brokers reach this one.
+    pub fn inter_broker_endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint(&self.inter_broker_listener)
+            .or_else(|| self.endpoints.first())
+    }
+}
+
+/// The elected controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Controller {
+    pub node_id: i32,
+    /// Grows with every election: the etcd revision of the winning campaign.
+    pub epoch: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,9 +90,70 @@ pub struct TopicMetadata {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMetadata {
     pub partition: i32,
+    /// [`NO_LEADER`] when no replica may lead.
     pub leader: i32,
+    /// Grows with every change of leader; stamped on the batches a leader
+    /// writes, and the fencing token of everything a leader does.
     pub leader_epoch: i32,
+    /// Grows with every change of this state (leader or ISR), as KRaft's
+    /// partition epoch: a change based on an older state is refused.
+    #[serde(default)]
+    pub partition_epoch: i32,
+    /// The assigned replicas; the first is the preferred leader.
     pub replicas: Vec<i32>,
+    /// The in-sync replicas, the leader among them.
+    pub isr: Vec<i32>,
+}
+
+impl PartitionMetadata {
+    /// The state of a new partition: led by its first replica, every replica in sync.
+    pub fn new(partition: i32, replicas: Vec<i32>) -> PartitionMetadata {
+        PartitionMetadata {
+            partition,
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+        }
+    }
+
+    pub fn preferred_leader(&self) -> Option<i32> {
+        self.replicas.first().copied()
+    }
+}
+
+/// CreateTopics' request, once the broker has checked the name and configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// Replicas per partition, given by the client instead of a count and
+    /// a replication factor.
+    pub assignment: Option<Vec<Vec<i32>>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// ElectLeaders' election type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Move leadership to the first replica, if it is alive and in sync.
+    Preferred,
+    /// Elect a live replica outside the ISR when no ISR member is alive.
+    Unclean,
+}
+
+/// A leader's request to change its partition's ISR (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader epoch and partition epoch the leader knows: the change is
+    /// refused if the partition has moved on.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
     pub isr: Vec<i32>,
 }
 
@@ -41,39 +163,35 @@ impl ClusterMetadata {
             cluster_id: new_cluster_id(),
             topics: BTreeMap::new(),
             broker_configs: BTreeMap::new(),
+            brokers: BTreeMap::new(),
+            controller: None,
+            revision: 0,
         }
     }
 
-    pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&TopicMetadata> {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMetadata>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&Arc<TopicMetadata>> {
         self.topics
             .values()
             .find(|topic| topic.topic_id == topic_id)
     }
-}
 
-impl TopicMetadata {
-    /// A new topic with a fresh id, every partition led by `node_id` at epoch 0.
-    pub fn new(
-        name: &str,
-        partition_count: i32,
-        node_id: i32,
-        configs: BTreeMap<String, String>,
-    ) -> Self {
-        let partitions = (0..partition_count)
-            .map(|partition| PartitionMetadata {
-                partition,
-                leader: node_id,
-                leader_epoch: 0,
-                replicas: vec![node_id],
-                isr: vec![node_id],
-            })
-            .collect();
-        TopicMetadata {
-            name: name.to_string(),
-            topic_id: new_topic_id(),
-            partitions,
-            configs,
-        }
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionMetadata> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(partition).ok()?)
+    }
+
+    pub fn is_alive(&self, node_id: i32) -> bool {
+        self.brokers.contains_key(&node_id)
+    }
+
+    pub fn controller_id(&self) -> Option<i32> {
+        self.controller.map(|controller| controller.node_id)
     }
 }
 
@@ -88,7 +206,7 @@ pub fn new_topic_id() -> Uuid {
     }
 }
 
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bits = Uuid::new_v4().as_u128();
     // 128 bits in 6-bit groups: 22 characters, as Kafka's Uuid.toString() gives.
@@ -115,13 +233,11 @@ mod tests {
     }
 
     #[test]
-    fn new_topic_has_one_replica_per_partition() {
-        let topic = TopicMetadata::new("t", 3, 1, BTreeMap::new());
-        assert_eq!(topic.partitions.len(), 3);
-        assert!(topic
-            .partitions
-            .iter()
-            .all(|p| p.leader == 1 && p.replicas == vec![1]));
-        assert_ne!(topic.topic_id, Uuid::nil());
+    fn a_new_partition_is_led_by_its_first_replica() {
+        let partition = PartitionMetadata::new(3, vec![2, 1, 3]);
+        assert_eq!(partition.leader, 2);
+        assert_eq!(partition.isr, vec![2, 1, 3]);
+        assert_eq!(partition.leader_epoch, 0);
+        assert_eq!(partition.preferred_leader(), Some(2));
     }
 }

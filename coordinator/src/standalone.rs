@@ -1,4 +1,6 @@
 //! Metadata in a JSON file in the data directory, for a broker without etcd.
+//! The cluster is this one broker: it is alive, the controller, and the
+//! leader of every partition.
 //!
 //! Every mutation writes the whole file to a temporary name, fsyncs it,
 //! renames it over the old one and fsyncs the directory, so a crash leaves
@@ -8,10 +10,16 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::model::{ClusterMetadata, TopicMetadata};
-use crate::{CoordinatorError, MetadataStore};
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::model::{
+    BrokerRegistration, ClusterMetadata, Controller, ElectionType, IsrChange, NewTopic,
+    PartitionMetadata, TopicMetadata,
+};
+use crate::{election, placement, CoordinatorError, ElectionError, ElectionResults, MetadataStore};
 
 pub const METADATA_FILE_NAME: &str = "cluster-metadata.json";
 /// A metadata file larger than this is refused rather than read.
@@ -19,19 +27,22 @@ pub const METADATA_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 pub struct StandaloneStore {
     path: PathBuf,
-    metadata: Mutex<ClusterMetadata>,
+    node_id: i32,
+    /// Serializes mutations (read, change, write, publish).
+    writing: Mutex<()>,
+    metadata: watch::Sender<Arc<ClusterMetadata>>,
 }
 
 impl StandaloneStore {
     /// Opens the store in `dir`, creating a new cluster if there is no file.
-    pub fn open(dir: &Path) -> Result<Self, CoordinatorError> {
+    pub fn open(dir: &Path, broker: BrokerRegistration) -> Result<Self, CoordinatorError> {
         let path = dir.join(METADATA_FILE_NAME);
         let io_error = |source| CoordinatorError::Io {
             path: path.display().to_string(),
             source,
         };
         fs::create_dir_all(dir).map_err(io_error)?;
-        let metadata = match fs::metadata(&path) {
+        let mut metadata: ClusterMetadata = match fs::metadata(&path) {
             Ok(stat) if stat.len() > METADATA_FILE_BYTES_MAX => {
                 return Err(CoordinatorError::Corrupt {
                     path: path.display().to_string(),
@@ -56,47 +67,103 @@ impl StandaloneStore {
             }
             Err(error) => return Err(io_error(error)),
         };
+        let node_id = broker.node_id;
+        metadata.brokers = BTreeMap::from([(node_id, broker)]);
+        metadata.controller = Some(Controller { node_id, epoch: 1 });
+        metadata.revision = 1;
         Ok(StandaloneStore {
             path,
-            metadata: Mutex::new(metadata),
+            node_id,
+            writing: Mutex::new(()),
+            metadata: watch::channel(Arc::new(metadata)).0,
         })
     }
 
+    /// Applies `change` to a copy of the metadata, writes it durably, then
+    /// publishes it.
     fn mutate<T>(
         &self,
         change: impl FnOnce(&mut ClusterMetadata) -> Result<T, CoordinatorError>,
     ) -> Result<T, CoordinatorError> {
-        let mut current = self
-            .metadata
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = current.clone();
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = ClusterMetadata::clone(&self.metadata.borrow());
         let result = change(&mut next)?;
         write_atomically(&self.path, &next)?;
-        *current = next;
+        next.revision += 1;
+        self.metadata.send_replace(Arc::new(next));
         Ok(result)
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<TopicMetadata>, CoordinatorError> {
+        self.snapshot()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string()))
     }
 }
 
+#[async_trait]
 impl MetadataStore for StandaloneStore {
-    fn snapshot(&self) -> ClusterMetadata {
-        self.metadata
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    fn snapshot(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
     }
 
-    fn create_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError> {
+    fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.metadata.subscribe()
+    }
+
+    fn session_valid(&self) -> bool {
+        true
+    }
+
+    async fn join(&self) -> Result<(), CoordinatorError> {
+        Ok(())
+    }
+
+    async fn leave(&self) {}
+
+    async fn create_topic(
+        &self,
+        request: NewTopic,
+        validate_only: bool,
+    ) -> Result<Arc<TopicMetadata>, CoordinatorError> {
+        if validate_only {
+            return placement::plan_topic(&self.snapshot(), &request, 0).map(Arc::new);
+        }
         self.mutate(|metadata| {
-            if metadata.topics.contains_key(&topic.name) {
-                return Err(CoordinatorError::TopicExists(topic.name.clone()));
-            }
-            metadata.topics.insert(topic.name.clone(), topic);
-            Ok(())
+            let topic = Arc::new(placement::plan_topic(metadata, &request, 0)?);
+            metadata.topics.insert(topic.name.clone(), topic.clone());
+            Ok(topic)
         })
     }
 
-    fn delete_topic(&self, name: &str) -> Result<TopicMetadata, CoordinatorError> {
+    async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<Arc<TopicMetadata>, CoordinatorError> {
+        let plan = |metadata: &ClusterMetadata| {
+            let topic = metadata
+                .topics
+                .get(name)
+                .ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string()))?;
+            placement::plan_partitions(metadata, topic, count, assignment.as_deref(), 0)
+                .map(Arc::new)
+        };
+        if validate_only {
+            return plan(&self.snapshot());
+        }
+        self.mutate(|metadata| {
+            let grown = plan(metadata)?;
+            metadata.topics.insert(name.to_string(), grown.clone());
+            Ok(grown)
+        })
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<Arc<TopicMetadata>, CoordinatorError> {
         self.mutate(|metadata| {
             metadata
                 .topics
@@ -105,7 +172,23 @@ impl MetadataStore for StandaloneStore {
         })
     }
 
-    fn set_broker_configs(
+    async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), CoordinatorError> {
+        self.topic(name)?;
+        self.mutate(|metadata| {
+            let topic = metadata
+                .topics
+                .get_mut(name)
+                .ok_or_else(|| CoordinatorError::UnknownTopic(name.to_string()))?;
+            Arc::make_mut(topic).configs = configs;
+            Ok(())
+        })
+    }
+
+    async fn set_broker_configs(
         &self,
         resource: &str,
         configs: BTreeMap<String, String>,
@@ -122,15 +205,56 @@ impl MetadataStore for StandaloneStore {
         })
     }
 
-    fn update_topic(&self, topic: TopicMetadata) -> Result<(), CoordinatorError> {
-        self.mutate(|metadata| match metadata.topics.get_mut(&topic.name) {
-            Some(current) if current.topic_id == topic.topic_id => {
-                *current = topic;
-                Ok(())
-            }
-            _ => Err(CoordinatorError::UnknownTopic(topic.name.clone())),
+    async fn elect_leaders(
+        &self,
+        election_type: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<ElectionResults, CoordinatorError> {
+        // One broker leads everything: an election can only find that out.
+        let metadata = self.snapshot();
+        let partitions = partitions.unwrap_or_else(|| all_partitions(&metadata));
+        let is_alive = |id| metadata.is_alive(id);
+        Ok(partitions
+            .into_iter()
+            .map(|(topic, index)| {
+                let outcome = match metadata.partition(&topic, index) {
+                    None => Err(ElectionError::UnknownPartition),
+                    Some(partition) => match election_type {
+                        ElectionType::Preferred => election::preferred(partition, is_alive),
+                        ElectionType::Unclean => election::unclean(partition, is_alive),
+                    }
+                    .map(|_| ()),
+                };
+                ((topic, index), outcome)
+            })
+            .collect())
+    }
+
+    async fn alter_isr(&self, change: IsrChange) -> Result<PartitionMetadata, CoordinatorError> {
+        self.mutate(|metadata| {
+            let next = crate::check_isr_change(metadata, self.node_id, &change)?;
+            let topic = metadata
+                .topics
+                .get_mut(&change.topic)
+                .ok_or_else(|| CoordinatorError::UnknownTopic(change.topic.clone()))?;
+            Arc::make_mut(topic).partitions[change.partition as usize] = next.clone();
+            Ok(next)
         })
     }
+}
+
+/// Every (topic, partition) of the cluster.
+pub fn all_partitions(metadata: &ClusterMetadata) -> Vec<(String, i32)> {
+    metadata
+        .topics
+        .values()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(|partition| (topic.name.clone(), partition.partition))
+        })
+        .collect()
 }
 
 fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> Result<(), CoordinatorError> {
@@ -157,39 +281,75 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    #[test]
-    fn topics_survive_reopen_and_names_are_unique() {
+    fn broker() -> BrokerRegistration {
+        BrokerRegistration {
+            node_id: 1,
+            rack: None,
+            endpoints: Vec::new(),
+            inter_broker_listener: String::new(),
+            epoch: 0,
+        }
+    }
+
+    fn new_topic(name: &str) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions: 3,
+            replication_factor: 1,
+            assignment: None,
+            configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn topics_survive_reopen_and_names_are_unique() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StandaloneStore::open(dir.path()).unwrap();
-        let topic = TopicMetadata::new(
-            "orders",
-            3,
-            1,
-            BTreeMap::from([("retention.ms".into(), "1000".into())]),
-        );
-        store.create_topic(topic.clone()).unwrap();
+        let store = StandaloneStore::open(dir.path(), broker()).unwrap();
+        let topic = store
+            .create_topic(new_topic("orders"), false)
+            .await
+            .unwrap();
+        assert!(topic
+            .partitions
+            .iter()
+            .all(|p| p.leader == 1 && p.isr == [1]));
         assert!(matches!(
-            store.create_topic(topic.clone()),
+            store.create_topic(new_topic("orders"), false).await,
             Err(CoordinatorError::TopicExists(_))
         ));
-        let cluster_id = store.snapshot().cluster_id;
+        let cluster_id = store.snapshot().cluster_id.clone();
         drop(store);
 
-        let store = StandaloneStore::open(dir.path()).unwrap();
+        let store = StandaloneStore::open(dir.path(), broker()).unwrap();
         let snapshot = store.snapshot();
         assert_eq!(snapshot.cluster_id, cluster_id);
         assert_eq!(snapshot.topics["orders"], topic);
-        store.delete_topic("orders").unwrap();
+        assert_eq!(snapshot.controller_id(), Some(1));
+        store.delete_topic("orders").await.unwrap();
         assert!(matches!(
-            store.delete_topic("orders"),
+            store.delete_topic("orders").await,
             Err(CoordinatorError::UnknownTopic(_))
         ));
         drop(store);
-        assert!(StandaloneStore::open(dir.path())
+        assert!(StandaloneStore::open(dir.path(), broker())
             .unwrap()
             .snapshot()
             .topics
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_broker_cannot_hold_two_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StandaloneStore::open(dir.path(), broker()).unwrap();
+        let request = NewTopic {
+            replication_factor: 2,
+            ..new_topic("t")
+        };
+        assert!(matches!(
+            store.create_topic(request, false).await,
+            Err(CoordinatorError::InvalidReplicationFactor(_))
+        ));
     }
 
     #[test]
@@ -197,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(METADATA_FILE_NAME), b"{not json").unwrap();
         assert!(matches!(
-            StandaloneStore::open(dir.path()),
+            StandaloneStore::open(dir.path(), broker()),
             Err(CoordinatorError::Corrupt { .. })
         ));
     }

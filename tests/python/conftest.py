@@ -12,12 +12,14 @@ that log is attached to the failure report.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -40,10 +42,10 @@ def broker_binary() -> Path:
     return target / "debug" / "kbroker"
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on `host` (a loopback address) that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -54,7 +56,13 @@ def unique_topic(prefix: str) -> str:
 class Broker:
     """One `kbroker` process; restartable on the same port and data dir."""
 
-    def __init__(self, workdir: Path, overrides: list[str], config_file: Path | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        overrides: list[str],
+        config_file: Path | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.binary = broker_binary()
         if not self.binary.exists():
             pytest.fail(
@@ -65,7 +73,8 @@ class Broker:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "broker.log"
-        self.port = free_port()
+        self._host = host
+        self.port = free_port(host)
         self.overrides = list(overrides)
         self.config_file = config_file
         self.proc: subprocess.Popen | None = None
@@ -76,11 +85,11 @@ class Broker:
     # -- addresses ---------------------------------------------------------
     @property
     def host(self) -> str:
-        return "127.0.0.1"
+        return self._host
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self._host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -91,7 +100,7 @@ class Broker:
         cmd = [str(self.binary)]
         if self.config_file is not None:
             cmd.append(str(self.config_file))
-        cmd += ["--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
+        cmd += ["--override", f"listeners=PLAINTEXT://{self._host}:{self.port}"]
         cmd += ["--override", f"log.dirs={self.data_dir}"]
         cmd += ["--override", "num.partitions=3"]
         for item in self.overrides:
@@ -154,6 +163,14 @@ class Broker:
                 self.proc.wait()
         return self.proc.returncode
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stops, its sockets stay open."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        os.kill(self.pid, signal.SIGCONT)
+
     def kill9(self) -> None:
         """SIGKILL: no chance to flush or close anything."""
         if self.proc is None:
@@ -204,6 +221,155 @@ class Broker:
 
 
 # ---------------------------------------------------------------------------
+# etcd and clusters
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd")
+    if path is None:
+        pytest.fail("etcd not found: `apt-get install etcd-server` (scripts/test.sh does it)", pytrace=False)
+    return path
+
+
+class Etcd:
+    """One etcd member on loopback with its own data directory (a cluster of one)."""
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1"):
+        self.workdir = workdir
+        self.host = host
+        self.client_port = free_port(host)
+        self.peer_port = free_port(host)
+        self.log_path = workdir / "etcd.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    def start(self) -> "Etcd":
+        peer = f"http://{self.host}:{self.peer_port}"
+        cmd = [
+            etcd_binary(),
+            "--name", "etcd0",
+            "--data-dir", str(self.workdir / "etcd-data"),
+            "--listen-client-urls", self.endpoint,
+            "--advertise-client-urls", self.endpoint,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"etcd0={peer}",
+            "--initial-cluster-state", "new",
+            "--log-level", "warn",
+            "--logger", "zap",
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"etcd exited with {self.proc.returncode}:\n{self.log_path.read_text(errors='replace')[-3000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as answer:
+                    if json.load(answer).get("health") == "true":
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"etcd did not become healthy within {START_TIMEOUT_S:.0f} s", pytrace=False)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+#: Short sessions, so that failover tests take seconds: a broker is dead to
+#: the cluster 3 s after its last keep-alive.
+SESSION_TIMEOUT_MS = 3000
+HEARTBEAT_INTERVAL_MS = 500
+
+
+class Cluster:
+    """Brokers with node ids 1..n on 127.0.0.1..n, sharing one etcd under a prefix of their own."""
+
+    def __init__(self, workdir: Path, etcd: Etcd, size: int, overrides: list[str]):
+        self.etcd = etcd
+        self.prefix = f"/kbroker-test/{uuid.uuid4().hex[:12]}"
+        self.brokers: dict[int, Broker] = {}
+        for node_id in range(1, size + 1):
+            broker_dir = workdir / f"broker{node_id}"
+            broker_dir.mkdir()
+            self.brokers[node_id] = Broker(
+                broker_dir,
+                [
+                    f"node.id={node_id}",
+                    f"etcd.endpoints={etcd.endpoint}",
+                    f"etcd.prefix={self.prefix}",
+                    f"broker.session.timeout.ms={SESSION_TIMEOUT_MS}",
+                    f"broker.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}",
+                ]
+                + overrides,
+                host=f"127.0.0.{node_id}",
+            )
+
+    def start(self) -> "Cluster":
+        for broker in self.brokers.values():
+            broker.start()
+        self.wait_for_brokers(set(self.brokers))
+        return self
+
+    def running(self) -> list[Broker]:
+        return [b for b in self.brokers.values() if b.is_running()]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.running())
+
+    def metadata(self, broker: Broker, timeout: float = 5.0):
+        """Metadata as `broker` answers it (confluent-kafka's ClusterMetadata)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap, "topic.metadata.refresh.interval.ms": 100})
+        return admin.list_topics(timeout=timeout)
+
+    def wait_until(self, what: str, check, timeout: float = 30.0):
+        """Polls `check()` until it returns something truthy; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                result = check()
+                if result:
+                    return result
+            except Exception as error:  # a broker may be restarting
+                last = error
+            time.sleep(0.1)
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})", pytrace=False)
+
+    def wait_for_brokers(self, node_ids: set[int], timeout: float = 30.0) -> None:
+        """Every running broker lists exactly `node_ids`, and they agree on a controller."""
+
+        def converged():
+            controllers = set()
+            for broker in self.running():
+                metadata = self.metadata(broker)
+                if set(metadata.brokers) != node_ids:
+                    return False
+                controllers.add(metadata.controller_id)
+            return len(controllers) == 1 and controllers.pop() in node_ids
+
+        self.wait_until(f"brokers {sorted(node_ids)} to be registered with one controller", converged, timeout)
+
+    def controller(self) -> int:
+        return self.metadata(self.running()[0]).controller_id
+
+    def leaders(self, topic: str, broker: Broker | None = None) -> dict[int, int]:
+        broker = broker or self.running()[0]
+        topic_metadata = self.metadata(broker).topics[topic]
+        return {p.id: p.leader for p in topic_metadata.partitions.values()}
+
+
+# ---------------------------------------------------------------------------
 # Fixtures
 
 
@@ -235,6 +401,47 @@ def broker_factory(request, tmp_path):
 def broker(broker_factory) -> Broker:
     """A broker with a fresh data directory and the default overrides."""
     return broker_factory()
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """An etcd of its own for the test, on 127.0.0.1."""
+    workdir = tmp_path / "etcd"
+    workdir.mkdir()
+    server = Etcd(workdir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path, etcd):
+    """`start(size=3, *overrides)` starts brokers 1..size in cluster mode on the test's etcd."""
+    clusters: list[Cluster] = []
+    request.node._kbrokers = []
+
+    def start(size: int = 3, *overrides: str) -> Cluster:
+        workdir = tmp_path / f"cluster{len(clusters)}"
+        workdir.mkdir()
+        cluster = Cluster(workdir, etcd, size, list(overrides))
+        clusters.append(cluster)
+        request.node._kbrokers.extend(cluster.brokers.values())
+        return cluster.start()
+
+    yield start
+
+    crashed = []
+    for cluster in clusters:
+        for broker in cluster.brokers.values():
+            if broker.proc is not None and broker.proc.poll() is not None and not broker.expected_exit:
+                crashed.append(f"broker on {broker.bootstrap} exited unexpectedly with {broker.proc.returncode}")
+            if broker.proc is not None and broker.proc.poll() is None:
+                try:
+                    broker.resume()
+                except OSError:
+                    pass
+            broker.kill9()
+    if crashed:
+        pytest.fail("; ".join(crashed), pytrace=False)
 
 
 @pytest.fixture

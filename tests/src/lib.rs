@@ -24,6 +24,8 @@ pub fn broker_binary() -> PathBuf {
 
 pub struct BrokerProcess {
     child: Option<Child>,
+    /// The loopback address it listens on (127.0.0.1, 127.0.0.2, ...).
+    pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -34,11 +36,17 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts a broker with a fresh data directory and `key=value` overrides.
     pub fn start(overrides: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_on("127.0.0.1", overrides)
+    }
+
+    /// Starts a broker listening on `host` (a loopback address).
+    pub fn start_on(host: &str, overrides: &[&str]) -> BrokerProcess {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
         let mut broker = BrokerProcess {
             child: None,
-            port: free_port(),
+            host: host.to_string(),
+            port: free_port_on(host),
             log_path: temp.path().join("broker.log"),
             data_dir,
             _temp: Some(temp),
@@ -54,7 +62,7 @@ impl BrokerProcess {
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     fn spawn(&mut self) {
@@ -72,7 +80,7 @@ impl BrokerProcess {
         let mut command = Command::new(&binary);
         command
             .arg("--override")
-            .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
+            .arg(format!("listeners=PLAINTEXT://{}:{}", self.host, self.port))
             .arg("--override")
             .arg(format!("log.dirs={}", self.data_dir.display()));
         for item in &self.overrides {
@@ -91,7 +99,7 @@ impl BrokerProcess {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if TcpStream::connect((self.host.as_str(), self.port)).is_ok() {
                 return;
             }
             if let Some(status) = self
@@ -144,6 +152,25 @@ impl BrokerProcess {
         }
     }
 
+    /// SIGSTOP: the process stops, its sockets stay open.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`BrokerProcess::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// Starts again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill9();
@@ -162,6 +189,7 @@ impl BrokerProcess {
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
+        self.resume();
         self.kill9();
         if std::thread::panicking() {
             let log = self.log();
@@ -176,9 +204,175 @@ impl Drop for BrokerProcess {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on("127.0.0.1")
+}
+
+/// A port on `host` (a loopback address) that was free a moment ago.
+pub fn free_port_on(host: &str) -> u16 {
+    TcpListener::bind((host, 0))
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// One etcd member (Debian's `etcd-server`) on 127.0.0.1 with a data
+/// directory of its own, killed when dropped.
+pub struct EtcdProcess {
+    child: Child,
+    pub endpoint: String,
+    _temp: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    pub fn start() -> EtcdProcess {
+        let binary = which("etcd").unwrap_or_else(|| {
+            panic!("etcd not found: `apt-get install etcd-server` (scripts/test.sh does it)")
+        });
+        let temp = tempfile::tempdir().expect("temp dir");
+        let client = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let log = File::create(temp.path().join("etcd.log")).expect("etcd log");
+        let child = Command::new(binary)
+            .args(["--name", "etcd0", "--data-dir"])
+            .arg(temp.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("etcd0={peer}")])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--log-level",
+                "warn",
+                "--logger",
+                "zap",
+            ])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning etcd");
+        let mut etcd = EtcdProcess {
+            child,
+            endpoint: client,
+            _temp: temp,
+        };
+        let address = etcd.endpoint.trim_start_matches("http://").to_string();
+        let started = Instant::now();
+        while !healthy(&address) {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                panic!("etcd exited with {status}");
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "etcd did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// etcd's `/health` says `"health":"true"`.
+fn healthy(address: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if write!(stream, "GET /health HTTP/1.0\r\nHost: {address}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+}
+
+/// Session settings of test clusters: a broker is dead to the others 3 s
+/// after its last keep-alive.
+pub const SESSION_TIMEOUT_MS: u64 = 3000;
+pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+
+/// Brokers with node ids 1..=n on 127.0.0.1..=n, on one etcd of their own.
+pub struct Cluster {
+    pub brokers: Vec<BrokerProcess>,
+    pub etcd: EtcdProcess,
+}
+
+impl Cluster {
+    pub fn start(size: usize, overrides: &[&str]) -> Cluster {
+        let etcd = EtcdProcess::start();
+        let brokers = (1..=size)
+            .map(|node_id| {
+                let mut all = cluster_overrides(&etcd, node_id as i32);
+                all.extend(overrides.iter().map(|o| o.to_string()));
+                let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                BrokerProcess::start_on(&format!("127.0.0.{node_id}"), &all)
+            })
+            .collect();
+        Cluster { brokers, etcd }
+    }
+
+    /// The broker with `node_id`.
+    pub fn broker(&mut self, node_id: i32) -> &mut BrokerProcess {
+        &mut self.brokers[node_id as usize - 1]
+    }
+
+    pub fn bootstrap(&self, node_id: i32) -> String {
+        self.brokers[node_id as usize - 1].bootstrap()
+    }
+}
+
+/// The overrides that put broker `node_id` in cluster mode on `etcd`.
+pub fn cluster_overrides(etcd: &EtcdProcess, node_id: i32) -> Vec<String> {
+    vec![
+        format!("node.id={node_id}"),
+        format!("etcd.endpoints={}", etcd.endpoint),
+        format!("broker.session.timeout.ms={SESSION_TIMEOUT_MS}"),
+        format!("broker.heartbeat.interval.ms={HEARTBEAT_INTERVAL_MS}"),
+    ]
+}
+
+/// Polls `check` every 100 ms until it gives `Some`; panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,11 +1,15 @@
 //! `kbroker admin`: everyday administration over the Kafka protocol —
 //! topics (list, describe, create, alter configs, delete, delete records),
-//! configs (describe a topic's or a broker's), and consumer groups (list,
-//! describe with committed offsets and lag, delete). Output is a table for
-//! people, or JSON with `--json` for scripts. It talks to any broker that
-//! speaks Kafka's protocol, this one or Apache Kafka.
+//! configs (describe a topic's or a broker's), consumer groups (list,
+//! describe with committed offsets and lag, delete), the cluster (brokers,
+//! controller) and leader elections. Output is a table for people, or JSON
+//! with `--json` for scripts. It talks to any broker that speaks Kafka's
+//! protocol, this one or Apache Kafka, and sends each request where Kafka
+//! wants it: group requests to the group's coordinator, partition requests
+//! to the partition's leader, elections to the controller.
 
 pub mod client;
+mod routing;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +39,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde_json::{json, Value};
 
 use client::Client;
+use routing::Brokers;
 
 const METADATA_VERSION: i16 = 12;
 const CREATE_TOPICS_VERSION: i16 = 7;
@@ -80,6 +85,40 @@ enum Command {
     /// Configs of a topic or a broker.
     #[command(subcommand)]
     Configs(ConfigCommand),
+    /// The cluster: its id, brokers (with racks) and controller.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Leader elections (sent to the controller).
+    #[command(subcommand)]
+    Leaders(LeaderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    Describe,
+}
+
+#[derive(Debug, Subcommand)]
+enum LeaderCommand {
+    /// Elect leaders: `preferred` moves leadership back to each
+    /// partition's first replica; `unclean` gives a partition whose ISR is
+    /// all dead a leader from its other live replicas (records may be lost).
+    Elect {
+        #[arg(long = "type", value_enum, default_value_t = ElectionKind::Preferred)]
+        kind: ElectionKind,
+        /// A topic (all partitions of every topic when none is given).
+        #[arg(long)]
+        topic: Option<String>,
+        /// A partition of `--topic` (repeatable; all of it when none).
+        #[arg(long, requires = "topic")]
+        partition: Vec<i32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ElectionKind {
+    Preferred,
+    Unclean,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,43 +203,58 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ! {
 }
 
 async fn run(arguments: Arguments) -> anyhow::Result<()> {
-    let mut client = Client::connect(&arguments.bootstrap_server).await?;
+    let mut brokers = Brokers::new(Client::connect(&arguments.bootstrap_server).await?);
+    let client = brokers.bootstrap();
     let output = match arguments.command {
-        Command::Topics(TopicCommand::List) => list_topics(&mut client).await?,
+        Command::Topics(TopicCommand::List) => list_topics(client).await?,
         Command::Topics(TopicCommand::Describe { topics }) => {
-            describe_topics(&mut client, &topics).await?
+            describe_topics(client, &topics).await?
         }
         Command::Topics(TopicCommand::Create {
             topic,
             partitions,
             replication_factor,
             configs,
-        }) => create_topic(&mut client, topic, partitions, replication_factor, &configs).await?,
-        Command::Topics(TopicCommand::Delete { topics }) => {
-            delete_topics(&mut client, &topics).await?
-        }
+        }) => create_topic(client, topic, partitions, replication_factor, &configs).await?,
+        Command::Topics(TopicCommand::Delete { topics }) => delete_topics(client, &topics).await?,
         Command::Topics(TopicCommand::Alter { topic, set, delete }) => {
-            alter_topic(&mut client, topic, &set, &delete).await?
+            alter_topic(client, topic, &set, &delete).await?
         }
         Command::Topics(TopicCommand::DeleteRecords {
             topic,
             partition,
             before,
-        }) => delete_records(&mut client, topic, partition, before).await?,
-        Command::Configs(ConfigCommand::Describe { topic, broker }) => {
-            let resource = match (topic, broker) {
-                (Some(topic), _) => (RESOURCE_TOPIC, topic),
-                (None, Some(broker)) => (RESOURCE_BROKER, broker.to_string()),
-                (None, None) => bail!("--topic or --broker is required"),
-            };
-            describe_configs(&mut client, resource).await?
+        }) => {
+            let leader = brokers.leader(&topic, partition).await?;
+            delete_records(leader, topic, partition, before).await?
         }
-        Command::Groups(GroupCommand::List) => list_groups(&mut client).await?,
+        Command::Configs(ConfigCommand::Describe { topic, broker }) => match (topic, broker) {
+            (Some(topic), _) => describe_configs(client, (RESOURCE_TOPIC, topic)).await?,
+            // A broker describes its own configs.
+            (None, Some(broker)) => {
+                let node = brokers.node(broker).await?;
+                describe_configs(node, (RESOURCE_BROKER, broker.to_string())).await?
+            }
+            (None, None) => bail!("--topic or --broker is required"),
+        },
+        Command::Groups(GroupCommand::List) => list_groups(&mut brokers).await?,
         Command::Groups(GroupCommand::Describe { groups }) => {
-            describe_groups(&mut client, &groups).await?
+            describe_groups(&mut brokers, &groups).await?
         }
         Command::Groups(GroupCommand::Delete { groups }) => {
-            delete_groups(&mut client, &groups).await?
+            delete_groups(&mut brokers, &groups).await?
+        }
+        Command::Cluster(ClusterCommand::Describe) => routing::describe_cluster(client).await?,
+        Command::Leaders(LeaderCommand::Elect {
+            kind,
+            topic,
+            partition,
+        }) => {
+            let election = match kind {
+                ElectionKind::Preferred => 0,
+                ElectionKind::Unclean => 1,
+            };
+            routing::elect_leaders(&mut brokers, election, topic, partition).await?
         }
     };
     if arguments.json {
@@ -473,25 +527,31 @@ fn outcome_list(verb: &str, results: &[(String, i16)]) -> anyhow::Result<Output>
 
 // ------------------------------------------------------------------ groups
 
-async fn list_groups(client: &mut Client) -> anyhow::Result<Output> {
-    let response = client
-        .call(ListGroupsRequest::default(), LIST_GROUPS_VERSION)
-        .await?;
-    if response.error_code != 0 {
-        bail!("ListGroups failed: {}", error_name(response.error_code));
-    }
-    let mut groups: Vec<(String, String, String)> = response
-        .groups
-        .iter()
-        .map(|g| {
+/// Every broker lists the groups it coordinates: all of them are asked.
+async fn list_groups(brokers: &mut Brokers) -> anyhow::Result<Output> {
+    let mut groups: Vec<(String, String, String)> = Vec::new();
+    for node in brokers.node_ids().await? {
+        let response = brokers
+            .node(node)
+            .await?
+            .call(ListGroupsRequest::default(), LIST_GROUPS_VERSION)
+            .await?;
+        if response.error_code != 0 {
+            bail!(
+                "ListGroups at broker {node} failed: {}",
+                error_name(response.error_code)
+            );
+        }
+        groups.extend(response.groups.iter().map(|g| {
             (
                 g.group_id.0.to_string(),
                 g.group_state.to_string(),
                 g.protocol_type.to_string(),
             )
-        })
-        .collect();
+        }));
+    }
     groups.sort();
+    groups.dedup();
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|(id, state, kind)| vec![id.clone(), state.clone(), kind.clone()])
@@ -529,30 +589,32 @@ struct PartitionLag {
     end: Option<i64>,
 }
 
-async fn describe_groups(client: &mut Client, groups: &[String]) -> anyhow::Result<Output> {
-    let described = client
-        .call(
-            DescribeGroupsRequest::default()
-                .with_groups(groups.iter().map(|g| GroupId(string(g))).collect()),
-            DESCRIBE_GROUPS_VERSION,
-        )
-        .await?;
-    let fetched = client
-        .call(
-            OffsetFetchRequest::default().with_groups(
-                groups
-                    .iter()
-                    .map(|g| {
-                        // No topic list: every committed offset of the group.
-                        OffsetFetchRequestGroup::default()
-                            .with_group_id(GroupId(string(g)))
-                            .with_topics(None)
-                    })
-                    .collect(),
-            ),
-            OFFSET_FETCH_VERSION,
-        )
-        .await?;
+async fn describe_groups(brokers: &mut Brokers, groups: &[String]) -> anyhow::Result<Output> {
+    let mut described = kafka_protocol::messages::DescribeGroupsResponse::default();
+    let mut fetched = kafka_protocol::messages::OffsetFetchResponse::default();
+    // Each group from its coordinator.
+    for group in groups {
+        let coordinator = brokers.coordinator(group).await?;
+        let answer = coordinator
+            .call(
+                DescribeGroupsRequest::default().with_groups(vec![GroupId(string(group))]),
+                DESCRIBE_GROUPS_VERSION,
+            )
+            .await?;
+        described.groups.extend(answer.groups);
+        let answer = coordinator
+            .call(
+                OffsetFetchRequest::default().with_groups(vec![
+                    // No topic list: every committed offset of the group.
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(string(group)))
+                        .with_topics(None),
+                ]),
+                OFFSET_FETCH_VERSION,
+            )
+            .await?;
+        fetched.groups.extend(answer.groups);
+    }
     let mut text = String::new();
     let mut out = Vec::new();
     let mut failed = false;
@@ -605,7 +667,7 @@ async fn describe_groups(client: &mut Client, groups: &[String]) -> anyhow::Resu
                 }
             }
         }
-        let ends = end_offsets(client, partitions.keys()).await?;
+        let ends = end_offsets(brokers, partitions.keys()).await?;
         for (place, lag) in partitions.iter_mut() {
             lag.end = ends.get(place).copied();
         }
@@ -700,64 +762,80 @@ async fn describe_groups(client: &mut Client, groups: &[String]) -> anyhow::Resu
     })
 }
 
-/// Log end offsets of `partitions` (those the broker knows).
+/// Log end offsets of `partitions` (those whose leader answers), each
+/// asked of its leader.
 async fn end_offsets<'a>(
-    client: &mut Client,
+    brokers: &mut Brokers,
     partitions: impl Iterator<Item = &'a (String, i32)>,
 ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
     for (topic, partition) in partitions {
-        by_topic.entry(topic).or_default().push(*partition);
+        if let Some(leader) = brokers.leader_id(topic, *partition).await? {
+            by_leader
+                .entry(leader)
+                .or_default()
+                .entry(topic.clone())
+                .or_default()
+                .push(*partition);
+        }
     }
-    if by_topic.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_topics(
-            by_topic
-                .iter()
-                .map(|(topic, partitions)| {
-                    ListOffsetsTopic::default()
-                        .with_name(TopicName(string(topic)))
-                        .with_partitions(
-                            partitions
-                                .iter()
-                                .map(|p| {
-                                    ListOffsetsPartition::default()
-                                        .with_partition_index(*p)
-                                        .with_timestamp(LATEST_TIMESTAMP)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        );
-    let response = client.call(request, LIST_OFFSETS_VERSION).await?;
     let mut ends = BTreeMap::new();
-    for topic in &response.topics {
-        for p in &topic.partitions {
-            if p.error_code == 0 {
-                ends.insert((topic.name.0.to_string(), p.partition_index), p.offset);
+    for (leader, by_topic) in by_leader {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(
+                by_topic
+                    .iter()
+                    .map(|(topic, partitions)| {
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(string(topic)))
+                            .with_partitions(
+                                partitions
+                                    .iter()
+                                    .map(|p| {
+                                        ListOffsetsPartition::default()
+                                            .with_partition_index(*p)
+                                            .with_timestamp(LATEST_TIMESTAMP)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let response = brokers
+            .node(leader)
+            .await?
+            .call(request, LIST_OFFSETS_VERSION)
+            .await?;
+        for topic in &response.topics {
+            for p in &topic.partitions {
+                if p.error_code == 0 {
+                    ends.insert((topic.name.0.to_string(), p.partition_index), p.offset);
+                }
             }
         }
     }
     Ok(ends)
 }
 
-async fn delete_groups(client: &mut Client, groups: &[String]) -> anyhow::Result<Output> {
-    let response = client
-        .call(
-            DeleteGroupsRequest::default()
-                .with_groups_names(groups.iter().map(|g| GroupId(string(g))).collect()),
-            DELETE_GROUPS_VERSION,
-        )
-        .await?;
-    let results: Vec<(String, i16)> = response
-        .results
-        .iter()
-        .map(|r| (r.group_id.0.to_string(), r.error_code))
-        .collect();
+async fn delete_groups(brokers: &mut Brokers, groups: &[String]) -> anyhow::Result<Output> {
+    let mut results: Vec<(String, i16)> = Vec::new();
+    for group in groups {
+        let response = brokers
+            .coordinator(group)
+            .await?
+            .call(
+                DeleteGroupsRequest::default().with_groups_names(vec![GroupId(string(group))]),
+                DELETE_GROUPS_VERSION,
+            )
+            .await?;
+        results.extend(
+            response
+                .results
+                .iter()
+                .map(|r| (r.group_id.0.to_string(), r.error_code)),
+        );
+    }
     outcome_list("deleted", &results)
 }
 

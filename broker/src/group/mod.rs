@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::config::GroupConfig;
 use crate::errors::{code, NONE};
-use crate::state::Topic;
+use crate::state::{Partition, Topic};
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -538,6 +538,9 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// `__consumer_offsets`, once it exists.
     offsets_topic: Mutex<Option<Arc<Topic>>>,
+    /// The partitions of `__consumer_offsets` this broker leads and has
+    /// loaded: it coordinates exactly the groups that hash to them.
+    owned: Mutex<std::collections::BTreeSet<i32>>,
     /// Set at shutdown (under the groups lock): no request waits any more.
     closed: AtomicBool,
 }
@@ -548,6 +551,7 @@ impl GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
             offsets_topic: Mutex::new(None),
+            owned: Mutex::new(std::collections::BTreeSet::new()),
             closed: AtomicBool::new(false),
         }
     }
@@ -567,66 +571,112 @@ impl GroupCoordinator {
             .clone()
     }
 
-    /// Replays `__consumer_offsets` (every partition, in offset order) and
-    /// keeps it as the place to write to.
-    pub fn load(&self, topic: Arc<Topic>, now: Instant, now_ms: i64) {
+    /// Replays one partition of `__consumer_offsets` (in offset order),
+    /// which this broker now leads: from now on it coordinates the groups
+    /// of that partition.
+    pub fn load_partition(&self, partition: &Partition, now: Instant, now_ms: i64) {
         let mut groups = self.lock();
-        let mut loaded = 0usize;
-        for partition in &topic.partitions {
-            let records = partition.with_log(|log| {
-                let mut records = Vec::new();
-                let mut offset = log.log_start_offset();
-                let end = log.log_end_offset();
-                while offset < end {
-                    let chunk = match log.read(offset, 1 << 20, end, true) {
-                        Ok(chunk) if !chunk.is_empty() => chunk,
-                        Ok(_) => break,
-                        Err(error) => {
-                            tracing::error!(partition = partition.index, %error, "reading __consumer_offsets failed");
-                            break;
-                        }
-                    };
-                    let mut buf = chunk;
-                    match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
-                        Ok(sets) => {
-                            for set in sets {
-                                for record in set.records {
-                                    offset = offset.max(record.offset + 1);
-                                    records.push(record);
-                                }
+        let records = partition.with_log(|log| {
+            let mut records = Vec::new();
+            let mut offset = log.log_start_offset();
+            let end = log.log_end_offset();
+            while offset < end {
+                let chunk = match log.read(offset, 1 << 20, end, true) {
+                    Ok(chunk) if !chunk.is_empty() => chunk,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::error!(partition = partition.index, %error, "reading __consumer_offsets failed");
+                        break;
+                    }
+                };
+                let mut buf = chunk;
+                match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
+                    Ok(sets) => {
+                        for set in sets {
+                            for record in set.records {
+                                offset = offset.max(record.offset + 1);
+                                records.push(record);
                             }
                         }
-                        Err(error) => {
-                            tracing::error!(partition = partition.index, offset, %error, "undecodable batch in __consumer_offsets; stopping this partition");
-                            break;
-                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(partition = partition.index, offset, %error, "undecodable batch in __consumer_offsets; stopping this partition");
+                        break;
                     }
                 }
-                records
-            });
-            let Ok(records) = records else { continue };
-            for record in records {
-                loaded += 1;
-                let Some(key) = record.key else { continue };
-                match RecordKey::decode(key) {
-                    Ok(key) => replay(&mut groups, key, record.value, now, now_ms),
-                    Err(error) => tracing::warn!(%error, "skipping a record of __consumer_offsets"),
-                }
+            }
+            records
+        });
+        let Ok(records) = records else {
+            return;
+        };
+        let loaded = records.len();
+        for record in records {
+            let Some(key) = record.key else { continue };
+            match RecordKey::decode(key) {
+                Ok(key) => replay(&mut groups, key, record.value, now, now_ms),
+                Err(error) => tracing::warn!(%error, "skipping a record of __consumer_offsets"),
             }
         }
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition.index);
         tracing::info!(
+            partition = partition.index,
             records = loaded,
             groups = groups.len(),
             "loaded group metadata and offsets"
         );
-        drop(groups);
-        *self.offsets_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some(topic);
     }
 
-    /// Until `__consumer_offsets` exists no broker coordinates any group
-    /// (FindCoordinator creates it).
-    fn coordinating(&self) -> bool {
-        self.offsets_topic().is_some()
+    /// This broker no longer leads partition `index` of
+    /// `__consumer_offsets`: its groups are forgotten here (the new leader
+    /// loads them) and their waiting members are told NOT_COORDINATOR.
+    pub fn unload_partition(&self, index: i32) {
+        let mut groups = self.lock();
+        let was_owned = self
+            .owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&index);
+        let count = self.partition_count();
+        let moved: Vec<String> = groups
+            .keys()
+            .filter(|id| count.is_some_and(|n| records::partition_for(id, n) == index))
+            .cloned()
+            .collect();
+        for id in &moved {
+            if let Some(mut group) = groups.remove(id) {
+                for member in group.members.values_mut() {
+                    member.fail_waiters(ResponseError::NotCoordinator);
+                }
+            }
+        }
+        if was_owned {
+            tracing::info!(
+                partition = index,
+                groups = moved.len(),
+                "no longer coordinating the groups of this partition"
+            );
+        }
+    }
+
+    fn partition_count(&self) -> Option<i32> {
+        self.offsets_topic()
+            .map(|topic| topic.partitions.len() as i32)
+    }
+
+    /// Whether this broker coordinates `group_id`: it leads the group's
+    /// partition of `__consumer_offsets` (FindCoordinator points there).
+    pub fn coordinates(&self, group_id: &str) -> bool {
+        let Some(count) = self.partition_count() else {
+            return false;
+        };
+        self.owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&records::partition_for(group_id, count))
     }
 
     pub fn set_offsets_topic(&self, topic: Arc<Topic>) {
@@ -652,7 +702,8 @@ impl GroupCoordinator {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
-                partition_leader_epoch: partition.leader_epoch,
+                // The append stamps the leader epoch.
+                partition_leader_epoch: -1,
                 producer_id: -1,
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
@@ -708,7 +759,7 @@ impl GroupCoordinator {
             return fail(ResponseError::InvalidSessionTimeout);
         }
         let mut groups = self.lock();
-        if self.closed.load(Ordering::Relaxed) || !self.coordinating() {
+        if self.closed.load(Ordering::Relaxed) || !self.coordinates(&request.group_id) {
             return fail(ResponseError::NotCoordinator);
         }
         if !groups.contains_key(&request.group_id) {
@@ -1011,7 +1062,7 @@ impl GroupCoordinator {
     pub fn sync(&self, request: SyncRequest, now: Instant, now_ms: i64) -> Reply<SyncResponse> {
         let fail = |error| Reply::Now(SyncResponse::error(error));
         let mut groups = self.lock();
-        if self.closed.load(Ordering::Relaxed) || !self.coordinating() {
+        if self.closed.load(Ordering::Relaxed) || !self.coordinates(&request.group_id) {
             return fail(ResponseError::NotCoordinator);
         }
         let Some(group) = groups.get_mut(&request.group_id) else {
@@ -1117,7 +1168,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         now: Instant,
     ) -> i16 {
-        if !self.coordinating() {
+        if !self.coordinates(group_id) {
             return code(ResponseError::NotCoordinator);
         }
         let mut groups = self.lock();
@@ -1153,7 +1204,7 @@ impl GroupCoordinator {
         now: Instant,
         now_ms: i64,
     ) -> (i16, Vec<i16>) {
-        if !self.coordinating() {
+        if !self.coordinates(group_id) {
             return (code(ResponseError::NotCoordinator), Vec::new());
         }
         let mut groups = self.lock();
@@ -1210,7 +1261,7 @@ impl GroupCoordinator {
         if request.group_id.is_empty() {
             return all(ResponseError::InvalidGroupId);
         }
-        if !self.coordinating() {
+        if !self.coordinates(&request.group_id) {
             return all(ResponseError::NotCoordinator);
         }
         let mut groups = self.lock();
@@ -1327,6 +1378,9 @@ impl GroupCoordinator {
 
     /// OffsetDelete: returns the top-level error and one error per partition.
     pub fn delete_offsets(&self, group_id: &str, partitions: &[(String, i32)]) -> (i16, Vec<i16>) {
+        if !self.coordinates(group_id) {
+            return (code(ResponseError::NotCoordinator), Vec::new());
+        }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return (code(ResponseError::GroupIdNotFound), Vec::new());
@@ -1365,6 +1419,15 @@ impl GroupCoordinator {
     // -------------------------------------------------------- administration
 
     pub fn describe(&self, group_id: &str) -> GroupDescription {
+        if !self.coordinates(group_id) {
+            return GroupDescription {
+                error_code: code(ResponseError::NotCoordinator),
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            };
+        }
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return GroupDescription {
@@ -1430,6 +1493,9 @@ impl GroupCoordinator {
     pub fn delete_group(&self, group_id: &str) -> i16 {
         if group_id.is_empty() {
             return code(ResponseError::InvalidGroupId);
+        }
+        if !self.coordinates(group_id) {
+            return code(ResponseError::NotCoordinator);
         }
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {

@@ -25,6 +25,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
+use super::Origin;
 use crate::errors::{self, code, NONE};
 use crate::state::{is_internal, Broker, Topic};
 
@@ -39,37 +40,25 @@ pub async fn create_partitions(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let outcome = if topic.assignments.is_some() {
-            // One broker: an explicit replica assignment can only name it.
-            let valid = topic
-                .assignments
-                .iter()
-                .flatten()
-                .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == broker.config.node_id);
-            if valid {
-                Ok(())
-            } else {
-                Err((
-                    code(ResponseError::InvalidReplicaAssignment),
-                    "replica assignments may only name this broker, once".to_string(),
-                ))
-            }
-        } else {
-            Ok(())
-        };
-        let outcome = match outcome {
-            Ok(()) => broker
-                .create_partitions(topic.name.0.as_str(), topic.count, request.validate_only)
-                .await
-                .map(|_| ())
-                .map_err(|error| (errors::topic_error_code(&error), error.to_string())),
-            Err(failure) => Err(failure),
-        };
+        let assignment = topic.assignments.map(|assignments| {
+            assignments
+                .into_iter()
+                .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                .collect()
+        });
+        let outcome = broker
+            .create_partitions(
+                topic.name.0.as_str(),
+                topic.count,
+                assignment,
+                request.validate_only,
+            )
+            .await;
         results.push(match outcome {
-            Ok(()) => result.with_error_code(NONE),
-            Err((error_code, message)) => result
-                .with_error_code(error_code)
-                .with_error_message(Some(StrBytes::from_string(message))),
+            Ok(_) => result.with_error_code(NONE),
+            Err(error) => result
+                .with_error_code(errors::topic_error_code(&error))
+                .with_error_message(Some(StrBytes::from_string(error.to_string()))),
         });
     }
     CreatePartitionsResponse::default().with_results(results)
@@ -102,7 +91,7 @@ pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteR
                             .with_low_watermark(-1)
                             .with_error_code(code(ResponseError::PolicyViolation));
                     }
-                    match partition.with_log(|log| log.delete_records_before(p.offset)) {
+                    match partition.lead(|log, _| log.delete_records_before(p.offset)) {
                         Ok(Ok(low_watermark)) => {
                             tracing::info!(topic = %partition.topic, partition = partition.index, low_watermark, "deleted records");
                             result.with_low_watermark(low_watermark).with_error_code(NONE)
@@ -110,9 +99,9 @@ pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteR
                         Ok(Err(error)) => result
                             .with_low_watermark(-1)
                             .with_error_code(errors::storage_error_code(&error)),
-                        Err(closed) => result
+                        Err(not_leader) => result
                             .with_low_watermark(-1)
-                            .with_error_code(errors::closed_code(&closed)),
+                            .with_error_code(errors::not_leader_code(&not_leader)),
                     }
                 })
                 .collect();
@@ -192,6 +181,7 @@ fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
 pub fn describe_cluster(
     broker: &Broker,
     request: DescribeClusterRequest,
+    origin: Origin<'_>,
 ) -> DescribeClusterResponse {
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return DescribeClusterResponse::default()
@@ -200,16 +190,27 @@ pub fn describe_cluster(
                 "only broker endpoints are described",
             )));
     }
-    let listener = &broker.config.advertised_listener;
+    let metadata = broker.metadata();
+    let brokers = metadata
+        .brokers
+        .keys()
+        .filter_map(|id| {
+            let (host, port, rack) = super::endpoint(&metadata, *id, origin.listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(*id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(i32::from(port))
+                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
+            )
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_error_code(NONE)
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
-        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.config.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(StrBytes::from_string(listener.host.clone()))
-            .with_port(i32::from(listener.port))])
+        .with_cluster_id(StrBytes::from_string(metadata.cluster_id.clone()))
+        .with_controller_id(BrokerId(metadata.controller_id().unwrap_or(-1)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS
         } else {
@@ -223,12 +224,9 @@ pub fn describe_topic_partitions(
     broker: &Broker,
     request: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
+    let metadata = broker.metadata();
     let mut names: Vec<String> = if request.topics.is_empty() {
-        broker
-            .all_topics()
-            .iter()
-            .map(|t| t.name.to_string())
-            .collect()
+        metadata.topics.keys().cloned().collect()
     } else {
         request
             .topics
@@ -254,7 +252,7 @@ pub fn describe_topic_partitions(
         } else {
             0
         };
-        let Some(topic) = broker.topic(&name) else {
+        let Some(topic) = metadata.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_error_code(code(ResponseError::UnknownTopicOrPartition))
@@ -277,20 +275,27 @@ pub fn describe_topic_partitions(
                 next_cursor = Some(
                     Cursor::default()
                         .with_topic_name(TopicName(StrBytes::from_string(name.clone())))
-                        .with_partition_index(partition.index),
+                        .with_partition_index(partition.partition),
                 );
                 break;
             }
             budget -= 1;
-            let leader = BrokerId(partition.leader);
+            let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            let offline: Vec<i32> = partition
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !metadata.is_alive(*id))
+                .collect();
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_error_code(NONE)
-                    .with_partition_index(partition.index)
-                    .with_leader_id(leader)
+                    .with_partition_index(partition.partition)
+                    .with_leader_id(BrokerId(partition.leader))
                     .with_leader_epoch(partition.leader_epoch)
-                    .with_replica_nodes(vec![leader])
-                    .with_isr_nodes(vec![leader])
+                    .with_replica_nodes(ids(&partition.replicas))
+                    .with_isr_nodes(ids(&partition.isr))
+                    .with_offline_replicas(ids(&offline))
                     .with_eligible_leader_replicas(None)
                     .with_last_known_elr(None),
             );

@@ -186,7 +186,11 @@ pub fn describe_configs(
             };
             let described: Vec<Described> = match resource.resource_type {
                 RESOURCE_TOPIC => {
-                    let Some(topic) = broker.topic(resource.resource_name.as_str()) else {
+                    let Some(topic) = broker
+                        .metadata()
+                        .topic(resource.resource_name.as_str())
+                        .cloned()
+                    else {
                         return fail(
                             ResponseError::UnknownTopicOrPartition,
                             format!("Topic {} does not exist.", resource.resource_name),
@@ -283,7 +287,7 @@ async fn alter_topic(
     validate_only: bool,
     change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
 ) -> Result<(), (i16, String)> {
-    let Some(topic) = broker.topic(name) else {
+    let Some(topic) = broker.metadata().topic(name).cloned() else {
         return Err((
             code(ResponseError::UnknownTopicOrPartition),
             format!("Topic {name} does not exist."),

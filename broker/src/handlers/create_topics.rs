@@ -62,7 +62,7 @@ async fn create(
         };
         configs.insert(config.name.to_string(), value.to_string());
     }
-    let (partitions, replication_factor) = if creatable.assignments.is_empty() {
+    let (partitions, replication_factor, assignment) = if creatable.assignments.is_empty() {
         let partitions = if creatable.num_partitions == -1 {
             broker.config.num_partitions
         } else {
@@ -73,7 +73,7 @@ async fn create(
         } else {
             creatable.replication_factor
         };
-        (partitions, replication_factor)
+        (partitions, replication_factor, None)
     } else {
         if creatable.num_partitions != -1 || creatable.replication_factor != -1 {
             let message =
@@ -81,18 +81,31 @@ async fn create(
                     .to_string();
             return failed(result, code(ResponseError::InvalidRequest), message);
         }
-        if let Err(message) = check_assignments(broker.config.node_id, creatable) {
-            return failed(
-                result,
-                code(ResponseError::InvalidReplicaAssignment),
-                message,
-            );
+        match assignment(creatable) {
+            Ok(assignment) => (
+                assignment.len() as i32,
+                assignment[0].len() as i16,
+                Some(assignment),
+            ),
+            Err(message) => {
+                return failed(
+                    result,
+                    code(ResponseError::InvalidReplicaAssignment),
+                    message,
+                )
+            }
         }
-        (creatable.assignments.len() as i32, 1)
     };
     let name = creatable.name.0.as_str();
     match broker
-        .create_topic(name, partitions, replication_factor, configs, validate_only)
+        .create_topic(
+            name,
+            partitions,
+            replication_factor,
+            assignment,
+            configs,
+            validate_only,
+        )
         .await
     {
         Ok(topic) => {
@@ -108,38 +121,45 @@ async fn create(
                 .collect();
             result
                 .with_topic_id(topic.topic_id)
-                .with_num_partitions(partitions)
-                .with_replication_factor(replication_factor)
+                .with_num_partitions(topic.partitions.len() as i32)
+                .with_replication_factor(
+                    topic
+                        .partitions
+                        .first()
+                        .map_or(replication_factor, |p| p.replicas.len() as i16),
+                )
                 .with_configs(Some(configs))
         }
         Err(error) => failed(result, errors::topic_error_code(&error), error.to_string()),
     }
 }
 
-/// Manual assignments must name partitions 0..n once each, every one on this broker.
-fn check_assignments(node_id: i32, creatable: &CreatableTopic) -> Result<(), String> {
-    let mut partitions: Vec<i32> = creatable
+/// A manual assignment: partitions 0..n each once, with their replicas
+/// (which brokers, and how many, the metadata store checks).
+fn assignment(creatable: &CreatableTopic) -> Result<Vec<Vec<i32>>, String> {
+    let mut by_partition: Vec<(i32, Vec<i32>)> = creatable
         .assignments
         .iter()
-        .map(|a| a.partition_index)
+        .map(|a| {
+            (
+                a.partition_index,
+                a.broker_ids.iter().map(|id| id.0).collect(),
+            )
+        })
         .collect();
-    partitions.sort_unstable();
-    if partitions.iter().enumerate().any(|(i, &p)| p != i as i32) {
+    by_partition.sort_by_key(|(partition, _)| *partition);
+    if by_partition
+        .iter()
+        .enumerate()
+        .any(|(i, (partition, _))| *partition != i as i32)
+    {
         return Err("Partitions must be numbered 0 to n-1, each once".into());
     }
-    for assignment in &creatable.assignments {
-        if assignment
-            .broker_ids
-            .iter()
-            .map(|id| id.0)
-            .collect::<Vec<_>>()
-            != [node_id]
-        {
-            return Err(format!(
-                "Partition {} must be assigned to broker {node_id} alone",
-                assignment.partition_index
-            ));
-        }
+    if by_partition.iter().any(|(_, replicas)| replicas.is_empty()) {
+        return Err("Every partition needs at least one replica".into());
     }
-    Ok(())
+    Ok(by_partition
+        .into_iter()
+        .map(|(_, replicas)| replicas)
+        .collect())
 }

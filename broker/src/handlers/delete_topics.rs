@@ -46,9 +46,10 @@ async fn delete(broker: &Broker, name: Option<TopicName>, topic_id: Uuid) -> Del
             .with_error_code(error_code)
             .with_error_message(Some(StrBytes::from_string(message)))
     };
+    let metadata = broker.metadata();
     let topic = match (&name, topic_id.is_nil()) {
-        (Some(name), _) => broker.topic(name.0.as_str()),
-        (None, false) => broker.topic_by_id(topic_id),
+        (Some(name), _) => metadata.topic(name.0.as_str()).cloned(),
+        (None, false) => metadata.topic_by_id(topic_id).cloned(),
         (None, true) => {
             return failed(
                 result,

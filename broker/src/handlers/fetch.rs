@@ -4,15 +4,20 @@
 //! Fetch sessions (KIP-227) are not kept: every response carries session id
 //! 0, which tells clients to keep sending full (sessionless) fetches.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
+use super::Origin;
 use crate::errors::{self, code};
 use crate::state::{Broker, Topic};
 
@@ -23,7 +28,17 @@ const READ_COMMITTED: i8 = 1;
 /// Longest a fetch may wait, whatever the client asks.
 pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
 
-pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(
+    broker: &Broker,
+    request: FetchRequest,
+    version: i16,
+    origin: Origin<'_>,
+) -> FetchResponse {
+    let response = long_poll(broker, &request, version).await;
+    with_node_endpoints(broker, response, origin.listener)
+}
+
+async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> FetchResponse {
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(FETCH_WAIT_MS_MAX);
@@ -34,13 +49,13 @@ pub async fn handle(broker: &Broker, request: FetchRequest, version: i16) -> Fet
         // Mark the current appends seen before reading, so none is missed
         // between this read and the wait below.
         appends.borrow_and_update();
-        let (response, bytes, failed) = read_once(broker, &request, version);
+        let (response, bytes, failed) = read_once(broker, request, version);
         if bytes >= min_bytes.max(1) || failed || Instant::now() >= deadline {
             return response;
         }
         tokio::select! {
             changed = appends.changed() => if changed.is_err() { return response },
-            _ = tokio::time::sleep_until(deadline) => return read_once(broker, &request, version).0,
+            _ = tokio::time::sleep_until(deadline) => return read_once(broker, request, version).0,
         }
     }
 }
@@ -64,7 +79,7 @@ fn read_once(
         .topics
         .iter()
         .map(|fetch_topic| {
-            let (topic, unknown) = resolve_topic(broker, fetch_topic, version);
+            let (topic, missing) = resolve_topic(broker, fetch_topic, version);
             let partitions = fetch_topic
                 .partitions
                 .iter()
@@ -72,13 +87,14 @@ fn read_once(
                     let data = match &topic {
                         None => PartitionData::default()
                             .with_partition_index(fetch_partition.partition)
-                            .with_error_code(unknown)
+                            .with_error_code(missing)
                             .with_high_watermark(-1),
                         Some(topic) => {
                             // KIP-74: the first batch of the first partition with data is
                             // returned whole even if it is larger than the limits.
                             let min_one = total == 0;
                             read_partition(
+                                broker,
                                 topic,
                                 fetch_partition,
                                 remaining,
@@ -107,25 +123,35 @@ fn read_once(
     )
 }
 
+/// The topic of a fetch, by id (v13+) or name, and the error for its
+/// partitions if this broker has it not: a topic the cluster has but this
+/// broker has not applied yet is NOT_LEADER_OR_FOLLOWER.
 fn resolve_topic(
     broker: &Broker,
     fetch_topic: &FetchTopic,
     version: i16,
 ) -> (Option<std::sync::Arc<Topic>>, i16) {
+    let metadata = broker.metadata();
     if version >= TOPIC_ID_VERSION_MIN {
-        (
-            broker.topic_by_id(fetch_topic.topic_id),
-            code(ResponseError::UnknownTopicId),
-        )
+        let missing = if metadata.topic_by_id(fetch_topic.topic_id).is_some() {
+            code(ResponseError::NotLeaderOrFollower)
+        } else {
+            code(ResponseError::UnknownTopicId)
+        };
+        (broker.topic_by_id(fetch_topic.topic_id), missing)
     } else {
-        (
-            broker.topic(fetch_topic.topic.0.as_str()),
-            code(ResponseError::UnknownTopicOrPartition),
-        )
+        let name = fetch_topic.topic.0.as_str();
+        let missing = if metadata.topic(name).is_some() {
+            code(ResponseError::NotLeaderOrFollower)
+        } else {
+            code(ResponseError::UnknownTopicOrPartition)
+        };
+        (broker.topic(name), missing)
     }
 }
 
 fn read_partition(
+    broker: &Broker,
     topic: &Topic,
     request: &FetchPartition,
     limit: usize,
@@ -133,31 +159,29 @@ fn read_partition(
     read_committed: bool,
 ) -> PartitionData {
     let data = PartitionData::default().with_partition_index(request.partition);
-    let Some(partition) = usize::try_from(request.partition)
-        .ok()
-        .and_then(|index| topic.partitions.get(index))
-    else {
+    let Some(partition) = topic.partition(request.partition) else {
         return data
             .with_error_code(code(ResponseError::UnknownTopicOrPartition))
             .with_high_watermark(-1);
     };
     let epoch_error =
-        errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
+        errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch());
     if epoch_error != errors::NONE {
         return data.with_error_code(epoch_error).with_high_watermark(-1);
     }
     let limit = limit.min(usize::try_from(request.partition_max_bytes).unwrap_or(0));
-    let result = partition.with_log(|log| {
+    let result = partition.lead(|log, _| {
         let high_watermark = log.high_watermark();
         let read = log.read(request.fetch_offset, limit, high_watermark, min_one);
         (read, high_watermark, log.log_start_offset())
     });
     let (read, high_watermark, log_start_offset) = match result {
         Ok(values) => values,
-        Err(closed) => {
+        Err(not_leader) => {
             return data
-                .with_error_code(errors::closed_code(&closed))
+                .with_error_code(errors::not_leader_code(&not_leader))
                 .with_high_watermark(-1)
+                .with_current_leader(current_leader(broker, &topic.name, request.partition))
         }
     };
     let data = data
@@ -174,4 +198,45 @@ fn read_partition(
                 .with_records(Some(Bytes::new()))
         }
     }
+}
+
+/// KIP-951: the partition's leader and epoch in the freshest metadata, if
+/// it has a live one.
+fn current_leader(broker: &Broker, name: &str, index: i32) -> LeaderIdAndEpoch {
+    let metadata = broker.metadata();
+    match metadata.partition(name, index) {
+        Some(partition) if metadata.is_alive(partition.leader) => LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(partition.leader))
+            .with_leader_epoch(partition.leader_epoch),
+        _ => LeaderIdAndEpoch::default(),
+    }
+}
+
+/// KIP-951 (v16+): the endpoints of the leaders named in `current_leader`.
+fn with_node_endpoints(broker: &Broker, response: FetchResponse, listener: &str) -> FetchResponse {
+    let leaders: BTreeSet<i32> = response
+        .responses
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .map(|partition| partition.current_leader.leader_id.0)
+        .filter(|id| *id >= 0)
+        .collect();
+    if leaders.is_empty() {
+        return response;
+    }
+    let metadata = broker.metadata();
+    let endpoints = leaders
+        .iter()
+        .filter_map(|id| {
+            let (host, port, rack) = super::endpoint(&metadata, *id, listener)?;
+            Some(
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(i32::from(port))
+                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
+            )
+        })
+        .collect();
+    response.with_node_endpoints(endpoints)
 }

@@ -1,13 +1,15 @@
 //! FindCoordinator: which broker coordinates a consumer group (or, later, a
-//! transactional id). In standalone mode that is always this broker; in the
-//! cluster it becomes the leader of the key's `__consumer_offsets` partition.
+//! transactional id): the leader of the group's `__consumer_offsets`
+//! partition, as in Kafka.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::Origin;
 use crate::errors::{code, NONE};
+use crate::group::{records::partition_for, OFFSETS_TOPIC};
 use crate::state::Broker;
 
 /// `key_type` of a consumer group.
@@ -21,6 +23,7 @@ pub async fn handle(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
+    origin: Origin<'_>,
 ) -> FindCoordinatorResponse {
     // Groups live in __consumer_offsets: it is created on first need.
     let available = if request.key_type == KEY_TYPE_GROUP {
@@ -41,7 +44,7 @@ pub async fn handle(
     };
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
-        .map(|key| coordinator(broker, key, request.key_type, available))
+        .map(|key| coordinator(broker, key, request.key_type, available, origin.listener))
         .collect();
     if version >= BATCHED_VERSION_MIN {
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
@@ -55,7 +58,13 @@ pub async fn handle(
         .with_port(single.port)
 }
 
-fn coordinator(broker: &Broker, key: StrBytes, key_type: i8, available: bool) -> Coordinator {
+fn coordinator(
+    broker: &Broker,
+    key: StrBytes,
+    key_type: i8,
+    available: bool,
+    listener: &str,
+) -> Coordinator {
     let failed = |error: ResponseError, message: &str| {
         Coordinator::default()
             .with_key(key.clone())
@@ -83,12 +92,24 @@ fn coordinator(broker: &Broker, key: StrBytes, key_type: i8, available: bool) ->
             return failed(ResponseError::InvalidRequest, "unknown key type");
         }
     }
-    let listener = &broker.config.advertised_listener;
+    let metadata = broker.metadata();
+    let leader = metadata.topic(OFFSETS_TOPIC).and_then(|topic| {
+        let index = partition_for(key.as_str(), topic.partitions.len() as i32);
+        topic.partitions.get(index as usize).map(|p| p.leader)
+    });
+    let Some((node_id, (host, port, _))) = leader
+        .and_then(|id| super::endpoint(&metadata, id, listener).map(|endpoint| (id, endpoint)))
+    else {
+        return failed(
+            ResponseError::CoordinatorNotAvailable,
+            "the group's coordinator is not available: its partition has no live leader",
+        );
+    };
     Coordinator::default()
         .with_key(key.clone())
-        .with_node_id(BrokerId(broker.config.node_id))
-        .with_host(StrBytes::from_string(listener.host.clone()))
-        .with_port(i32::from(listener.port))
+        .with_node_id(BrokerId(node_id))
+        .with_host(StrBytes::from_string(host.to_string()))
+        .with_port(i32::from(port))
         .with_error_code(NONE)
         // Kafka's message for no error.
         .with_error_message(Some(StrBytes::from_static_str("NONE")))

@@ -23,18 +23,18 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
         .topics
         .into_iter()
         .map(|topic_request| {
-            let topic = broker.topic(topic_request.name.0.as_str());
+            let name = topic_request.name.0.as_str();
+            let topic = broker.topic(name);
             let partitions = topic_request
                 .partitions
                 .iter()
                 .map(|partition_request| {
-                    let partition = topic.as_ref().and_then(|topic| {
-                        usize::try_from(partition_request.partition_index)
-                            .ok()
-                            .and_then(|index| topic.partitions.get(index))
-                    });
-                    match partition {
+                    let index = partition_request.partition_index;
+                    match topic.as_ref().and_then(|topic| topic.partition(index)) {
                         Some(partition) => list_partition(partition, partition_request, version),
+                        None if broker.metadata().partition(name, index).is_some() => {
+                            failed(partition_request, code(ResponseError::NotLeaderOrFollower))
+                        }
                         None => failed(
                             partition_request,
                             code(ResponseError::UnknownTopicOrPartition),
@@ -64,28 +64,33 @@ fn list_partition(
     version: i16,
 ) -> ListOffsetsPartitionResponse {
     let epoch_error =
-        errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch);
+        errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch());
     if epoch_error != errors::NONE {
         return failed(request, epoch_error);
     }
-    let found = partition.with_log(|log| match request.timestamp {
-        LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
-        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
-        MAX_TIMESTAMP => log.max_timestamp(),
-        timestamp => log.offset_for_timestamp(timestamp),
+    let found = partition.lead(|log, state| {
+        let found = match request.timestamp {
+            LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
+            EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+            MAX_TIMESTAMP => log.max_timestamp(),
+            timestamp => log.offset_for_timestamp(timestamp),
+        };
+        (found, state.leader_epoch)
     });
     match found {
-        Ok(Ok(Some((offset, timestamp)))) => ListOffsetsPartitionResponse::default()
-            .with_partition_index(request.partition_index)
-            .with_offset(offset)
-            .with_timestamp(timestamp)
-            .with_leader_epoch(if version >= LEADER_EPOCH_VERSION_MIN {
-                partition.leader_epoch
-            } else {
-                -1
-            }),
-        Ok(Ok(None)) => failed(request, errors::NONE),
-        Ok(Err(error)) => failed(request, errors::storage_error_code(&error)),
-        Err(closed) => failed(request, errors::closed_code(&closed)),
+        Ok((Ok(Some((offset, timestamp))), leader_epoch)) => {
+            ListOffsetsPartitionResponse::default()
+                .with_partition_index(request.partition_index)
+                .with_offset(offset)
+                .with_timestamp(timestamp)
+                .with_leader_epoch(if version >= LEADER_EPOCH_VERSION_MIN {
+                    leader_epoch
+                } else {
+                    -1
+                })
+        }
+        Ok((Ok(None), _)) => failed(request, errors::NONE),
+        Ok((Err(error), _)) => failed(request, errors::storage_error_code(&error)),
+        Err(not_leader) => failed(request, errors::not_leader_code(&not_leader)),
     }
 }

@@ -1,8 +1,7 @@
 //! Metadata: brokers, cluster id, controller, and topics with their
 //! partitions; creates requested topics when auto-creation is allowed.
 
-use std::sync::Arc;
-
+use coordinator::{ClusterMetadata, TopicMetadata};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -11,8 +10,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::Origin;
 use crate::errors::{self, code};
-use crate::state::{Broker, Topic, TopicError};
+use crate::state::{Broker, TopicError};
 
 /// Sent when the client did not ask for authorized operations.
 pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -38,7 +38,12 @@ const NULL_MEANS_ALL_VERSION_MIN: i16 = 1;
 /// Before v4 there is no `allow_auto_topic_creation` field: creation is allowed.
 const AUTO_CREATE_FIELD_VERSION_MIN: i16 = 4;
 
-pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+    origin: Origin<'_>,
+) -> MetadataResponse {
     let wanted = match request.topics {
         Some(topics) if !(topics.is_empty() && version < NULL_MEANS_ALL_VERSION_MIN) => {
             Some(topics)
@@ -48,7 +53,14 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
     let allow_auto_create = broker.config.auto_create_topics_enable
         && (version < AUTO_CREATE_FIELD_VERSION_MIN || request.allow_auto_topic_creation);
     let mut topics: Vec<MetadataResponseTopic> = match wanted {
-        None => broker.all_topics().iter().map(topic_response).collect(),
+        None => {
+            let metadata = broker.metadata();
+            metadata
+                .topics
+                .values()
+                .map(|topic| topic_response(&metadata, topic, origin.listener))
+                .collect()
+        }
         Some(wanted) => {
             let mut topics = Vec::with_capacity(wanted.len());
             for requested in wanted {
@@ -58,6 +70,7 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
                         requested.name,
                         requested.topic_id,
                         allow_auto_create,
+                        origin.listener,
                     )
                     .await,
                 );
@@ -75,14 +88,26 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
     } else {
         AUTHORIZED_OPERATIONS_OMITTED
     };
-    let listener = &broker.config.advertised_listener;
+    // Read after any auto-creation, so that the brokers match the topics.
+    let metadata = broker.metadata();
+    let brokers = metadata
+        .brokers
+        .keys()
+        .filter_map(|id| {
+            let (host, port, rack) = super::endpoint(&metadata, *id, origin.listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(i32::from(port))
+                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
+            )
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.config.node_id))
-            .with_host(StrBytes::from_string(listener.host.clone()))
-            .with_port(i32::from(listener.port))])
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
+        .with_controller_id(BrokerId(metadata.controller_id().unwrap_or(-1)))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_operations)
 }
@@ -92,11 +117,13 @@ async fn requested_topic(
     name: Option<TopicName>,
     topic_id: Uuid,
     allow_auto_create: bool,
+    listener: &str,
 ) -> MetadataResponseTopic {
+    let metadata = broker.metadata();
     let Some(name) = name else {
         // v10+: a topic asked for by id only.
-        return match broker.topic_by_id(topic_id) {
-            Some(topic) => topic_response(&topic),
+        return match metadata.topic_by_id(topic_id) {
+            Some(topic) => topic_response(&metadata, topic, listener),
             None => MetadataResponseTopic::default()
                 .with_topic_id(topic_id)
                 .with_error_code(code(ResponseError::UnknownTopicId))
@@ -109,8 +136,8 @@ async fn requested_topic(
             .with_error_code(error_code)
             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     };
-    if let Some(topic) = broker.topic(name.0.as_str()) {
-        return topic_response(&topic);
+    if let Some(topic) = metadata.topic(name.0.as_str()) {
+        return topic_response(&metadata, topic, listener);
     }
     if let Err(error) = crate::state::validate_topic_name(name.0.as_str()) {
         return failed(errors::topic_error_code(&error));
@@ -119,7 +146,7 @@ async fn requested_topic(
         return failed(code(ResponseError::UnknownTopicOrPartition));
     }
     match broker.auto_create_topic(name.0.as_str()).await {
-        Ok(topic) => topic_response(&topic),
+        Ok(topic) => topic_response(&broker.metadata(), &topic, listener),
         Err(error @ TopicError::Storage(_)) | Err(error @ TopicError::Metadata(_)) => {
             tracing::error!(topic = %name.0, %error, "auto-creating a topic failed");
             failed(errors::topic_error_code(&error))
@@ -128,19 +155,39 @@ async fn requested_topic(
     }
 }
 
-fn topic_response(topic: &Arc<Topic>) -> MetadataResponseTopic {
+/// A topic as Metadata describes it. A partition whose leader is not
+/// reachable on `listener` (none elected, or not alive) gets
+/// LEADER_NOT_AVAILABLE with leader -1, as Kafka answers; replicas that are
+/// not alive are listed as offline (v5+).
+fn topic_response(
+    metadata: &ClusterMetadata,
+    topic: &TopicMetadata,
+    listener: &str,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .map(|partition| {
-            // One broker: it leads every partition and is the whole ISR.
-            let leader = BrokerId(partition.leader);
+            let reachable = super::endpoint(metadata, partition.leader, listener).is_some();
+            let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            let offline: Vec<i32> = partition
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !metadata.is_alive(*id))
+                .collect();
             MetadataResponsePartition::default()
-                .with_partition_index(partition.index)
-                .with_leader_id(leader)
+                .with_error_code(if reachable {
+                    errors::NONE
+                } else {
+                    code(ResponseError::LeaderNotAvailable)
+                })
+                .with_partition_index(partition.partition)
+                .with_leader_id(BrokerId(if reachable { partition.leader } else { -1 }))
                 .with_leader_epoch(partition.leader_epoch)
-                .with_replica_nodes(vec![leader])
-                .with_isr_nodes(vec![leader])
+                .with_replica_nodes(ids(&partition.replicas))
+                .with_isr_nodes(ids(&partition.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

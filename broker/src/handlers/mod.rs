@@ -7,6 +7,7 @@ mod api_versions;
 mod configs;
 mod create_topics;
 mod delete_topics;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod groups;
@@ -18,25 +19,48 @@ mod produce;
 
 use std::net::SocketAddr;
 
+use coordinator::{BrokerRegistration, ClusterMetadata};
 use protocol::codec::{DecodedRequest, Request, Response};
 
 use crate::state::Broker;
+
+/// Where a request came from: the client's address and the listener it
+/// connected to (clients are told the addresses of that listener).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub peer: SocketAddr,
+    pub listener: &'a str,
+}
+
+/// Where clients of `listener` reach broker `node_id`: host, port, rack.
+pub(crate) fn endpoint<'m>(
+    metadata: &'m ClusterMetadata,
+    node_id: i32,
+    listener: &str,
+) -> Option<(&'m str, u16, Option<&'m str>)> {
+    let broker: &BrokerRegistration = metadata.brokers.get(&node_id)?;
+    let endpoint = broker.endpoint(listener)?;
+    Some((&endpoint.host, endpoint.port, broker.rack.as_deref()))
+}
 
 /// Handles one request; `None` when no response is sent (Produce, acks=0).
 pub async fn handle(
     broker: &Broker,
     request: DecodedRequest,
-    peer: SocketAddr,
+    origin: Origin<'_>,
 ) -> Option<Response> {
+    let peer = origin.peer;
     let version = request.version();
     let client_id = request.header.client_id.clone().unwrap_or_default();
     Some(match request.body {
         Request::ApiVersions(_) => Response::ApiVersions(api_versions::handle()),
         Request::Metadata(body) => {
-            Response::Metadata(metadata::handle(broker, body, version).await)
+            Response::Metadata(metadata::handle(broker, body, version, origin).await)
         }
-        Request::Produce(body) => Response::Produce(produce::handle(broker, body, version)?),
-        Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version).await),
+        Request::Produce(body) => {
+            Response::Produce(produce::handle(broker, body, version, origin)?)
+        }
+        Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version, origin).await),
         Request::ListOffsets(body) => {
             Response::ListOffsets(list_offsets::handle(broker, body, version))
         }
@@ -47,7 +71,7 @@ pub async fn handle(
             Response::CreateTopics(create_topics::handle(broker, body).await)
         }
         Request::FindCoordinator(body) => {
-            Response::FindCoordinator(find_coordinator::handle(broker, body, version).await)
+            Response::FindCoordinator(find_coordinator::handle(broker, body, version, origin).await)
         }
         Request::JoinGroup(body) => {
             Response::JoinGroup(groups::join_group(broker, body, version, &client_id, peer).await)
@@ -84,10 +108,13 @@ pub async fn handle(
             Response::DescribeLogDirs(admin_topics::describe_log_dirs(broker, body))
         }
         Request::DescribeCluster(body) => {
-            Response::DescribeCluster(admin_topics::describe_cluster(broker, body))
+            Response::DescribeCluster(admin_topics::describe_cluster(broker, body, origin))
         }
         Request::DescribeTopicPartitions(body) => {
             Response::DescribeTopicPartitions(admin_topics::describe_topic_partitions(broker, body))
+        }
+        Request::ElectLeaders(body) => {
+            Response::ElectLeaders(elect_leaders::handle(broker, body, version).await)
         }
         Request::DeleteGroups(body) => Response::DeleteGroups(groups::delete_groups(broker, body)),
         Request::OffsetCommit(body) => {

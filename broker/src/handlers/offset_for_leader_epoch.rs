@@ -26,26 +26,32 @@ pub fn handle(
                         .with_partition(partition_request.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(partition) = broker
-                        .partition(topic_request.topic.0.as_str(), partition_request.partition)
-                    else {
-                        return response
-                            .with_error_code(code(ResponseError::UnknownTopicOrPartition));
+                    let name = topic_request.topic.0.as_str();
+                    let index = partition_request.partition;
+                    let Some(partition) = broker.partition(name, index) else {
+                        let error = if broker.metadata().partition(name, index).is_some() {
+                            ResponseError::NotLeaderOrFollower
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
+                        return response.with_error_code(code(error));
                     };
                     let epoch_error = errors::leader_epoch_code(
                         partition_request.current_leader_epoch,
-                        partition.leader_epoch,
+                        partition.leader_epoch(),
                     );
                     if epoch_error != errors::NONE {
                         return response.with_error_code(epoch_error);
                     }
                     match partition
-                        .with_log(|log| log.end_offset_for_epoch(partition_request.leader_epoch))
+                        .lead(|log, _| log.end_offset_for_epoch(partition_request.leader_epoch))
                     {
                         Ok((epoch, end_offset)) => response
                             .with_leader_epoch(epoch)
                             .with_end_offset(end_offset),
-                        Err(closed) => response.with_error_code(errors::closed_code(&closed)),
+                        Err(not_leader) => {
+                            response.with_error_code(errors::not_leader_code(&not_leader))
+                        }
                     }
                 })
                 .collect();

@@ -42,7 +42,7 @@ pub fn offset_commit(
     let mut commits = Vec::new();
     let mut placed = Vec::new(); // (topic index, partition index, Some(commit index) | Err(code))
     for (t, topic) in request.topics.iter().enumerate() {
-        let exists = broker.topic(topic.name.0.as_str());
+        let exists = broker.metadata().topic(topic.name.0.as_str()).cloned();
         for (p, partition) in topic.partitions.iter().enumerate() {
             let known = exists.as_ref().is_some_and(|existing| {
                 usize::try_from(partition.partition_index)
@@ -138,6 +138,11 @@ pub fn offset_fetch(
             .groups
             .into_iter()
             .map(|group| {
+                if !broker.groups.coordinates(group.group_id.0.as_str()) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(group.group_id)
+                        .with_error_code(code(ResponseError::NotCoordinator));
+                }
                 let wanted = group.topics.map(|topics| {
                     topics
                         .into_iter()
@@ -173,6 +178,9 @@ pub fn offset_fetch(
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if !broker.groups.coordinates(request.group_id.0.as_str()) {
+        return not_coordinator(request, version);
     }
     let wanted = request.topics.map(|topics| {
         topics
@@ -210,6 +218,36 @@ pub fn offset_fetch(
     }
 }
 
+/// NOT_COORDINATOR for a single-group OffsetFetch: top-level from v2, on
+/// every requested partition before.
+fn not_coordinator(request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let error = code(ResponseError::NotCoordinator);
+    if version >= FETCH_ERROR_CODE_VERSION_MIN {
+        return OffsetFetchResponse::default().with_error_code(error);
+    }
+    let topics = request
+        .topics
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partition_indexes
+                        .into_iter()
+                        .map(|index| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(-1)
+                                .with_error_code(error)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
 pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let partitions: Vec<(String, i32)> = request
         .topics
@@ -231,7 +269,7 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
         .topics
         .into_iter()
         .map(|topic| {
-            let known = broker.topic(topic.name.0.as_str());
+            let known = broker.metadata().topic(topic.name.0.as_str()).cloned();
             OffsetDeleteResponseTopic::default()
                 .with_partitions(
                     topic

@@ -1,0 +1,334 @@
+//! The broker's view of the cluster: every snapshot of the cluster
+//! metadata that the store publishes is applied to this broker's topics and
+//! partitions, in order, one at a time — the role that LeaderAndIsr and
+//! StopReplica requests from the controller play in Kafka.
+//!
+//! Applying a snapshot: new topics and partitions get their `Partition`s,
+//! with a log opened (recovered) where this broker holds a replica; topics
+//! gone from the metadata (or re-created under a new id) are closed and
+//! their directories removed; each partition takes its new state (leader,
+//! epochs, replicas, ISR); group coordination is loaded where this broker
+//! became leader of a `__consumer_offsets` partition and unloaded where it
+//! stopped being one; topic and dynamic broker configs reach the logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use coordinator::{ClusterMetadata, PartitionMetadata, TopicMetadata};
+use storage::{LogConfig, PartitionLog};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::data_dir;
+use crate::group::OFFSETS_TOPIC;
+use crate::state::{Broker, Partition, Topic, Topics};
+use crate::topic_config;
+
+/// Applies every snapshot the store publishes until shutdown.
+pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut snapshots = broker.store.subscribe();
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let applying = broker.clone();
+        let applied = tokio::task::spawn_blocking(move || applying.apply(&snapshot)).await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(failures)) => {
+                tracing::error!(failures = failures.len(), first = %failures[0], "some replicas could not be opened")
+            }
+            Err(error) => tracing::error!(%error, "applying cluster metadata failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+impl Broker {
+    /// Applies `metadata` to the topics and partitions. Errors are the
+    /// replicas whose logs could not be opened (they stay closed, and
+    /// requests for them are refused); everything else is applied anyway.
+    pub(crate) fn apply(&self, metadata: &Arc<ClusterMetadata>) -> Result<(), Vec<String>> {
+        let mut last = self.last_applied.lock().unwrap_or_else(|p| p.into_inner());
+        // Snapshots may be applied by the loop and by an admin request at
+        // once: never go back to an older one.
+        if metadata.revision <= last.revision {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        let defaults_changed = self.apply_broker_configs(metadata);
+        let defaults = self.log_defaults();
+        let current: Vec<Arc<Topic>> = self.all_topics();
+        let mut next = Topics::default();
+        for (name, wanted) in &metadata.topics {
+            let existing = current.iter().find(|topic| &*topic.name == name);
+            let topic = match existing {
+                Some(topic) if topic.topic_id == wanted.topic_id => {
+                    self.update_topic(topic, wanted, &defaults, defaults_changed, &mut failures)
+                }
+                Some(old) => {
+                    self.remove_topic(old);
+                    self.new_topic(wanted, &defaults, &mut failures)
+                }
+                None => self.new_topic(wanted, &defaults, &mut failures),
+            };
+            if name == OFFSETS_TOPIC {
+                self.groups.set_offsets_topic(topic.clone());
+            }
+            next.by_id.insert(topic.topic_id, topic.clone());
+            next.by_name.insert(name.clone(), topic);
+        }
+        for topic in &current {
+            let kept = next
+                .by_id
+                .get(&topic.topic_id)
+                .is_some_and(|kept| kept.name == topic.name);
+            if !kept {
+                self.remove_topic(topic);
+            }
+        }
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        *last = metadata.clone();
+        drop(last);
+        self.applied.send_replace(metadata.revision);
+        // Waiting fetches re-check: a partition may have changed hands.
+        self.notify_appended();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// Recomputes the topic-config defaults from the dynamic broker
+    /// configs; returns whether they changed.
+    fn apply_broker_configs(&self, metadata: &ClusterMetadata) -> bool {
+        let node = self.node_id().to_string();
+        let defaults = self
+            .config
+            .log_with_dynamic(
+                metadata.broker_configs.get(""),
+                metadata.broker_configs.get(&node),
+            )
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "ignoring dynamic broker configs that are no longer valid");
+                self.config.log.clone()
+            });
+        let mut current = self.log_defaults.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *current != defaults;
+        *current = defaults;
+        changed
+    }
+
+    fn new_topic(
+        &self,
+        metadata: &TopicMetadata,
+        defaults: &LogConfig,
+        failures: &mut Vec<String>,
+    ) -> Arc<Topic> {
+        let name: Arc<str> = metadata.name.as_str().into();
+        let partitions = metadata
+            .partitions
+            .iter()
+            .map(|state| self.new_partition(&name, metadata, state, defaults, failures))
+            .collect();
+        Arc::new(Topic {
+            name,
+            topic_id: metadata.topic_id,
+            partitions,
+            configs: metadata.configs.clone(),
+        })
+    }
+
+    fn new_partition(
+        &self,
+        name: &Arc<str>,
+        metadata: &TopicMetadata,
+        state: &PartitionMetadata,
+        defaults: &LogConfig,
+        failures: &mut Vec<String>,
+    ) -> Arc<Partition> {
+        let partition = Arc::new(Partition::new(
+            name.clone(),
+            metadata.topic_id,
+            self.node.clone(),
+            state.clone(),
+            None,
+        ));
+        if state.replicas.contains(&self.node_id()) {
+            match self.open_log(metadata, state.partition, defaults) {
+                Ok(log) => partition.put_log(log),
+                Err(error) => failures.push(error),
+            }
+        }
+        self.took_state(&partition, None, state);
+        partition
+    }
+
+    fn update_topic(
+        &self,
+        topic: &Arc<Topic>,
+        metadata: &TopicMetadata,
+        defaults: &LogConfig,
+        defaults_changed: bool,
+        failures: &mut Vec<String>,
+    ) -> Arc<Topic> {
+        let mut partitions = topic.partitions.clone();
+        for state in &metadata.partitions {
+            match topic.partition(state.partition) {
+                Some(partition) => {
+                    self.update_partition(partition, metadata, state, defaults, failures)
+                }
+                None => partitions.push(self.new_partition(
+                    &topic.name,
+                    metadata,
+                    state,
+                    defaults,
+                    failures,
+                )),
+            }
+        }
+        let configs_changed = topic.configs != metadata.configs;
+        if configs_changed || defaults_changed {
+            topic.apply_log_config(defaults, &metadata.configs);
+        }
+        if !configs_changed && partitions.len() == topic.partitions.len() {
+            return topic.clone();
+        }
+        Arc::new(Topic {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id,
+            partitions,
+            configs: metadata.configs.clone(),
+        })
+    }
+
+    fn update_partition(
+        &self,
+        partition: &Arc<Partition>,
+        metadata: &TopicMetadata,
+        state: &PartitionMetadata,
+        defaults: &LogConfig,
+        failures: &mut Vec<String>,
+    ) {
+        let before = partition.state();
+        let should_host = state.replicas.contains(&self.node_id());
+        match (partition.is_hosted(), should_host) {
+            (false, true) => match self.open_log(metadata, state.partition, defaults) {
+                Ok(log) => partition.put_log(log),
+                Err(error) => failures.push(error),
+            },
+            (true, false) => {
+                tracing::info!(topic = %partition.topic, partition = partition.index, "this broker no longer holds a replica; removing it");
+                self.close_replica(partition, true);
+            }
+            _ => {}
+        }
+        if before != *state {
+            partition.set_state(state.clone());
+            self.took_state(partition, Some(&before), state);
+        }
+    }
+
+    /// What follows a partition's change of state here: logs of the
+    /// leadership change, and group coordination moving with the leaders
+    /// of `__consumer_offsets`.
+    fn took_state(
+        &self,
+        partition: &Arc<Partition>,
+        before: Option<&PartitionMetadata>,
+        state: &PartitionMetadata,
+    ) {
+        let node = self.node_id();
+        let was_leader = before.is_some_and(|b| b.leader == node);
+        let is_leader = state.leader == node && partition.is_hosted();
+        let epoch_changed = before.is_none_or(|b| b.leader_epoch != state.leader_epoch);
+        if before.is_some() && epoch_changed {
+            tracing::info!(
+                topic = %partition.topic,
+                partition = partition.index,
+                leader = state.leader,
+                leader_epoch = state.leader_epoch,
+                isr = ?state.isr,
+                "partition leadership changed"
+            );
+        }
+        if &*partition.topic != OFFSETS_TOPIC {
+            return;
+        }
+        if was_leader && (!is_leader || epoch_changed) {
+            self.groups.unload_partition(partition.index);
+        }
+        if is_leader && (!was_leader || epoch_changed) {
+            self.groups
+                .load_partition(partition, std::time::Instant::now(), now_ms());
+        }
+    }
+
+    fn open_log(
+        &self,
+        metadata: &TopicMetadata,
+        partition: i32,
+        defaults: &LogConfig,
+    ) -> Result<PartitionLog, String> {
+        let dir = data_dir::partition_dir(&self.config.log_dir, &metadata.name, partition);
+        let log_config = topic_config::log_config(defaults, &metadata.configs);
+        data_dir::claim_partition_dir(&dir, metadata.topic_id)
+            .map_err(|error| error.to_string())
+            .and_then(|()| {
+                PartitionLog::open(&dir, log_config, now_ms()).map_err(|error| error.to_string())
+            })
+            .map_err(|error| {
+                tracing::error!(dir = %dir.display(), %error, "opening a replica's log failed");
+                format!("{}: {error}", dir.display())
+            })
+    }
+
+    /// Closes this broker's replica of `partition`; `remove` deletes its
+    /// directory too.
+    fn close_replica(&self, partition: &Partition, remove: bool) {
+        if &*partition.topic == OFFSETS_TOPIC {
+            self.groups.unload_partition(partition.index);
+        }
+        let Some(log) = partition.take_log() else {
+            return;
+        };
+        let dir = log.dir().to_path_buf();
+        if remove {
+            drop(log);
+            if let Err(error) = data_dir::remove_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), %error, "could not remove a partition's directory");
+            }
+        } else if let Err(error) = log.close() {
+            tracing::error!(dir = %dir.display(), %error, "closing log failed");
+        }
+    }
+
+    fn remove_topic(&self, topic: &Topic) {
+        for partition in &topic.partitions {
+            self.close_replica(partition, true);
+        }
+        tracing::info!(topic = %topic.name, topic_id = %topic.topic_id, "removed the topic's replicas");
+    }
+
+    /// Removes partition directories of replicas this broker does not hold
+    /// (topics deleted or moved while it was down). At start-up only.
+    pub(crate) fn remove_strays(&self) {
+        let hosted: BTreeSet<(String, i32)> = self
+            .hosted_partitions()
+            .iter()
+            .map(|partition| (partition.topic.to_string(), partition.index))
+            .collect();
+        data_dir::remove_strays(&self.config.log_dir, &hosted);
+    }
+
+    /// Each partition's leader as this broker applied it, for tests and tools.
+    pub fn leaders(&self) -> BTreeMap<(String, i32), i32> {
+        self.all_topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .map(|p| ((p.topic.to_string(), p.index), p.state().leader))
+            .collect()
+    }
+}

@@ -1,0 +1,160 @@
+//! The etcd key layout, under a prefix (`etcd.prefix`, default `/kbroker`):
+//!
+//! ```text
+//! <p>/cluster_id                    the cluster id; written once, by whoever comes first
+//! <p>/brokers/<node id>             a live broker's registration (JSON), under its session lease
+//! <p>/controller/<lease, hex>       controller candidates (etcd's election API); the oldest leads
+//! <p>/topics/<name>                 topic id, replica assignment, config overrides (JSON)
+//! <p>/partitions/<topic id>/<n>     leader, leader epoch, partition epoch, replicas, ISR (JSON);
+//!                                   absent until the first change: a new partition's state
+//!                                   follows from the assignment
+//! <p>/broker-configs/<resource>     dynamic broker configs (JSON); `cluster` is resource ""
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Resource name of the cluster-wide dynamic broker configs in its key.
+const CLUSTER_RESOURCE: &str = "cluster";
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// What a key under the prefix is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    ClusterId,
+    Broker(i32),
+    ControllerCandidate,
+    Topic(String),
+    Partition(Uuid, i32),
+    BrokerConfigs(String),
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Everything of this cluster: the range a broker reads and watches.
+    pub fn all(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    pub fn cluster_id(&self) -> String {
+        format!("{}/cluster_id", self.prefix)
+    }
+
+    pub fn broker(&self, node_id: i32) -> String {
+        format!("{}/brokers/{node_id}", self.prefix)
+    }
+
+    /// The election's name; candidates' keys are `<name>/<lease hex>`.
+    pub fn controller_election(&self) -> String {
+        format!("{}/controller", self.prefix)
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}/topics/{name}", self.prefix)
+    }
+
+    pub fn partition(&self, topic_id: Uuid, partition: i32) -> String {
+        format!(
+            "{}/partitions/{}/{partition}",
+            self.prefix,
+            topic_id.simple()
+        )
+    }
+
+    pub fn partitions_of(&self, topic_id: Uuid) -> String {
+        format!("{}/partitions/{}/", self.prefix, topic_id.simple())
+    }
+
+    pub fn broker_configs(&self, resource: &str) -> String {
+        let resource = if resource.is_empty() {
+            CLUSTER_RESOURCE
+        } else {
+            resource
+        };
+        format!("{}/broker-configs/{resource}", self.prefix)
+    }
+
+    pub fn parse(&self, key: &str) -> Option<Key> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        if rest == "cluster_id" {
+            return Some(Key::ClusterId);
+        }
+        let (kind, rest) = rest.split_once('/')?;
+        match kind {
+            "brokers" => rest.parse().ok().map(Key::Broker),
+            "controller" => Some(Key::ControllerCandidate),
+            "topics" if !rest.is_empty() => Some(Key::Topic(rest.to_string())),
+            "partitions" => {
+                let (topic_id, partition) = rest.split_once('/')?;
+                Some(Key::Partition(
+                    Uuid::try_parse(topic_id).ok()?,
+                    partition.parse().ok()?,
+                ))
+            }
+            "broker-configs" => Some(Key::BrokerConfigs(if rest == CLUSTER_RESOURCE {
+                String::new()
+            } else {
+                rest.to_string()
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// The value at `<p>/topics/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub topic_id: Uuid,
+    /// The replicas of each partition, as assigned at creation.
+    pub assignment: Vec<Vec<i32>>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The value at `<p>/partitions/<topic id>/<n>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back() {
+        let keys = Keys::new("/kbroker/");
+        let id = Uuid::new_v4();
+        for (key, parsed) in [
+            (keys.cluster_id(), Key::ClusterId),
+            (keys.broker(3), Key::Broker(3)),
+            (
+                format!("{}/694d7a", keys.controller_election()),
+                Key::ControllerCandidate,
+            ),
+            (keys.topic("orders.v1"), Key::Topic("orders.v1".into())),
+            (keys.partition(id, 7), Key::Partition(id, 7)),
+            (keys.broker_configs(""), Key::BrokerConfigs(String::new())),
+            (keys.broker_configs("2"), Key::BrokerConfigs("2".into())),
+        ] {
+            assert_eq!(keys.parse(&key), Some(parsed), "{key}");
+        }
+        assert_eq!(keys.parse("/kbroker2/topics/x"), None);
+        assert_eq!(keys.parse("/kbroker/brokers/x"), None);
+    }
+}

@@ -1,0 +1,359 @@
+//! Cluster mode against a real etcd: the controller's fencing, and what a
+//! broker answers for partitions and groups it does not lead (exact
+//! request versions, encoded with the `kafka-protocol` crate).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use broker::admin::client::Client;
+use bytes::BytesMut;
+use coordinator::etcd::{ControllerConfig, EtcdConfig, EtcdStore};
+use coordinator::{CoordinatorError, MetadataStore, NewTopic, NO_LEADER};
+use e2e::{eventually, Cluster, EtcdProcess};
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest,
+    GroupId, JoinGroupRequest, MetadataRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_COORDINATOR: i16 = 16;
+const NOT_CONTROLLER: i16 = 41;
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+fn store_config(etcd: &EtcdProcess, node_id: i32, dir: &std::path::Path) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: vec![etcd.endpoint.clone()],
+        prefix: "/fencing".into(),
+        session_timeout: Duration::from_millis(e2e::SESSION_TIMEOUT_MS),
+        heartbeat_interval: Duration::from_millis(e2e::HEARTBEAT_INTERVAL_MS),
+        registration: coordinator::BrokerRegistration {
+            node_id,
+            rack: None,
+            endpoints: Vec::new(),
+            inter_broker_listener: String::new(),
+            epoch: 0,
+        },
+        data_dir: dir.to_path_buf(),
+        controller: ControllerConfig {
+            unclean_leader_election: false,
+            auto_leader_rebalance: false,
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            leader_imbalance_percentage: 10,
+        },
+    }
+}
+
+/// A controller paused past its session (here: its lease revoked behind
+/// its back) still believes it holds its seat; when it writes, etcd
+/// refuses, because the write compares the election key it won with.
+#[tokio::test]
+async fn a_stale_controllers_write_is_refused_by_etcd() {
+    let etcd = EtcdProcess::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = EtcdStore::connect(store_config(&etcd, 1, dirs.0.path()))
+        .await
+        .unwrap();
+    first.join().await.unwrap();
+    let stale = eventually("broker 1 to become controller", TIMEOUT, || async {
+        first.controller_seat()
+    })
+    .await;
+    let second = EtcdStore::connect(store_config(&etcd, 2, dirs.1.path()))
+        .await
+        .unwrap();
+    second.join().await.unwrap();
+    let topic = first
+        .create_topic(
+            NewTopic {
+                name: "fenced".into(),
+                partitions: 1,
+                replication_factor: 1,
+                assignment: Some(vec![vec![2]]),
+                configs: BTreeMap::new(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+
+    let mut etcd_client = etcd_client::Client::connect([&etcd.endpoint], None)
+        .await
+        .unwrap();
+    etcd_client.lease_revoke(stale.lease).await.unwrap();
+    let successor = eventually("broker 2 to take over", TIMEOUT, || async {
+        second.controller_seat()
+    })
+    .await;
+    assert!(
+        successor.epoch > stale.epoch,
+        "{successor:?} after {stale:?}"
+    );
+
+    let mut forged = topic.partitions[0].clone();
+    forged.leader = NO_LEADER;
+    forged.leader_epoch = 1000;
+    let refused = first
+        .write_as_controller(&stale, "fenced", forged.clone())
+        .await;
+    assert!(
+        matches!(refused, Err(CoordinatorError::NotController)),
+        "{refused:?}"
+    );
+    let state = second.snapshot().topics["fenced"].partitions[0].clone();
+    assert_ne!(state.leader_epoch, 1000, "the stale write reached etcd");
+
+    // The new controller's seat is good (retried if its own reaction to
+    // broker 1's lost session raced this write).
+    let mut accepted = forged.clone();
+    accepted.leader_epoch = 2000;
+    eventually("the new controller's write", TIMEOUT, || {
+        let accepted = accepted.clone();
+        let (second, successor) = (&second, &successor);
+        async move {
+            match second
+                .write_as_controller(successor, "fenced", accepted)
+                .await
+            {
+                Ok(()) => Some(()),
+                Err(CoordinatorError::Fenced(_)) => None,
+                Err(other) => panic!("{other}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        second.snapshot().topics["fenced"].partitions[0].leader_epoch,
+        2000
+    );
+    second.leave().await;
+    first.leave().await;
+}
+
+async fn client(cluster: &Cluster, node_id: i32) -> Client {
+    Client::connect(&cluster.bootstrap(node_id)).await.unwrap()
+}
+
+/// Waits until broker `node_id` lists `count` brokers.
+async fn wait_for_brokers(cluster: &Cluster, node_id: i32, count: usize) {
+    eventually("the brokers to register", TIMEOUT, || async {
+        let mut client = Client::connect(&cluster.bootstrap(node_id)).await.ok()?;
+        let metadata = client
+            .call(MetadataRequest::default().with_topics(Some(Vec::new())), 12)
+            .await
+            .ok()?;
+        (metadata.brokers.len() == count && metadata.controller_id.0 >= 0).then_some(())
+    })
+    .await;
+}
+
+/// Creates `name` with one partition whose only replica is `replica`.
+async fn create_on(cluster: &Cluster, name: &str, replica: i32) {
+    let mut admin = client(cluster, 1).await;
+    let response = admin
+        .call(
+            CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name.into())))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(vec![BrokerId(replica)])])])
+                .with_timeout_ms(30_000),
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+}
+
+fn one_record_batch() -> bytes::Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(bytes::Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [record].iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// KIP-951: Produce v10+ and Fetch v16+ answered by a broker that does not
+/// lead the partition name the leader, its epoch and its endpoint, so that
+/// the client goes there without asking for metadata first.
+#[tokio::test]
+async fn a_broker_that_does_not_lead_a_partition_names_its_leader() {
+    let cluster = Cluster::start(2, &[]);
+    wait_for_brokers(&cluster, 1, 2).await;
+    create_on(&cluster, "redirected", 1).await;
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("redirected")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(one_record_batch()))])]);
+
+    let mut follower = client(&cluster, 2).await;
+    let answer = follower.call(produce.clone(), 11).await.unwrap();
+    let partition = &answer.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, NOT_LEADER_OR_FOLLOWER, "{answer:?}");
+    assert_eq!(partition.current_leader.leader_id.0, 1);
+    assert_eq!(partition.current_leader.leader_epoch, 0);
+    let leader = &cluster.brokers[0];
+    assert_eq!(answer.node_endpoints.len(), 1, "{answer:?}");
+    assert_eq!(answer.node_endpoints[0].node_id.0, 1);
+    assert_eq!(answer.node_endpoints[0].host.as_str(), leader.host);
+    assert_eq!(answer.node_endpoints[0].port, i32::from(leader.port));
+
+    let mut at_leader = client(&cluster, 1).await;
+    let answer = at_leader.call(produce, 11).await.unwrap();
+    assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
+
+    let metadata = follower
+        .call(
+            MetadataRequest::default().with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("redirected")))),
+            ])),
+            12,
+        )
+        .await
+        .unwrap();
+    let topic_id = metadata.topics[0].topic_id;
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let answer = follower.call(fetch.clone(), 16).await.unwrap();
+    let partition = &answer.responses[0].partitions[0];
+    assert_eq!(partition.error_code, NOT_LEADER_OR_FOLLOWER, "{answer:?}");
+    assert_eq!(partition.current_leader.leader_id.0, 1);
+    assert_eq!(answer.node_endpoints[0].port, i32::from(leader.port));
+    let answer = at_leader.call(fetch, 16).await.unwrap();
+    assert_eq!(answer.responses[0].partitions[0].error_code, 0);
+    assert_eq!(answer.responses[0].partitions[0].high_watermark, 1);
+}
+
+/// Every broker names the same coordinator for a group (the leader of its
+/// `__consumer_offsets` partition); the others refuse its requests.
+#[tokio::test]
+async fn a_group_is_coordinated_by_the_leader_of_its_offsets_partition() {
+    let cluster = Cluster::start(2, &["offsets.topic.num.partitions=4"]);
+    wait_for_brokers(&cluster, 1, 2).await;
+    let mut coordinators = Vec::new();
+    for node_id in [1, 2] {
+        let answer = eventually("a coordinator", TIMEOUT, || async {
+            let mut client = client(&cluster, node_id).await;
+            let answer = client
+                .call(
+                    FindCoordinatorRequest::default()
+                        .with_key_type(0)
+                        .with_coordinator_keys(vec![StrBytes::from_static_str("billing")]),
+                    4,
+                )
+                .await
+                .ok()?;
+            let found = &answer.coordinators[0];
+            (found.error_code == 0).then_some(found.node_id.0)
+        })
+        .await;
+        coordinators.push(answer);
+    }
+    assert_eq!(coordinators[0], coordinators[1]);
+    let coordinator = coordinators[0];
+    let other = if coordinator == 1 { 2 } else { 1 };
+
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"\x00\x01"))]);
+    let answer = client(&cluster, other)
+        .await
+        .call(join.clone(), 9)
+        .await
+        .unwrap();
+    assert_eq!(answer.error_code, NOT_COORDINATOR);
+    let answer = client(&cluster, coordinator)
+        .await
+        .call(join, 9)
+        .await
+        .unwrap();
+    // KIP-394: the coordinator hands out a member id first.
+    assert_eq!(answer.error_code, 79, "{answer:?}");
+}
+
+/// ElectLeaders goes to the controller; the other brokers refuse it so
+/// that the client looks the controller up.
+#[tokio::test]
+async fn only_the_controller_runs_elections() {
+    let cluster = Cluster::start(2, &[]);
+    wait_for_brokers(&cluster, 1, 2).await;
+    create_on(&cluster, "elected", 2).await;
+    let metadata = client(&cluster, 1)
+        .await
+        .call(MetadataRequest::default().with_topics(Some(Vec::new())), 12)
+        .await
+        .unwrap();
+    let controller = metadata.controller_id.0;
+    let other = if controller == 1 { 2 } else { 1 };
+    let elect = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(TopicName(StrBytes::from_static_str("elected")))
+            .with_partitions(vec![0])]));
+    let answer = client(&cluster, other)
+        .await
+        .call(elect.clone(), 2)
+        .await
+        .unwrap();
+    assert_eq!(answer.error_code, NOT_CONTROLLER, "{answer:?}");
+    let answer = client(&cluster, controller)
+        .await
+        .call(elect, 2)
+        .await
+        .unwrap();
+    assert_eq!(answer.error_code, 0, "{answer:?}");
+    let result = &answer.replica_election_results[0].partition_result[0];
+    assert_eq!(result.error_code, ELECTION_NOT_NEEDED, "{answer:?}");
+}
