@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use coordinator::{ClusterMetadata, PartitionMetadata, TopicMetadata};
+use coordinator::{ClusterMetadata, PartitionMetadata, TopicMetadata, NO_LEADER};
 use storage::{LogConfig, PartitionLog};
 use tokio_util::sync::CancellationToken;
 
@@ -231,9 +231,10 @@ impl Broker {
         }
     }
 
-    /// What follows a partition's change of state here: logs of the
-    /// leadership change, and group coordination moving with the leaders
-    /// of `__consumer_offsets`.
+    /// What follows a partition's change of state here: the replica's role
+    /// (leader at a new epoch, follower of a new leader, neither), logs of
+    /// the leadership change, and group coordination moving with the
+    /// leaders of `__consumer_offsets`.
     fn took_state(
         &self,
         partition: &Arc<Partition>,
@@ -241,8 +242,9 @@ impl Broker {
         state: &PartitionMetadata,
     ) {
         let node = self.node_id();
+        let hosted = partition.is_hosted();
         let was_leader = before.is_some_and(|b| b.leader == node);
-        let is_leader = state.leader == node && partition.is_hosted();
+        let is_leader = state.leader == node && hosted;
         let epoch_changed = before.is_none_or(|b| b.leader_epoch != state.leader_epoch);
         if before.is_some() && epoch_changed {
             tracing::info!(
@@ -253,6 +255,24 @@ impl Broker {
                 isr = ?state.isr,
                 "partition leadership changed"
             );
+        }
+        if is_leader {
+            if !was_leader || epoch_changed {
+                self.fetchers.unfollow(partition);
+                partition.become_leader(state);
+            } else {
+                // The ISR changed: the high watermark may move.
+                let _ = partition.lead(|log, state| partition.advance_high_watermark(log, state));
+            }
+        } else {
+            if was_leader {
+                partition.stop_leading();
+            }
+            if hosted && state.leader != NO_LEADER {
+                self.fetchers.follow(partition, state.leader);
+            } else {
+                self.fetchers.unfollow(partition);
+            }
         }
         if &*partition.topic != OFFSETS_TOPIC {
             return;
@@ -288,6 +308,8 @@ impl Broker {
     /// Closes this broker's replica of `partition`; `remove` deletes its
     /// directory too.
     fn close_replica(&self, partition: &Partition, remove: bool) {
+        self.fetchers.unfollow(partition);
+        partition.stop_leading();
         if &*partition.topic == OFFSETS_TOPIC {
             self.groups.unload_partition(partition.index);
         }

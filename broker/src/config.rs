@@ -73,6 +73,12 @@ pub struct BrokerConfig {
     /// `replica.lag.time.max.ms`: a follower that has not caught up for
     /// this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// `min.insync.replicas`: the default for topics.
+    pub min_insync_replicas: usize,
+    /// `replica.fetch.*`: how followers fetch.
+    pub replica_fetch: crate::replica_fetcher::FetchSettings,
+    /// `replica.high.watermark.checkpoint.interval.ms`
+    pub high_watermark_checkpoint_interval_ms: u64,
     pub log_dir: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -142,6 +148,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("leader.imbalance.per.broker.percentage", "10"),
     ("min.insync.replicas", "1"),
     ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.high.watermark.checkpoint.interval.ms", "5000"),
     ("log.dirs", ""),
     ("log.dir", "./data"),
     ("num.partitions", "1"),
@@ -519,6 +529,29 @@ impl BrokerConfig {
             replica_lag_time_max_ms: positive(
                 number("replica.lag.time.max.ms")?,
                 "replica.lag.time.max.ms",
+            )?,
+            min_insync_replicas: positive(number("min.insync.replicas")?, "min.insync.replicas")?
+                as usize,
+            replica_fetch: crate::replica_fetcher::FetchSettings {
+                wait_max_ms: i32::try_from(positive(
+                    number("replica.fetch.wait.max.ms")?,
+                    "replica.fetch.wait.max.ms",
+                )?)
+                .context("replica.fetch.wait.max.ms")?,
+                partition_max_bytes: i32::try_from(positive(
+                    number("replica.fetch.max.bytes")?,
+                    "replica.fetch.max.bytes",
+                )?)
+                .context("replica.fetch.max.bytes")?,
+                response_max_bytes: i32::try_from(positive(
+                    number("replica.fetch.response.max.bytes")?,
+                    "replica.fetch.response.max.bytes",
+                )?)
+                .context("replica.fetch.response.max.bytes")?,
+            },
+            high_watermark_checkpoint_interval_ms: positive(
+                number("replica.high.watermark.checkpoint.interval.ms")?,
+                "replica.high.watermark.checkpoint.interval.ms",
             )?,
             log_dir: PathBuf::from(log_dir),
             num_partitions,

@@ -4,7 +4,7 @@ use coordinator::{CoordinatorError, ElectionError};
 use kafka_protocol::error::ResponseError;
 use storage::StorageError;
 
-use crate::state::{NotLeader, PartitionClosed, TopicError};
+use crate::state::{AppendError, NotLeader, PartitionClosed, TopicError};
 
 pub const NONE: i16 = 0;
 
@@ -21,6 +21,13 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         _ => ResponseError::KafkaStorageError,
     })
+}
+
+pub fn append_error_code(error: &AppendError) -> i16 {
+    match error {
+        AppendError::NotEnoughReplicas { .. } => code(ResponseError::NotEnoughReplicas),
+        AppendError::Storage(error) => storage_error_code(error),
+    }
 }
 
 pub fn topic_error_code(error: &TopicError) -> i16 {

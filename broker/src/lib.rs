@@ -12,7 +12,9 @@
 //! - [`cluster_view`]: applies each cluster metadata snapshot to the
 //!   partitions (replicas opened and removed, leadership, configs).
 //! - [`data_dir`]: the data directory's lock, identity and layout.
-//! - [`replication`]: replication between brokers.
+//! - [`replication`]: the leader's side of replication (follower progress,
+//!   high watermark, ISR changes, acks=all); [`replica_fetcher`]: the
+//!   follower's (fetching from leaders, truncating by leader epoch).
 //! - [`group`]: the group coordinator and committed offsets (`__consumer_offsets`).
 //! - [`topic_config`]: topic-level configs, validation, log configs.
 //! - [`errors`]: the one mapping from internal errors to Kafka error codes.
@@ -26,6 +28,7 @@ pub mod data_dir;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod replica_fetcher;
 pub mod replication;
 pub mod server;
 pub mod state;

@@ -1,23 +1,316 @@
-//! Replication between brokers. Followers fetching from their leader come
-//! with the replication issue; until then every partition has exactly one
-//! replica, its leader, which is therefore its whole ISR.
+//! Replication between brokers, as Kafka does it.
+//!
+//! Followers fetch from their partition's leader with replica fetches
+//! (`replica_fetcher`); a follower's fetch offset is what it has. The leader
+//! keeps, per follower, that offset and when it last caught up, and moves
+//! the high watermark to the smallest log end offset of the ISR — consumers
+//! see only what is below it, and `acks=all` produce requests wait for it.
+//! A follower that has not caught up for `replica.lag.time.max.ms` leaves
+//! the ISR; one that has caught up with the high watermark (and with the
+//! start of the leader's epoch) joins it again. ISR changes go through the
+//! metadata store, fenced by the leader epoch, the partition epoch and the
+//! leader's session (`MetadataStore::alter_isr`).
 
-use coordinator::CoordinatorError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::state::TopicError;
+use coordinator::{IsrChange, PartitionMetadata};
+use kafka_protocol::error::ResponseError;
+use storage::PartitionLog;
 
-/// The most replicas a partition may have while followers do not fetch.
-pub const REPLICATION_FACTOR_MAX: i16 = 1;
+use crate::errors::code;
+use crate::state::{Broker, Partition};
 
-/// Refuses replicas that would not receive data: a follower that never
-/// fetches would be elected with an empty log after a failover.
-pub fn check_replication_factor(replication_factor: i16) -> Result<(), TopicError> {
-    if replication_factor > REPLICATION_FACTOR_MAX {
-        return Err(TopicError::Metadata(
-            CoordinatorError::InvalidReplicationFactor(format!(
-                "Replication factor {replication_factor} is not supported yet: partitions are not replicated between brokers in this version; use 1"
-            )),
-        ));
+/// The leader's knowledge of its followers, reset at every leader epoch.
+#[derive(Debug, Default)]
+pub struct LeaderProgress {
+    /// The epoch these entries belong to.
+    leader_epoch: i32,
+    /// The log end offset when this epoch began: a follower must have at
+    /// least that to join the ISR.
+    epoch_start_offset: i64,
+    /// When this broker became leader at this epoch.
+    since: Option<Instant>,
+    followers: HashMap<i32, FollowerProgress>,
+    /// An ISR change is with the metadata store.
+    isr_change_pending: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FollowerProgress {
+    /// The follower's fetch offset: everything before it, it has.
+    log_end_offset: i64,
+    /// When it last had everything the leader had.
+    last_caught_up: Option<Instant>,
+    /// The leader's log end offset at the follower's previous fetch.
+    previous_leader_end: i64,
+    previous_fetch: Instant,
+}
+
+impl Partition {
+    /// This broker leads the partition from `state.leader_epoch` on: its
+    /// log records where the epoch starts, and what it knew of followers
+    /// is forgotten.
+    pub(crate) fn become_leader(&self, state: &PartitionMetadata) {
+        let _ = self.with_log(|log| {
+            if let Err(error) = log.assign_leader_epoch(state.leader_epoch) {
+                tracing::error!(topic = %self.topic, partition = self.index, %error, "recording the leader epoch failed");
+            }
+            *self.progress() = LeaderProgress {
+                leader_epoch: state.leader_epoch,
+                epoch_start_offset: log.log_end_offset(),
+                since: Some(Instant::now()),
+                followers: HashMap::new(),
+                isr_change_pending: false,
+            };
+            self.advance_high_watermark(log, state);
+        });
+        self.notify_changed();
     }
-    Ok(())
+
+    /// This broker no longer leads the partition.
+    pub(crate) fn stop_leading(&self) {
+        *self.progress() = LeaderProgress::default();
+        self.notify_changed();
+    }
+
+    /// The leader's high watermark: the smallest log end offset in the ISR,
+    /// if every ISR member's is known. Only moves forward.
+    pub(crate) fn advance_high_watermark(&self, log: &mut PartitionLog, state: &PartitionMetadata) {
+        let progress = self.progress();
+        let mut lowest = log.log_end_offset();
+        for member in &state.isr {
+            if *member == state.leader {
+                continue;
+            }
+            match progress.followers.get(member) {
+                Some(follower) => lowest = lowest.min(follower.log_end_offset),
+                None => return,
+            }
+        }
+        drop(progress);
+        if lowest > log.high_watermark() {
+            log.set_high_watermark(lowest);
+            self.notify_changed();
+        }
+    }
+
+    /// A follower fetched from `fetch_offset`: it has everything before.
+    /// Called by the leader while it reads for that fetch.
+    pub(crate) fn record_follower_fetch(
+        &self,
+        log: &mut PartitionLog,
+        state: &PartitionMetadata,
+        follower: i32,
+        fetch_offset: i64,
+        now: Instant,
+    ) {
+        let leader_end = log.log_end_offset();
+        {
+            let mut progress = self.progress();
+            let entry = progress
+                .followers
+                .entry(follower)
+                .or_insert(FollowerProgress {
+                    log_end_offset: fetch_offset,
+                    last_caught_up: None,
+                    previous_leader_end: -1,
+                    previous_fetch: now,
+                });
+            entry.log_end_offset = fetch_offset.min(leader_end);
+            // Kafka's rule: caught up now if it has all the leader has; else
+            // caught up as of its previous fetch if it has what the leader
+            // had then.
+            if fetch_offset >= leader_end {
+                entry.last_caught_up = Some(now);
+            } else if fetch_offset >= entry.previous_leader_end && entry.previous_leader_end >= 0 {
+                entry.last_caught_up = Some(entry.previous_fetch);
+            }
+            entry.previous_leader_end = leader_end;
+            entry.previous_fetch = now;
+        }
+        self.advance_high_watermark(log, state);
+    }
+
+    /// The ISR this leader wants now, if it differs from `state.isr` and no
+    /// change is in flight: members that have not caught up within
+    /// `lag_max` leave, replicas that caught up with the high watermark and
+    /// the start of the epoch join. Marks the change as in flight.
+    fn wanted_isr(
+        &self,
+        log: &PartitionLog,
+        state: &PartitionMetadata,
+        lag_max: Duration,
+        now: Instant,
+    ) -> Option<Vec<i32>> {
+        let mut progress = self.progress();
+        if progress.isr_change_pending || progress.leader_epoch != state.leader_epoch {
+            return None;
+        }
+        let since = progress.since?;
+        let stale = |id: &i32| {
+            let last = progress
+                .followers
+                .get(id)
+                .and_then(|f| f.last_caught_up)
+                .unwrap_or(since);
+            now.saturating_duration_since(last) > lag_max
+        };
+        let high_watermark = log.high_watermark();
+        let caught_up = |id: &i32| {
+            progress.followers.get(id).is_some_and(|f| {
+                f.log_end_offset >= high_watermark
+                    && f.log_end_offset >= progress.epoch_start_offset
+            })
+        };
+        let mut isr: Vec<i32> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|id| *id == state.leader || !stale(id))
+            .collect();
+        for replica in &state.replicas {
+            if !isr.contains(replica) && caught_up(replica) {
+                isr.push(*replica);
+            }
+        }
+        if isr == state.isr {
+            return None;
+        }
+        progress.isr_change_pending = true;
+        Some(isr)
+    }
+
+    fn isr_change_done(&self) {
+        self.progress().isr_change_pending = false;
+    }
+
+    /// Waits until the in-sync replicas have everything before
+    /// `end_offset` (acks=all), as leader at `leader_epoch`, for as long as
+    /// `deadline` allows. Kafka's answers: NOT_LEADER_OR_FOLLOWER if the
+    /// leadership moved meanwhile, NOT_ENOUGH_REPLICAS_AFTER_APPEND if the
+    /// ISR shrank below `min_insync_replicas`, REQUEST_TIMED_OUT.
+    pub async fn wait_replicated(
+        &self,
+        end_offset: i64,
+        leader_epoch: i32,
+        min_insync_replicas: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), i16> {
+        let mut changes = self.subscribe_changes();
+        loop {
+            changes.borrow_and_update();
+            let now =
+                self.lead(|log, state| (log.high_watermark(), state.leader_epoch, state.isr.len()));
+            let (high_watermark, epoch, isr) = match now {
+                Ok(now) => now,
+                Err(_) => return Err(code(ResponseError::NotLeaderOrFollower)),
+            };
+            if epoch != leader_epoch {
+                return Err(code(ResponseError::NotLeaderOrFollower));
+            }
+            if high_watermark >= end_offset {
+                return if isr < min_insync_replicas {
+                    Err(code(ResponseError::NotEnoughReplicasAfterAppend))
+                } else {
+                    Ok(())
+                };
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() {
+                    return Err(code(ResponseError::NotLeaderOrFollower));
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(code(ResponseError::RequestTimedOut)),
+            }
+        }
+    }
+}
+
+/// Shrinks and expands the ISR of the partitions this broker leads, every
+/// `period`, until shutdown.
+pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::CancellationToken) {
+    let lag_max = Duration::from_millis(broker.config.replica_lag_time_max_ms);
+    let period = (lag_max / 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = Instant::now();
+        for partition in broker.hosted_partitions() {
+            let wanted = partition.lead(|log, state| {
+                partition
+                    .wanted_isr(log, state, lag_max, now)
+                    .map(|isr| (isr, state.clone()))
+            });
+            let Ok(Some((isr, state))) = wanted else {
+                continue;
+            };
+            let change = IsrChange {
+                topic: partition.topic.to_string(),
+                topic_id: partition.topic_id,
+                partition: partition.index,
+                leader_epoch: state.leader_epoch,
+                partition_epoch: state.partition_epoch,
+                isr: isr.clone(),
+            };
+            match broker.store().alter_isr(change).await {
+                Ok(_) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index, from = ?state.isr, to = ?isr, "ISR changed");
+                    broker.wait_applied().await;
+                }
+                Err(error) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index, %error, "ISR change refused");
+                }
+            }
+            partition.isr_change_done();
+        }
+    }
+}
+
+/// Writes down the high watermark of each replicated partition whose
+/// watermark moved, every `period`, until shutdown.
+pub async fn checkpoint_high_watermarks(
+    broker: Arc<Broker>,
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut written: HashMap<(Arc<str>, i32), i64> = HashMap::new();
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let broker = broker.clone();
+        let pass = std::mem::take(&mut written);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut written = pass;
+            for partition in broker.hosted_partitions() {
+                let key = (partition.topic.clone(), partition.index);
+                let replicated = partition.state().replicas.len() > 1;
+                let _ = partition.with_log(|log| {
+                    let high_watermark = log.high_watermark();
+                    if !replicated || written.get(&key) == Some(&high_watermark) {
+                        return;
+                    }
+                    match log.checkpoint_high_watermark() {
+                        Ok(()) => {
+                            written.insert(key, high_watermark);
+                        }
+                        Err(error) => tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "checkpointing the high watermark failed"),
+                    }
+                });
+            }
+            written
+        })
+        .await;
+        if let Ok(done) = done {
+            written = done;
+        }
+    }
 }

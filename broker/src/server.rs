@@ -57,6 +57,15 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         tracker.spawn(cleaner_loop(broker.clone(), shutdown.clone()));
     }
     tracker.spawn(group_timer_loop(broker.clone(), shutdown.clone()));
+    tracker.spawn(crate::replication::maintain_isr(
+        broker.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::replication::checkpoint_high_watermarks(
+        broker.clone(),
+        Duration::from_millis(broker.config.high_watermark_checkpoint_interval_ms),
+        shutdown.clone(),
+    ));
     tracker.spawn(offsets_retention_loop(broker.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;

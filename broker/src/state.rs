@@ -69,6 +69,11 @@ pub struct Partition {
     /// `None` where this broker holds no replica, and once the partition
     /// is closed (shutdown or deletion).
     log: Mutex<Option<PartitionLog>>,
+    /// What the leader knows of its followers (see `replication`).
+    progress: Mutex<crate::replication::LeaderProgress>,
+    /// Bumped when the high watermark or the state changes, for requests
+    /// that wait on them (acks=all).
+    changes: watch::Sender<u64>,
 }
 
 /// The partition was closed while a request was using it, or this broker
@@ -78,6 +83,15 @@ pub struct Partition {
 pub struct PartitionClosed {
     pub topic: Arc<str>,
     pub partition: i32,
+}
+
+/// Why a leader did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the ISR has {isr} replicas, fewer than min.insync.replicas={required}")]
+    NotEnoughReplicas { isr: usize, required: usize },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// This broker cannot act as the partition's leader now; `leader` and
@@ -106,7 +120,22 @@ impl Partition {
             node,
             state: RwLock::new(state),
             log: Mutex::new(log),
+            progress: Mutex::new(Default::default()),
+            changes: watch::channel(0).0,
         }
+    }
+
+    pub(crate) fn progress(&self) -> std::sync::MutexGuard<'_, crate::replication::LeaderProgress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn notify_changed(&self) {
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The partition's state as this broker last applied it.
@@ -123,6 +152,7 @@ impl Partition {
 
     pub(crate) fn set_state(&self, state: PartitionMetadata) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.notify_changed();
     }
 
     /// Whether this broker holds an open replica of the partition.
@@ -175,17 +205,39 @@ impl Partition {
             .map_err(|_| not_leader())
     }
 
-    /// Appends producer batches as the leader, at its leader epoch. When the
+    /// Appends producer batches as the leader, at its leader epoch, and
+    /// moves the high watermark if the ISR allows (at once when the leader
+    /// is the whole ISR). With `min_insync_replicas` (acks=all) the append
+    /// is refused while the ISR is smaller (NOT_ENOUGH_REPLICAS). When the
     /// append rolled a segment, the sealed segment is fsynced on a blocking
     /// thread, without the log's lock, and the recovery point moves after.
+    /// Returns the append and the leader epoch it happened at.
     pub fn append(
         self: &Arc<Self>,
         records: Bytes,
         now_ms: i64,
-    ) -> Result<Result<AppendInfo, StorageError>, NotLeader> {
+        min_insync_replicas: Option<usize>,
+    ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
         let (appended, sync) = self.lead(|log, state| {
-            let appended = log.append(records, state.leader_epoch, now_ms);
-            (appended, log.take_roll_sync())
+            if min_insync_replicas.is_some_and(|min| state.isr.len() < min) {
+                return (
+                    Err(AppendError::NotEnoughReplicas {
+                        isr: state.isr.len(),
+                        required: min_insync_replicas.unwrap_or(0),
+                    }),
+                    Ok(None),
+                );
+            }
+            let appended = log.append_as_leader(records, state.leader_epoch, now_ms);
+            if appended.is_ok() {
+                self.advance_high_watermark(log, state);
+            }
+            (
+                appended
+                    .map(|info| (info, state.leader_epoch))
+                    .map_err(AppendError::Storage),
+                log.take_roll_sync(),
+            )
         })?;
         // The log's lock is released: the sync may take it again.
         match sync {
@@ -282,6 +334,8 @@ pub struct Broker {
     /// Bumped after every append, so that waiting fetches re-check.
     appended: watch::Sender<u64>,
     pub groups: GroupCoordinator,
+    /// This broker's followers' fetches from their leaders.
+    pub(crate) fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// The topic-config defaults: static broker configs with the dynamic
     /// ones applied.
     pub(crate) log_defaults: RwLock<LogConfig>,
@@ -302,7 +356,13 @@ impl Broker {
         crate::data_dir::remove_deleted_directories(&config.log_dir);
         let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(config.groups.clone());
+        let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
+            config.node_id,
+            store.clone(),
+            config.replica_fetch,
+        );
         let broker = Broker {
+            fetchers,
             node: Arc::new(LocalNode {
                 node_id: config.node_id,
                 store: store.clone(),
@@ -383,10 +443,7 @@ impl Broker {
             ),
         ]);
         let live = self.metadata().brokers.len().max(1);
-        let replication_factor = config
-            .offsets_topic_replication_factor
-            .min(live as i16)
-            .min(crate::replication::REPLICATION_FACTOR_MAX);
+        let replication_factor = config.offsets_topic_replication_factor.min(live as i16);
         match self
             .create_topic(
                 OFFSETS_TOPIC,
@@ -478,12 +535,6 @@ impl Broker {
         for (key, value) in &configs {
             topic_config::validate(key, value).map_err(TopicError::InvalidConfig)?;
         }
-        crate::replication::check_replication_factor(
-            assignment
-                .as_ref()
-                .and_then(|a| a.first().map(|r| r.len() as i16))
-                .unwrap_or(replication_factor),
-        )?;
         let _admin = self.admin.lock().await;
         let request = NewTopic {
             name: name.to_string(),
@@ -536,15 +587,6 @@ impl Broker {
             return Err(TopicError::InvalidPartitions(format!(
                 "The partition count of the internal topic {name} cannot change."
             )));
-        }
-        if let Some(rf) = self
-            .metadata()
-            .topics
-            .get(name)
-            .and_then(|topic| topic.partitions.first())
-            .map(|partition| partition.replicas.len() as i16)
-        {
-            crate::replication::check_replication_factor(rf)?;
         }
         let _admin = self.admin.lock().await;
         let grown = self
@@ -694,9 +736,14 @@ impl Broker {
         }
     }
 
-    /// Flushes and closes every log, leaving clean-shutdown markers.
+    /// Stops fetching, then flushes and closes every log, leaving
+    /// clean-shutdown markers (and the high watermarks).
     pub fn close(&self) {
+        self.fetchers.shutdown();
         for partition in self.hosted_partitions() {
+            if partition.state().replicas.len() > 1 {
+                let _ = partition.with_log(|log| log.checkpoint_high_watermark());
+            }
             if let Some(log) = partition.take_log() {
                 if let Err(error) = log.close() {
                     tracing::error!(topic = %partition.topic, partition = partition.index, %error, "closing log failed");

@@ -27,26 +27,35 @@ fn open(dir: &Path) -> Broker {
     Broker::open(config, std::sync::Arc::new(store)).expect("broker")
 }
 
-fn commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64, &str)], now_ms: i64) {
-    let results = broker.groups.commit(
-        CommitRequest {
-            group_id: group.to_string(),
-            generation_id: -1,
-            member_id: String::new(),
-            group_instance_id: None,
-            offsets: offsets
-                .iter()
-                .map(|(partition, offset, metadata)| CommitOffset {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    offset: *offset,
-                    leader_epoch: 0,
-                    metadata: metadata.to_string(),
-                })
-                .collect(),
-        },
-        now_ms,
-    );
+async fn commit(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    offsets: &[(i32, i64, &str)],
+    now_ms: i64,
+) {
+    let results = broker
+        .groups
+        .commit(
+            CommitRequest {
+                group_id: group.to_string(),
+                generation_id: -1,
+                member_id: String::new(),
+                group_instance_id: None,
+                offsets: offsets
+                    .iter()
+                    .map(|(partition, offset, metadata)| CommitOffset {
+                        topic: topic.to_string(),
+                        partition: *partition,
+                        offset: *offset,
+                        leader_epoch: 0,
+                        metadata: metadata.to_string(),
+                    })
+                    .collect(),
+            },
+            now_ms,
+        )
+        .await;
     assert!(results.iter().all(|code| *code == 0), "{results:?}");
 }
 
@@ -64,9 +73,9 @@ async fn commits_and_deletions_survive_a_restart() {
     {
         let broker = open(dir.path());
         broker.ensure_offsets_topic().await.unwrap();
-        commit(&broker, "g1", "t", &[(0, 10, "a"), (1, 20, "b")], now_ms);
-        commit(&broker, "g1", "t", &[(0, 11, "c")], now_ms);
-        commit(&broker, "g2", "t", &[(0, 5, "")], now_ms);
+        commit(&broker, "g1", "t", &[(0, 10, "a"), (1, 20, "b")], now_ms).await;
+        commit(&broker, "g1", "t", &[(0, 11, "c")], now_ms).await;
+        commit(&broker, "g2", "t", &[(0, 5, "")], now_ms).await;
         assert_eq!(broker.groups.delete_group("g2"), 0);
         // No close: as after kill -9, only what is in the log counts.
     }
@@ -98,14 +107,15 @@ async fn offsets_of_an_empty_group_expire_after_the_retention() {
     {
         let broker = open(dir.path());
         broker.ensure_offsets_topic().await.unwrap();
-        commit(&broker, "old", "t", &[(0, 1, "")], now_ms);
+        commit(&broker, "old", "t", &[(0, 1, "")], now_ms).await;
         commit(
             &broker,
             "new",
             "t",
             &[(0, 2, "")],
             now_ms + retention_ms / 2,
-        );
+        )
+        .await;
 
         broker.groups.expire_offsets(now_ms + retention_ms - 1);
         assert!(

@@ -23,6 +23,8 @@ use crate::error::{IoContext, StorageError};
 pub const RECOVERY_POINT_FILE: &str = "recovery-point-checkpoint";
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset-checkpoint";
 pub const CLEANER_OFFSET_FILE: &str = "cleaner-offset-checkpoint";
+/// The high watermark of a replicated partition, as last known.
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 pub const TEMPORARY_SUFFIX: &str = ".tmp";
 const VERSION: &str = "0";

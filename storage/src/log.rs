@@ -16,8 +16,8 @@ use protocol::batch::{
 };
 
 use crate::checkpoint::{
-    self, CLEANER_OFFSET_FILE, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
-    TEMPORARY_SUFFIX,
+    self, CLEANER_OFFSET_FILE, CLEAN_SHUTDOWN_FILE, HIGH_WATERMARK_FILE, LOG_START_OFFSET_FILE,
+    RECOVERY_POINT_FILE, TEMPORARY_SUFFIX,
 };
 use crate::cleaner::{self, CleanStats, CleanedGroup, Pass};
 use crate::config::{LogConfig, READ_BYTES_MAX, RECOVERY_CHUNK_BYTES};
@@ -109,13 +109,19 @@ impl PartitionLog {
             .unwrap_or(first_base)
             .clamp(first_base, log_end_offset);
         let cleaner_checkpoint = checkpoint::read_offset(dir, CLEANER_OFFSET_FILE)?;
+        // A replicated partition's high watermark as last checkpointed;
+        // without a checkpoint, everything in the log counts as committed
+        // (one replica).
+        let high_watermark = checkpoint::read_offset(dir, HIGH_WATERMARK_FILE)?
+            .unwrap_or(log_end_offset)
+            .clamp(log_start_offset, log_end_offset);
 
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset,
-            high_watermark: log_end_offset,
+            high_watermark,
             recovery_point: log_end_offset,
             cleaner_checkpoint: cleaner_checkpoint.unwrap_or(0).min(log_end_offset),
             epochs: LeaderEpochCache::default(),
@@ -176,12 +182,29 @@ impl PartitionLog {
         Ok(epochs)
     }
 
-    /// Appends producer batches: validates all of them (lengths, sizes,
-    /// CRCs, record counts) before writing any, assigns offsets from the log
-    /// end, stamps `leader_epoch`, and with LogAppendTime sets `now_ms` as
-    /// the batches' timestamp. The bytes are in the file (page cache) when
-    /// this returns.
+    /// Appends producer batches as the only replica: [`Self::append_as_leader`],
+    /// then everything written is committed (the high watermark moves to the
+    /// log end).
     pub fn append(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let info = self.append_as_leader(records, leader_epoch, now_ms)?;
+        self.high_watermark = self.log_end_offset();
+        self.check_invariants();
+        Ok(info)
+    }
+
+    /// Appends producer batches as the partition's leader: validates all of
+    /// them (lengths, sizes, CRCs, record counts) before writing any,
+    /// assigns offsets from the log end, stamps `leader_epoch`, and with
+    /// LogAppendTime sets `now_ms` as the batches' timestamp. The bytes are
+    /// in the file (page cache) when this returns. The high watermark does
+    /// not move: the leader moves it once the in-sync replicas have the
+    /// batches.
+    pub fn append_as_leader(
         &mut self,
         records: Bytes,
         leader_epoch: i32,
@@ -195,19 +218,94 @@ impl PartitionLog {
             TimestampType::CreateTime => -1,
         };
         let prepared = prepare(&batches, first_offset, leader_epoch, log_append_time_ms)?;
-        if let Err(error) = self.write(&prepared, now_ms) {
+        self.write_prepared(&prepared, first_offset, now_ms)?;
+        if self.epochs.assign(leader_epoch, first_offset) {
+            self.epochs.persist(&self.dir)?;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: self.log_end_offset() - 1,
+            log_append_time_ms,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Appends batches a follower fetched from its leader, byte for byte:
+    /// offsets, leader epochs and timestamps are the leader's. Each batch
+    /// must be whole, pass its CRC, and continue the log exactly (a batch
+    /// ending at or before the log end, which a retried fetch can return,
+    /// is skipped); a partial batch at the end of `records` (a fetch cut at
+    /// its size limit) is left for the next fetch. Returns how many batches
+    /// were appended. The high watermark does not move: the leader's says
+    /// where it is.
+    pub fn append_as_follower(
+        &mut self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<usize, StorageError> {
+        self.last_now_ms = now_ms;
+        let mut batches = Vec::new();
+        for batch in Batches::new(records) {
+            let Ok((header, bytes)) = batch else {
+                break;
+            };
+            verify_crc(&bytes).map_err(StorageError::CorruptMessage)?;
+            batches.push((header, bytes));
+        }
+        let mut expected = self.log_end_offset();
+        batches.retain(|(header, _)| header.next_offset() > expected);
+        if batches.is_empty() {
+            return Ok(0);
+        }
+        for (header, _) in &batches {
+            if header.base_offset != expected {
+                return Err(StorageError::InvalidRecord(format!(
+                    "a replicated batch starts at offset {}, but the log ends at {expected}",
+                    header.base_offset
+                )));
+            }
+            expected = header.next_offset();
+        }
+        let prepared: Vec<PreparedBatch> = batches
+            .iter()
+            .map(|(header, bytes)| PreparedBatch {
+                header_bytes: bytes[..BATCH_HEADER_BYTES]
+                    .try_into()
+                    .expect("a parsed batch holds a header"),
+                header: *header,
+                records: bytes.slice(BATCH_HEADER_BYTES..),
+            })
+            .collect();
+        let first_offset = self.log_end_offset();
+        self.write_prepared(&prepared, first_offset, now_ms)?;
+        let mut epochs_changed = false;
+        for batch in &prepared {
+            epochs_changed |= self.epochs.assign(
+                batch.header.partition_leader_epoch,
+                batch.header.base_offset,
+            );
+        }
+        if epochs_changed {
+            self.epochs.persist(&self.dir)?;
+        }
+        Ok(prepared.len())
+    }
+
+    /// Writes prepared batches and counts them towards `flush.messages`;
+    /// a failed write is undone.
+    fn write_prepared(
+        &mut self,
+        prepared: &[PreparedBatch],
+        first_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        if let Err(error) = self.write(prepared, now_ms) {
             tracing::error!(dir = %self.dir.display(), %error, "append failed; removing what it wrote");
             if let Err(undo) = self.truncate_to(first_offset) {
                 tracing::error!(dir = %self.dir.display(), error = %undo, "could not remove a failed append");
             }
             return Err(error);
         }
-        let last_offset = self.log_end_offset() - 1;
-        if self.epochs.assign(leader_epoch, first_offset) {
-            self.epochs.persist(&self.dir)?;
-        }
-        // One replica: everything written is committed.
-        self.high_watermark = self.log_end_offset();
         self.check_invariants();
         let records_appended: i64 = prepared
             .iter()
@@ -221,12 +319,38 @@ impl PartitionLog {
         if flush_due {
             self.flush()?;
         }
-        Ok(AppendInfo {
-            first_offset,
-            last_offset,
-            log_append_time_ms,
-            log_start_offset: self.log_start_offset,
-        })
+        Ok(())
+    }
+
+    /// A new leader records where its epoch starts (the log end now), so
+    /// that OffsetForLeaderEpoch and fetches naming an earlier epoch find
+    /// that epoch's end even before the leader appends anything.
+    pub fn assign_leader_epoch(&mut self, leader_epoch: i32) -> Result<(), StorageError> {
+        if self.epochs.assign(leader_epoch, self.log_end_offset()) {
+            self.epochs.persist(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The epoch of the last batch in the log (-1 if none is known).
+    pub fn last_epoch(&self) -> i32 {
+        self.epochs
+            .entries()
+            .last()
+            .map_or(crate::epoch::UNDEFINED_EPOCH, |entry| entry.epoch)
+    }
+
+    /// Writes the high watermark down, for a replicated partition: after a
+    /// restart it starts there, not at the log end, so that nothing that was
+    /// not known to be committed becomes visible.
+    pub fn checkpoint_high_watermark(&self) -> Result<(), StorageError> {
+        checkpoint::write_offset(&self.dir, HIGH_WATERMARK_FILE, self.high_watermark)
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower whose leader
+    /// no longer has what the follower would fetch next).
+    pub fn reset_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.truncate_fully_and_start_at(offset)
     }
 
     /// Everything a producer's input must satisfy, checked before anything is written.

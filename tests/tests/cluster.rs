@@ -357,3 +357,83 @@ async fn only_the_controller_runs_elections() {
     let result = &answer.replica_election_results[0].partition_result[0];
     assert_eq!(result.error_code, ELECTION_NOT_NEEDED, "{answer:?}");
 }
+
+/// A leader paused past its session timeout (SIGSTOP) wakes up still
+/// believing it leads; it must not acknowledge anything: it can no longer
+/// prove its session, and another broker leads at a newer epoch.
+#[tokio::test]
+async fn a_paused_leader_acknowledges_nothing_once_its_session_is_gone() {
+    let mut cluster = Cluster::start(3, &["replica.lag.time.max.ms=2000"]);
+    wait_for_brokers(&cluster, 1, 3).await;
+    let mut admin = client(&cluster, 2).await;
+    let created = admin
+        .call(
+            CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("paused")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2), BrokerId(3)])])])
+                .with_timeout_ms(30_000),
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("paused")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(one_record_batch()))])]);
+    // The ISR may still be forming: acks=all is retried until it succeeds.
+    let mut leader = client(&cluster, 1).await;
+    let started = std::time::Instant::now();
+    loop {
+        let answer = leader.call(produce.clone(), 11).await.unwrap();
+        let first = &answer.responses[0].partition_responses[0];
+        if first.error_code == 0 {
+            assert_eq!(first.base_offset, 0);
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cluster.broker(1).pause();
+    let new_leader = eventually("another leader", TIMEOUT, || {
+        let cluster = &cluster;
+        async move {
+            let mut other = Client::connect(&cluster.bootstrap(2)).await.ok()?;
+            let metadata = other
+                .call(MetadataRequest::default().with_topics(None), 12)
+                .await
+                .ok()?;
+            let topic = metadata
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "paused"))?;
+            let leader = topic.partitions[0].leader_id.0;
+            (leader > 1).then_some(leader)
+        }
+    })
+    .await;
+    cluster.broker(1).resume();
+    let answer = leader.call(produce.clone(), 11).await.unwrap();
+    let refused = &answer.responses[0].partition_responses[0];
+    assert_eq!(refused.error_code, NOT_LEADER_OR_FOLLOWER, "{answer:?}");
+
+    // The new leader has the first record and takes writes.
+    let mut current = client(&cluster, new_leader).await;
+    let answer = current.call(produce, 11).await.unwrap();
+    let accepted = &answer.responses[0].partition_responses[0];
+    assert_eq!(
+        (accepted.error_code, accepted.base_offset),
+        (0, 1),
+        "{answer:?}"
+    );
+}

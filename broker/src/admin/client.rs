@@ -1,10 +1,11 @@
-//! A minimal Kafka client for the admin tool: one connection, one request
-//! at a time, versions fixed per API and checked against the broker's
-//! ApiVersions answer.
+//! A minimal Kafka client for the admin tool and for brokers talking to
+//! each other (replica fetches): one connection, one request at a time,
+//! versions fixed per API and checked against the broker's ApiVersions
+//! answer.
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
@@ -18,6 +19,7 @@ const CLIENT_ID: &str = "kbroker-admin";
 
 pub struct Client {
     stream: TcpStream,
+    client_id: &'static str,
     correlation_id: i32,
     /// api key → (min, max) the broker supports.
     supported: HashMap<i16, (i16, i16)>,
@@ -25,19 +27,42 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(bootstrap)
-            .await
-            .with_context(|| format!("connecting to {bootstrap}"))?;
+        Client::connect_as(bootstrap, CLIENT_ID).await
+    }
+
+    /// Connects to the first broker of `bootstrap` (`host:port`, or a
+    /// comma-separated list of them) that answers, naming itself
+    /// `client_id` in every request.
+    pub async fn connect_as(bootstrap: &str, client_id: &'static str) -> anyhow::Result<Client> {
+        let mut failure = None;
+        for address in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match TcpStream::connect(address).await {
+                Ok(stream) => return Client::handshake(stream, client_id).await,
+                Err(error) => {
+                    failure =
+                        Some(anyhow::Error::from(error).context(format!("connecting to {address}")))
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| anyhow::anyhow!("no broker address in {bootstrap:?}")))
+    }
+
+    async fn handshake(stream: TcpStream, client_id: &'static str) -> anyhow::Result<Client> {
         stream.set_nodelay(true)?;
         let mut client = Client {
             stream,
+            client_id,
             correlation_id: 0,
             supported: HashMap::new(),
         };
         let versions = client
             .call_unchecked(
                 ApiVersionsRequest::default()
-                    .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+                    .with_client_software_name(StrBytes::from_static_str(client_id))
                     .with_client_software_version(StrBytes::from_static_str(env!(
                         "CARGO_PKG_VERSION"
                     ))),
@@ -81,7 +106,7 @@ impl Client {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
         let mut body = BytesMut::new();
         header.encode(&mut body, R::header_version(version))?;
         request.encode(&mut body, version)?;

@@ -36,11 +36,21 @@ use uuid::Uuid;
 
 use crate::config::GroupConfig;
 use crate::errors::{code, NONE};
-use crate::state::{Partition, Topic};
+use crate::state::{AppendError, Partition, Topic};
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How long an OffsetCommit waits for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms` default).
+const OFFSET_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Where a change was appended to `__consumer_offsets`.
+struct Appended {
+    partition: Arc<Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+}
 
 /// Client ids longer than this are cut in generated member ids, which must
 /// fit a Kafka string (at most 32767 bytes) with room to spare.
@@ -685,9 +695,13 @@ impl GroupCoordinator {
 
     /// Appends records for `group` to its `__consumer_offsets` partition.
     /// Called with the groups lock held, so the log's order is the order of the changes.
-    fn persist(&self, group: &str, entries: Vec<(RecordKey, Option<Bytes>)>) -> Result<(), i16> {
+    fn persist(
+        &self,
+        group: &str,
+        entries: Vec<(RecordKey, Option<Bytes>)>,
+    ) -> Result<Option<Appended>, i16> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(topic) = self.offsets_topic() else {
             return Err(code(ResponseError::CoordinatorNotAvailable));
@@ -724,10 +738,14 @@ impl GroupCoordinator {
             tracing::error!(group, %error, "encoding a __consumer_offsets batch failed");
             return Err(code(ResponseError::UnknownServerError));
         }
-        let appended = partition.append(buf.freeze(), now);
+        let appended = partition.append(buf.freeze(), now, None);
         match appended {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(storage::StorageError::MessageTooLarge { .. })) => {
+            Ok(Ok((info, leader_epoch))) => Ok(Some(Appended {
+                partition: partition.clone(),
+                end_offset: info.last_offset + 1,
+                leader_epoch,
+            })),
+            Ok(Err(AppendError::Storage(storage::StorageError::MessageTooLarge { .. }))) => {
                 Err(code(ResponseError::InvalidCommitOffsetSize))
             }
             Ok(Err(error)) => {
@@ -743,6 +761,7 @@ impl GroupCoordinator {
             group: group.id.clone(),
         };
         self.persist(&group.id, vec![(key, Some(group.to_value().encode()))])
+            .map(|_| ())
     }
 
     // ---------------------------------------------------------------- join
@@ -1256,8 +1275,32 @@ impl GroupCoordinator {
     // ------------------------------------------------------------- offsets
 
     /// Commits offsets; returns one error code per offset of the request.
-    pub fn commit(&self, request: CommitRequest, now_ms: i64) -> Vec<i16> {
-        let all = |error: ResponseError| vec![code(error); request.offsets.len()];
+    pub async fn commit(&self, request: CommitRequest, now_ms: i64) -> Vec<i16> {
+        let (mut results, appended) = self.commit_locally(request, now_ms);
+        if let Some(appended) = appended {
+            let deadline = tokio::time::Instant::now() + OFFSET_COMMIT_TIMEOUT;
+            let replicated = appended
+                .partition
+                .wait_replicated(appended.end_offset, appended.leader_epoch, 1, deadline)
+                .await;
+            if let Err(error_code) = replicated {
+                let error_code = if error_code == code(ResponseError::NotLeaderOrFollower) {
+                    code(ResponseError::NotCoordinator)
+                } else {
+                    error_code
+                };
+                for result in results.iter_mut().filter(|r| **r == NONE) {
+                    *result = error_code;
+                }
+            }
+        }
+        results
+    }
+
+    /// The commit in memory and in the local log; what is left is to wait
+    /// for the in-sync replicas to have it.
+    fn commit_locally(&self, request: CommitRequest, now_ms: i64) -> (Vec<i16>, Option<Appended>) {
+        let all = |error: ResponseError| (vec![code(error); request.offsets.len()], None);
         if request.group_id.is_empty() {
             return all(ResponseError::InvalidGroupId);
         }
@@ -1319,19 +1362,22 @@ impl GroupCoordinator {
             ));
             accepted.push((i, value));
         }
-        if let Err(error_code) = self.persist(&request.group_id, entries) {
-            for (i, _) in &accepted {
-                results[*i] = error_code;
+        let appended = match self.persist(&request.group_id, entries) {
+            Ok(appended) => appended,
+            Err(error_code) => {
+                for (i, _) in &accepted {
+                    results[*i] = error_code;
+                }
+                return (results, None);
             }
-            return results;
-        }
+        };
         for (i, value) in accepted {
             let commit = &request.offsets[i];
             group
                 .offsets
                 .insert((commit.topic.clone(), commit.partition), value);
         }
-        results
+        (results, appended)
     }
 
     /// Committed offsets of `group_id`: of the given partitions (None where

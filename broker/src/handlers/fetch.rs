@@ -11,18 +11,22 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::Origin;
+use storage::StorageError;
+
 use crate::errors::{self, code};
 use crate::state::{Broker, Topic};
 
 /// Fetch v13+ names topics by id instead of by name.
 const TOPIC_ID_VERSION_MIN: i16 = 13;
+/// Fetch v15+ names a follower in `replica_state`, with its broker epoch.
+const REPLICA_STATE_VERSION_MIN: i16 = 15;
 /// READ_COMMITTED in `isolation_level`.
 const READ_COMMITTED: i8 = 1;
 /// Longest a fetch may wait, whatever the client asks.
@@ -74,7 +78,7 @@ fn read_once(
         .min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut failed = false;
-    let read_committed = request.isolation_level == READ_COMMITTED;
+    let reader = Reader::of(request, version);
     let responses = request
         .topics
         .iter()
@@ -99,14 +103,16 @@ fn read_once(
                                 fetch_partition,
                                 remaining,
                                 min_one,
-                                read_committed,
+                                reader,
                             )
                         }
                     };
                     let size = data.records.as_ref().map_or(0, Bytes::len);
                     total += size;
                     remaining = remaining.saturating_sub(size);
-                    failed |= data.error_code != errors::NONE;
+                    // An error, or a follower told where it diverges, is answered at once.
+                    failed |= data.error_code != errors::NONE
+                        || data.diverging_epoch != EpochEndOffset::default();
                     data
                 })
                 .collect();
@@ -150,13 +156,58 @@ fn resolve_topic(
     }
 }
 
+/// Who fetches: a consumer, or a follower (a replica fetch, `replica_id` ≥ 0).
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    Consumer { read_committed: bool },
+    Follower { replica_id: i32, broker_epoch: i64 },
+}
+
+impl Reader {
+    fn of(request: &FetchRequest, version: i16) -> Reader {
+        let (replica_id, broker_epoch) = if version >= REPLICA_STATE_VERSION_MIN {
+            (
+                request.replica_state.replica_id.0,
+                request.replica_state.replica_epoch,
+            )
+        } else {
+            (request.replica_id.0, -1)
+        };
+        if replica_id >= 0 {
+            Reader::Follower {
+                replica_id,
+                broker_epoch,
+            }
+        } else {
+            Reader::Consumer {
+                read_committed: request.isolation_level == READ_COMMITTED,
+            }
+        }
+    }
+}
+
+/// What the leader reads for one partition of a fetch.
+enum Read {
+    Records {
+        records: Result<Bytes, StorageError>,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    /// The follower's log diverges from the leader's after this epoch's end.
+    Diverging {
+        epoch: i32,
+        end_offset: i64,
+    },
+    Refused(i16),
+}
+
 fn read_partition(
     broker: &Broker,
     topic: &Topic,
     request: &FetchPartition,
     limit: usize,
     min_one: bool,
-    read_committed: bool,
+    reader: Reader,
 ) -> PartitionData {
     let data = PartitionData::default().with_partition_index(request.partition);
     let Some(partition) = topic.partition(request.partition) else {
@@ -170,13 +221,48 @@ fn read_partition(
         return data.with_error_code(epoch_error).with_high_watermark(-1);
     }
     let limit = limit.min(usize::try_from(request.partition_max_bytes).unwrap_or(0));
-    let result = partition.lead(|log, _| {
-        let high_watermark = log.high_watermark();
-        let read = log.read(request.fetch_offset, limit, high_watermark, min_one);
-        (read, high_watermark, log.log_start_offset())
+    let result = partition.lead(|log, state| match reader {
+        Reader::Consumer { .. } => {
+            let high_watermark = log.high_watermark();
+            Read::Records {
+                records: log.read(request.fetch_offset, limit, high_watermark, min_one),
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+            }
+        }
+        Reader::Follower {
+            replica_id,
+            broker_epoch,
+        } => {
+            if !state.replicas.contains(&replica_id) {
+                return Read::Refused(code(ResponseError::NotLeaderOrFollower));
+            }
+            let registered = broker.metadata().brokers.get(&replica_id).map(|b| b.epoch);
+            if broker_epoch >= 0 && registered.is_some_and(|epoch| epoch != broker_epoch) {
+                return Read::Refused(code(ResponseError::StaleBrokerEpoch));
+            }
+            if let Some((epoch, end_offset)) =
+                diverging(log, request.last_fetched_epoch, request.fetch_offset)
+            {
+                return Read::Diverging { epoch, end_offset };
+            }
+            partition.record_follower_fetch(
+                log,
+                state,
+                replica_id,
+                request.fetch_offset,
+                std::time::Instant::now(),
+            );
+            let log_end_offset = log.log_end_offset();
+            Read::Records {
+                records: log.read(request.fetch_offset, limit, log_end_offset, min_one),
+                high_watermark: log.high_watermark(),
+                log_start_offset: log.log_start_offset(),
+            }
+        }
     });
-    let (read, high_watermark, log_start_offset) = match result {
-        Ok(values) => values,
+    let read = match result {
+        Ok(read) => read,
         Err(not_leader) => {
             return data
                 .with_error_code(errors::not_leader_code(&not_leader))
@@ -184,19 +270,66 @@ fn read_partition(
                 .with_current_leader(current_leader(broker, &topic.name, request.partition))
         }
     };
+    let (records, high_watermark, log_start_offset) = match read {
+        Read::Records {
+            records,
+            high_watermark,
+            log_start_offset,
+        } => (records, high_watermark, log_start_offset),
+        Read::Diverging { epoch, end_offset } => {
+            return data
+                .with_high_watermark(-1)
+                .with_diverging_epoch(
+                    EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset),
+                )
+                .with_records(Some(Bytes::new()))
+        }
+        Read::Refused(error_code) => {
+            return data.with_error_code(error_code).with_high_watermark(-1)
+        }
+    };
+    let read_committed = matches!(
+        reader,
+        Reader::Consumer {
+            read_committed: true
+        }
+    );
     let data = data
         .with_high_watermark(high_watermark)
         .with_last_stable_offset(high_watermark)
         .with_log_start_offset(log_start_offset)
         // No transactions yet: nothing aborted; null unless read_committed, as Kafka sends.
         .with_aborted_transactions(read_committed.then(Vec::new));
-    match read {
+    match records {
         Ok(records) => data.with_records(Some(records)),
         Err(error) => {
             tracing::debug!(topic = %topic.name, partition = request.partition, %error, "fetch failed");
             data.with_error_code(errors::storage_error_code(&error))
                 .with_records(Some(Bytes::new()))
         }
+    }
+}
+
+/// A follower that last fetched a batch of `last_fetched_epoch` and now
+/// asks for `fetch_offset` diverges from this leader if the leader's log
+/// has that epoch end earlier, or does not have the epoch: the answer is
+/// the end of the last epoch both logs can share.
+fn diverging(
+    log: &storage::PartitionLog,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<(i32, i64)> {
+    if last_fetched_epoch < 0 {
+        return None;
+    }
+    match log.end_offset_for_epoch(last_fetched_epoch) {
+        (-1, _) => Some((-1, log.log_start_offset())),
+        (epoch, end_offset) if epoch < last_fetched_epoch || end_offset < fetch_offset => {
+            Some((epoch, end_offset))
+        }
+        _ => None,
     }
 }
 

@@ -58,7 +58,7 @@ pub async fn handle(
             Response::Metadata(metadata::handle(broker, body, version, origin).await)
         }
         Request::Produce(body) => {
-            Response::Produce(produce::handle(broker, body, version, origin)?)
+            Response::Produce(produce::handle(broker, body, version, origin).await?)
         }
         Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version, origin).await),
         Request::ListOffsets(body) => {
@@ -118,7 +118,7 @@ pub async fn handle(
         }
         Request::DeleteGroups(body) => Response::DeleteGroups(groups::delete_groups(broker, body)),
         Request::OffsetCommit(body) => {
-            Response::OffsetCommit(offsets::offset_commit(broker, body, version))
+            Response::OffsetCommit(offsets::offset_commit(broker, body, version).await)
         }
         Request::OffsetFetch(body) => {
             Response::OffsetFetch(offsets::offset_fetch(broker, body, version))

@@ -32,7 +32,7 @@ const LEADER_EPOCH_FETCH_VERSION_MIN: i16 = 5;
 /// OffsetFetch before v2 has no top-level error code.
 const FETCH_ERROR_CODE_VERSION_MIN: i16 = 2;
 
-pub fn offset_commit(
+pub async fn offset_commit(
     broker: &Broker,
     request: OffsetCommitRequest,
     version: i16,
@@ -73,16 +73,19 @@ pub fn offset_commit(
     let results = if commits.is_empty() {
         Vec::new()
     } else {
-        broker.groups.commit(
-            CommitRequest {
-                group_id: request.group_id.0.to_string(),
-                generation_id: request.generation_id_or_member_epoch,
-                member_id: request.member_id.to_string(),
-                group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
-                offsets: commits,
-            },
-            now_ms(),
-        )
+        broker
+            .groups
+            .commit(
+                CommitRequest {
+                    group_id: request.group_id.0.to_string(),
+                    generation_id: request.generation_id_or_member_epoch,
+                    member_id: request.member_id.to_string(),
+                    group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                    offsets: commits,
+                },
+                now_ms(),
+            )
+            .await
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = request
         .topics

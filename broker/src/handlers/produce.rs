@@ -2,11 +2,19 @@
 //!
 //! Only the partition's leader appends; any other broker answers
 //! NOT_LEADER_OR_FOLLOWER with the leader it knows (KIP-951, v10+), so that
-//! the client can go there without a metadata round trip. With one replica,
-//! acks=1 and acks=all are met once the batch is written to the log (the
-//! page cache): a `kill -9` of the broker cannot lose it.
+//! the client can go there without a metadata round trip.
+//!
+//! acks=1 is answered once the batch is in the leader's log (the page
+//! cache: a `kill -9` of the broker cannot lose it). acks=all is refused
+//! with NOT_ENOUGH_REPLICAS while the ISR is smaller than
+//! `min.insync.replicas`, and answered once the high watermark has passed
+//! the batch, i.e. every in-sync replica has it (NOT_ENOUGH_REPLICAS_AFTER_APPEND
+//! if the ISR shrank below the minimum meanwhile; REQUEST_TIMED_OUT after the
+//! request's timeout). With one replica, that is at once.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -20,12 +28,23 @@ use kafka_protocol::protocol::StrBytes;
 use super::Origin;
 use crate::clock::now_ms;
 use crate::errors::{self, code};
-use crate::state::{Broker, Topic};
+use crate::state::{Broker, Partition, Topic};
 
 /// Clients before Produce v8 do not know INVALID_RECORD (KIP-467); they get CORRUPT_MESSAGE.
 const INVALID_RECORD_VERSION_MIN: i16 = 8;
 
-pub fn handle(
+/// Longest an acks=all produce waits for its replicas, whatever it asks.
+const REPLICATION_WAIT_MS_MAX: u64 = 300_000;
+
+/// An appended batch that acks=all waits for.
+struct Pending {
+    partition: Arc<Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+    min_insync_replicas: usize,
+}
+
+pub async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,
@@ -34,40 +53,61 @@ pub fn handle(
     let acks = request.acks;
     let mut appended = false;
     let mut redirects = BTreeSet::new();
-    let responses = request
-        .topic_data
-        .into_iter()
-        .map(|topic_data| {
-            let name = topic_data.name.0.as_str();
-            let topic = broker.topic(name);
-            let partition_responses = topic_data
-                .partition_data
-                .into_iter()
-                .map(|data| {
-                    let mut response =
-                        produce_partition(broker, name, topic.as_deref(), data, acks);
-                    if version < INVALID_RECORD_VERSION_MIN
-                        && response.error_code == code(ResponseError::InvalidRecord)
-                    {
-                        response.error_code = code(ResponseError::CorruptMessage);
-                    }
-                    if response.current_leader.leader_id.0 >= 0 {
-                        redirects.insert(response.current_leader.leader_id.0);
-                    }
-                    appended |= response.error_code == errors::NONE;
-                    response
-                })
-                .collect();
+    let mut pending = Vec::new();
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.as_str();
+        let topic = broker.topic(name);
+        let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
+        for data in topic_data.partition_data {
+            let (mut response, waiting) =
+                produce_partition(broker, name, topic.as_deref(), data, acks);
+            if version < INVALID_RECORD_VERSION_MIN
+                && response.error_code == code(ResponseError::InvalidRecord)
+            {
+                response.error_code = code(ResponseError::CorruptMessage);
+            }
+            if response.current_leader.leader_id.0 >= 0 {
+                redirects.insert(response.current_leader.leader_id.0);
+            }
+            appended |= response.error_code == errors::NONE;
+            if let Some(waiting) = waiting {
+                pending.push((responses.len(), partition_responses.len(), waiting));
+            }
+            partition_responses.push(response);
+        }
+        responses.push(
             TopicProduceResponse::default()
                 .with_name(topic_data.name)
-                .with_partition_responses(partition_responses)
-        })
-        .collect();
+                .with_partition_responses(partition_responses),
+        );
+    }
     if appended {
         broker.notify_appended();
     }
     if acks == 0 {
         return None;
+    }
+    let wait_ms = u64::try_from(request.timeout_ms)
+        .unwrap_or(0)
+        .min(REPLICATION_WAIT_MS_MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    for (t, p, waiting) in pending {
+        let replicated = waiting
+            .partition
+            .wait_replicated(
+                waiting.end_offset,
+                waiting.leader_epoch,
+                waiting.min_insync_replicas,
+                deadline,
+            )
+            .await;
+        if let Err(error_code) = replicated {
+            tracing::debug!(topic = %waiting.partition.topic, partition = waiting.partition.index, error_code, "acks=all not met");
+            let response = &mut responses[t].partition_responses[p];
+            response.error_code = error_code;
+            response.base_offset = -1;
+        }
     }
     Some(
         ProduceResponse::default()
@@ -76,13 +116,14 @@ pub fn handle(
     )
 }
 
+/// Appends one partition's batch; with acks=all, also what to wait for.
 fn produce_partition(
     broker: &Broker,
     name: &str,
     topic: Option<&Topic>,
     data: PartitionProduceData,
     acks: i16,
-) -> PartitionProduceResponse {
+) -> (PartitionProduceResponse, Option<Pending>) {
     let response = PartitionProduceResponse::default()
         .with_index(data.index)
         .with_base_offset(-1);
@@ -94,39 +135,63 @@ fn produce_partition(
             .with_error_message(Some(StrBytes::from_string(message)))
     };
     if !matches!(acks, -1..=1) {
-        return fail(
-            ResponseError::InvalidRequiredAcks,
-            format!("acks={acks} is not 0, 1 or -1"),
-        );
+        let message = format!("acks={acks} is not 0, 1 or -1");
+        return (fail(ResponseError::InvalidRequiredAcks, message), None);
     }
     if crate::state::is_internal(name) {
-        return fail(
-            ResponseError::InvalidTopicException,
-            format!("Cannot append to internal topic {name}"),
-        );
+        let message = format!("Cannot append to internal topic {name}");
+        return (fail(ResponseError::InvalidTopicException, message), None);
     }
-    let Some(partition) = topic.and_then(|topic| topic.partition(data.index)) else {
-        return not_here(broker, name, data.index, response);
+    let Some((topic, partition)) =
+        topic.and_then(|topic| topic.partition(data.index).map(|p| (topic, p)))
+    else {
+        return (not_here(broker, name, data.index, response), None);
     };
+    let min_insync_replicas = (acks == -1)
+        .then(|| min_insync_replicas(&topic.configs, broker.config.min_insync_replicas));
     let records: Bytes = data.records.unwrap_or_default();
     if let Err(message) = exactly_one_batch(&records) {
-        return fail(ResponseError::InvalidRecord, message);
+        return (fail(ResponseError::InvalidRecord, message), None);
     }
-    match partition.append(records, now_ms()) {
-        Ok(Ok(info)) => response
-            .with_base_offset(info.first_offset)
-            .with_log_append_time_ms(info.log_append_time_ms)
-            .with_log_start_offset(info.log_start_offset),
+    match partition.append(records, now_ms(), min_insync_replicas) {
+        Ok(Ok((info, leader_epoch))) => {
+            let pending = min_insync_replicas.map(|min_insync_replicas| Pending {
+                partition: partition.clone(),
+                end_offset: info.last_offset + 1,
+                leader_epoch,
+                min_insync_replicas,
+            });
+            let response = response
+                .with_base_offset(info.first_offset)
+                .with_log_append_time_ms(info.log_append_time_ms)
+                .with_log_start_offset(info.log_start_offset);
+            (response, pending)
+        }
         Ok(Err(error)) => {
             tracing::info!(topic = %partition.topic, partition = partition.index, %error, "append rejected");
-            response
-                .with_error_code(errors::storage_error_code(&error))
-                .with_error_message(Some(StrBytes::from_string(error.to_string())))
+            let response = response
+                .with_error_code(errors::append_error_code(&error))
+                .with_error_message(Some(StrBytes::from_string(error.to_string())));
+            (response, None)
         }
-        Err(not_leader) => response
-            .with_error_code(errors::not_leader_code(&not_leader))
-            .with_current_leader(current_leader(broker, name, data.index)),
+        Err(not_leader) => {
+            let response = response
+                .with_error_code(errors::not_leader_code(&not_leader))
+                .with_current_leader(current_leader(broker, name, data.index));
+            (response, None)
+        }
     }
+}
+
+/// The topic's `min.insync.replicas`, else the broker's.
+fn min_insync_replicas(
+    configs: &std::collections::BTreeMap<String, String>,
+    default: usize,
+) -> usize {
+    configs
+        .get("min.insync.replicas")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A partition this broker has no `Partition` for: one the cluster has

@@ -1,0 +1,407 @@
+//! Followers fetch from their leaders: one task per leader broker, with one
+//! connection and one Fetch request in flight carrying every partition this
+//! broker follows on that leader, as Kafka's replica fetcher threads do.
+//!
+//! Each partition is fetched from its log end offset, naming the epoch of
+//! its last batch (`last_fetched_epoch`, KIP-595 style): when the leader's
+//! log diverges from the follower's there, the leader answers with the end
+//! of the last epoch they share (`diverging_epoch`) and the follower
+//! truncates to it before fetching again — never just to the high
+//! watermark (KIP-101/KIP-279). Fetched batches are appended byte for byte;
+//! the follower's high watermark follows the leader's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coordinator::MetadataStore;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{BrokerId, FetchRequest};
+use storage::{PartitionLog, StorageError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::admin::client::Client;
+use crate::clock::now_ms;
+use crate::state::Partition;
+
+/// Fetch v15+ carries the follower's broker epoch (`replica_state`).
+const FETCH_VERSION: i16 = 15;
+const CLIENT_ID: &str = "kbroker-replica-fetcher";
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Kafka's `replica.fetch.*` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchSettings {
+    /// `replica.fetch.wait.max.ms`
+    pub wait_max_ms: i32,
+    /// `replica.fetch.max.bytes`: per partition.
+    pub partition_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`
+    pub response_max_bytes: i32,
+}
+
+type Followed = Arc<Mutex<BTreeMap<(Uuid, i32), Arc<Partition>>>>;
+
+struct Fetcher {
+    partitions: Followed,
+    wake: Arc<Notify>,
+}
+
+/// The fetchers of this broker, by leader.
+pub struct ReplicaFetchers {
+    node_id: i32,
+    store: Arc<dyn MetadataStore>,
+    settings: FetchSettings,
+    by_leader: Mutex<HashMap<i32, Fetcher>>,
+    shutdown: CancellationToken,
+}
+
+impl ReplicaFetchers {
+    pub fn new(node_id: i32, store: Arc<dyn MetadataStore>, settings: FetchSettings) -> Self {
+        ReplicaFetchers {
+            node_id,
+            store,
+            settings,
+            by_leader: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Fetches `partition` from `leader` from now on (and from no other).
+    pub fn follow(&self, partition: &Arc<Partition>, leader: i32) {
+        let key = (partition.topic_id, partition.index);
+        let mut by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
+        for (other, fetcher) in by_leader.iter() {
+            if *other != leader {
+                fetcher
+                    .partitions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+        }
+        let fetcher = by_leader.entry(leader).or_insert_with(|| {
+            let fetcher = Fetcher {
+                partitions: Arc::new(Mutex::new(BTreeMap::new())),
+                wake: Arc::new(Notify::new()),
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(run(
+                        leader,
+                        self.node_id,
+                        self.store.clone(),
+                        self.settings,
+                        fetcher.partitions.clone(),
+                        fetcher.wake.clone(),
+                        self.shutdown.clone(),
+                    ));
+                }
+                Err(_) => tracing::error!(leader, "no runtime to fetch from the leader on"),
+            }
+            fetcher
+        });
+        fetcher
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, partition.clone());
+        fetcher.wake.notify_one();
+    }
+
+    /// Stops fetching `partition` from anyone.
+    pub fn unfollow(&self, partition: &Partition) {
+        let key = (partition.topic_id, partition.index);
+        let by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
+        for fetcher in by_leader.values() {
+            fetcher
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn run(
+    leader: i32,
+    node_id: i32,
+    store: Arc<dyn MetadataStore>,
+    settings: FetchSettings,
+    partitions: Followed,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut client: Option<Client> = None;
+    let mut failures = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let followed: Vec<Arc<Partition>> = partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        if followed.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => continue,
+            }
+        }
+        if client.is_none() {
+            match connect(&*store, leader).await {
+                Ok(connected) => {
+                    tracing::info!(
+                        leader,
+                        partitions = followed.len(),
+                        "fetching from the leader"
+                    );
+                    client = Some(connected);
+                }
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(leader, %error, "cannot reach the leader to fetch from it");
+                    }
+                    pause(failures, &shutdown).await;
+                    continue;
+                }
+            }
+        }
+        let broker_epoch = store
+            .snapshot()
+            .brokers
+            .get(&node_id)
+            .map_or(-1, |broker| broker.epoch);
+        let request = fetch_request(node_id, broker_epoch, &followed, settings);
+        let timeout = Duration::from_millis(settings.wait_max_ms as u64) + Duration::from_secs(10);
+        let connection = client.as_mut().expect("connected above");
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            answer = tokio::time::timeout(timeout, connection.call(request, FETCH_VERSION)) => answer,
+        };
+        match answer {
+            Ok(Ok(response)) if response.error_code == 0 => {
+                failures = 0;
+                let by_key: HashMap<(Uuid, i32), &Arc<Partition>> = followed
+                    .iter()
+                    .map(|p| ((p.topic_id, p.index), p))
+                    .collect();
+                let mut backing_off = false;
+                for topic in &response.responses {
+                    for data in &topic.partitions {
+                        if let Some(partition) = by_key.get(&(topic.topic_id, data.partition_index))
+                        {
+                            backing_off |= !apply_response(partition, leader, data);
+                        }
+                    }
+                }
+                if backing_off {
+                    // The leader does not (yet) see itself as leader of some
+                    // of them: give the metadata a moment to agree.
+                    pause(1, &shutdown).await;
+                }
+            }
+            Ok(Ok(response)) => {
+                tracing::debug!(
+                    leader,
+                    error = response.error_code,
+                    "the leader refused a fetch"
+                );
+                failures += 1;
+                pause(failures, &shutdown).await;
+            }
+            Ok(Err(error)) => {
+                tracing::info!(leader, %error, "fetching from the leader failed; reconnecting");
+                client = None;
+                failures += 1;
+                pause(failures, &shutdown).await;
+            }
+            Err(_) => {
+                tracing::info!(
+                    leader,
+                    "the leader did not answer a fetch in time; reconnecting"
+                );
+                client = None;
+            }
+        }
+    }
+}
+
+async fn connect(store: &dyn MetadataStore, leader: i32) -> anyhow::Result<Client> {
+    let metadata = store.snapshot();
+    let endpoint = metadata
+        .brokers
+        .get(&leader)
+        .and_then(|broker| broker.inter_broker_endpoint())
+        .ok_or_else(|| anyhow::anyhow!("broker {leader} is not alive"))?;
+    Client::connect_as(&format!("{}:{}", endpoint.host, endpoint.port), CLIENT_ID).await
+}
+
+async fn pause(failures: u32, shutdown: &CancellationToken) {
+    let wait = BACKOFF_MIN
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(BACKOFF_MAX);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(wait) => {}
+    }
+}
+
+fn fetch_request(
+    node_id: i32,
+    broker_epoch: i64,
+    followed: &[Arc<Partition>],
+    settings: FetchSettings,
+) -> FetchRequest {
+    let mut by_topic: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
+    for partition in followed {
+        let leader_epoch = partition.leader_epoch();
+        let Ok((log_end_offset, last_epoch, log_start_offset)) = partition.with_log(|log| {
+            (
+                log.log_end_offset(),
+                log.last_epoch(),
+                log.log_start_offset(),
+            )
+        }) else {
+            continue;
+        };
+        by_topic.entry(partition.topic_id).or_default().push(
+            FetchPartition::default()
+                .with_partition(partition.index)
+                .with_current_leader_epoch(leader_epoch)
+                .with_fetch_offset(log_end_offset)
+                .with_last_fetched_epoch(last_epoch)
+                .with_log_start_offset(log_start_offset)
+                .with_partition_max_bytes(settings.partition_max_bytes),
+        );
+    }
+    FetchRequest::default()
+        .with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(node_id))
+                .with_replica_epoch(broker_epoch),
+        )
+        .with_max_wait_ms(settings.wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(settings.response_max_bytes)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(topic_id, partitions)| {
+                    FetchTopic::default()
+                        .with_topic_id(topic_id)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
+/// Applies the leader's answer for one partition; `false` when the leader
+/// refused it for a reason the metadata will settle (not the leader yet, an
+/// epoch mismatch).
+fn apply_response(partition: &Partition, leader: i32, data: &PartitionData) -> bool {
+    let error = data.error_code;
+    let applied = partition.with_log(|log| -> Result<bool, StorageError> {
+        if error == ResponseError::OffsetOutOfRange.code() {
+            return out_of_range(log, data).map(|()| true);
+        }
+        if error != 0 {
+            return Ok(false);
+        }
+        let diverging = &data.diverging_epoch;
+        if diverging.epoch != -1 || diverging.end_offset != -1 {
+            truncate_diverging(partition, log, diverging.epoch, diverging.end_offset)?;
+            return Ok(true);
+        }
+        if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
+            log.append_as_follower(records.clone(), now_ms())?;
+        }
+        let high_watermark = data.high_watermark.min(log.log_end_offset());
+        if high_watermark > log.high_watermark() {
+            log.set_high_watermark(high_watermark);
+        }
+        Ok(true)
+    });
+    match applied {
+        Ok(Ok(done)) => {
+            if !done {
+                tracing::debug!(topic = %partition.topic, partition = partition.index, leader, error, "the leader refused to serve the partition");
+            }
+            done
+        }
+        Ok(Err(error)) => {
+            tracing::error!(topic = %partition.topic, partition = partition.index, leader, %error, "applying fetched data failed");
+            false
+        }
+        // Closed meanwhile (deleted, or this broker is shutting down).
+        Err(_) => true,
+    }
+}
+
+/// The leader's log and the follower's part after `epoch`: keep what both
+/// have, drop the rest.
+fn truncate_diverging(
+    partition: &Partition,
+    log: &mut PartitionLog,
+    epoch: i32,
+    end_offset: i64,
+) -> Result<(), StorageError> {
+    let log_end_offset = log.log_end_offset();
+    let target = if epoch < 0 {
+        end_offset
+    } else {
+        match log.end_offset_for_epoch(epoch) {
+            (ours, our_end) if ours == epoch => end_offset.min(our_end),
+            (ours, our_end) if ours >= 0 => our_end,
+            _ => end_offset,
+        }
+    }
+    .min(log_end_offset)
+    .max(0);
+    if target < log_end_offset {
+        tracing::info!(
+            topic = %partition.topic,
+            partition = partition.index,
+            leader_epoch = epoch,
+            leader_end_offset = end_offset,
+            from = log_end_offset,
+            to = target,
+            "truncating the log where it diverges from the leader's"
+        );
+        log.truncate_to(target)?;
+    }
+    Ok(())
+}
+
+/// The follower asked for an offset the leader has not: below its log
+/// start (retention moved it), start over there; past its end, drop what
+/// the leader does not have.
+fn out_of_range(log: &mut PartitionLog, data: &PartitionData) -> Result<(), StorageError> {
+    let log_end_offset = log.log_end_offset();
+    if data.log_start_offset > log_end_offset {
+        tracing::info!(
+            from = log_end_offset,
+            to = data.log_start_offset,
+            "the leader's log starts after this replica's end: starting over there"
+        );
+        return log.reset_to(data.log_start_offset);
+    }
+    if data.high_watermark >= 0 && data.high_watermark < log_end_offset {
+        log.truncate_to(data.high_watermark.max(log.log_start_offset()))?;
+    }
+    Ok(())
+}

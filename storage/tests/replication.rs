@@ -1,0 +1,155 @@
+//! The log as replication uses it: a leader appending without committing,
+//! a follower appending the leader's batches byte for byte, epochs recorded
+//! at election, truncation to where two logs diverge, and the high
+//! watermark surviving a restart.
+
+mod common;
+
+use common::{batch, config, headers, open, NOW};
+
+/// Everything a log holds, from its start, as the bytes a fetch returns.
+fn all_bytes(log: &storage::PartitionLog) -> bytes::Bytes {
+    log.read(
+        log.log_start_offset(),
+        usize::MAX >> 1,
+        log.log_end_offset(),
+        true,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_follower_holds_the_leaders_batches_byte_for_byte() {
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = open(leader_dir.path(), config());
+    let mut follower = open(follower_dir.path(), config());
+    for epoch in [0, 0, 3, 3, 5] {
+        leader
+            .append_as_leader(batch(3, 20, NOW), epoch, NOW)
+            .unwrap();
+    }
+    assert_eq!(
+        leader.high_watermark(),
+        0,
+        "a leader's appends are not committed yet"
+    );
+    let fetched = all_bytes(&leader);
+    assert_eq!(
+        follower.append_as_follower(fetched.clone(), NOW).unwrap(),
+        5
+    );
+    assert_eq!(all_bytes(&follower), fetched);
+    assert_eq!(follower.log_end_offset(), 15);
+    assert_eq!(
+        follower.high_watermark(),
+        0,
+        "the leader says where that is"
+    );
+    // The follower's epochs are the leader's.
+    for epoch in 0..7 {
+        assert_eq!(
+            follower.end_offset_for_epoch(epoch),
+            leader.end_offset_for_epoch(epoch)
+        );
+    }
+    assert_eq!(follower.last_epoch(), 5);
+    // A retried fetch returns what the follower has: skipped, not doubled.
+    assert_eq!(follower.append_as_follower(fetched, NOW).unwrap(), 0);
+    assert_eq!(follower.log_end_offset(), 15);
+}
+
+#[test]
+fn a_follower_refuses_gaps_and_leaves_a_cut_batch_for_later() {
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = open(leader_dir.path(), config());
+    let mut follower = open(follower_dir.path(), config());
+    for _ in 0..3 {
+        leader.append_as_leader(batch(2, 10, NOW), 1, NOW).unwrap();
+    }
+    let fetched = all_bytes(&leader);
+    let first = headers(&fetched)[0].total_size();
+    let gap = fetched.slice(first..);
+    assert!(
+        follower.append_as_follower(gap, NOW).is_err(),
+        "offsets 2.. after an empty log"
+    );
+    assert_eq!(follower.log_end_offset(), 0);
+    // A fetch cut in the middle of its second batch.
+    let cut = fetched.slice(..first + 20);
+    assert_eq!(follower.append_as_follower(cut, NOW).unwrap(), 1);
+    assert_eq!(follower.log_end_offset(), 2);
+    assert_eq!(
+        follower.append_as_follower(fetched.clone(), NOW).unwrap(),
+        2
+    );
+    assert_eq!(all_bytes(&follower), fetched);
+    let mut corrupt = fetched.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let mut other = open(tempfile::tempdir().unwrap().path(), config());
+    assert!(other
+        .append_as_follower(bytes::Bytes::from(corrupt), NOW)
+        .is_err());
+}
+
+#[test]
+fn a_new_leaders_epoch_starts_where_its_log_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config());
+    log.append_as_leader(batch(4, 10, NOW), 2, NOW).unwrap();
+    log.assign_leader_epoch(3).unwrap();
+    // Before it appends anything, epoch 2 is known to end at 4.
+    assert_eq!(log.end_offset_for_epoch(2), (2, 4));
+    assert_eq!(log.end_offset_for_epoch(3), (3, 4));
+    log.append_as_leader(batch(1, 10, NOW), 3, NOW).unwrap();
+    assert_eq!(log.end_offset_for_epoch(2), (2, 4));
+    assert_eq!(log.last_epoch(), 3);
+}
+
+/// The divergence Kafka's KIP-101 is about: an old leader's unreplicated
+/// tail at epoch 1 while the new leader wrote at epoch 2 from the same
+/// offset. Truncating at the end of the shared epoch makes the logs equal.
+#[test]
+fn truncating_at_the_shared_epochs_end_makes_two_logs_equal() {
+    let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut old = open(old_dir.path(), config());
+    let mut new = open(new_dir.path(), config());
+    old.append_as_leader(batch(3, 10, NOW), 1, NOW).unwrap();
+    new.append_as_follower(all_bytes(&old), NOW).unwrap();
+    old.append_as_leader(batch(2, 10, NOW), 1, NOW).unwrap(); // never replicated
+    new.assign_leader_epoch(2).unwrap();
+    new.append_as_leader(batch(4, 10, NOW), 2, NOW).unwrap();
+
+    let (epoch, end) = new.end_offset_for_epoch(old.last_epoch());
+    assert_eq!((epoch, end), (1, 3));
+    assert!(end < old.log_end_offset(), "the old leader diverges");
+    old.truncate_to(end).unwrap();
+    old.append_as_follower(
+        new.read(end, usize::MAX >> 1, new.log_end_offset(), true)
+            .unwrap(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(all_bytes(&old), all_bytes(&new));
+    assert_eq!(old.end_offset_for_epoch(1), (1, 3));
+}
+
+#[test]
+fn the_high_watermark_survives_a_restart_where_it_was_checkpointed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path(), config());
+        log.append_as_leader(batch(10, 10, NOW), 0, NOW).unwrap();
+        log.set_high_watermark(4);
+        log.checkpoint_high_watermark().unwrap();
+        log.append_as_leader(batch(10, 10, NOW), 0, NOW).unwrap();
+        // No close: as after kill -9.
+    }
+    let log = open(dir.path(), config());
+    assert_eq!(log.log_end_offset(), 20);
+    assert_eq!(
+        log.high_watermark(),
+        4,
+        "not the log end: what followers may not have is not visible"
+    );
+}

@@ -1,0 +1,287 @@
+"""Replication in a three-broker cluster: followers fetch from leaders, the
+ISR and the high watermark follow them, leaders move to in-sync replicas when
+a broker dies and come back with preferred election, acks=all waits for the
+ISR and refuses when it is too small, and a replica outside the ISR is not
+elected unless unclean election is allowed.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import threading
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from conftest import SESSION_TIMEOUT_MS, broker_binary, unique_topic
+from test_cluster import consume_all, describe_partitions, produce_while
+
+pytestmark = pytest.mark.timeout(240)
+
+SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000
+#: Followers out of touch this long leave the ISR (tests keep it short).
+LAG_MS = 2000
+
+
+def start(cluster_factory, *overrides):
+    return cluster_factory(3, f"replica.lag.time.max.ms={LAG_MS}", "default.replication.factor=3", *overrides)
+
+
+def create(cluster, topic, partitions, replication_factor=3, config=None, assignment=None):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    if assignment is not None:
+        # confluent-kafka wants the partition count next to an assignment.
+        new = NewTopic(topic, num_partitions=len(assignment), replica_assignment=assignment, config=config or {})
+    else:
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+    admin.create_topics([new])[topic].result(timeout=30)
+
+
+def states(cluster, topic, broker=None):
+    """partition → (leader, replicas, isr) as a broker's Metadata says."""
+    broker = broker or cluster.running()[0]
+    partitions = cluster.metadata(broker).topics[topic].partitions
+    return {p.id: (p.leader, list(p.replicas), sorted(p.isrs)) for p in partitions.values()}
+
+
+def wait_full_isr(cluster, topic, timeout=30):
+    def full():
+        return all(sorted(replicas) == isr and leader > 0 for leader, replicas, isr in states(cluster, topic).values())
+
+    cluster.wait_until(f"every replica of {topic} in sync", full, timeout)
+
+
+def produce(cluster, topic, count, prefix=b"v", **extra):
+    acked, failed = [], []
+
+    def report(err, msg):
+        (failed if err else acked).append(err or (msg.partition(), msg.offset(), msg.value()))
+
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5, **extra})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, value=prefix + b"%08d" % i, callback=report)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    return acked, failed
+
+
+def replica_logs_identical(cluster, topic, partitions):
+    """Every partition's segment files are byte-identical on its replicas."""
+    for partition in range(partitions):
+        dirs = [b.data_dir / f"{topic}-{partition}" for b in cluster.brokers.values()]
+        logs = [sorted(d.glob("*.log")) for d in dirs]
+        names = {tuple(p.name for p in files) for files in logs}
+        if len(names) != 1:
+            return False
+        for files in zip(*logs):
+            if not all(filecmp.cmp(files[0], other, shallow=False) for other in files[1:]):
+                return False
+    return True
+
+
+def test_followers_hold_the_leaders_batches_byte_for_byte(cluster_factory):
+    cluster = start(cluster_factory)
+    topic = unique_topic("replicated")
+    create(cluster, topic, 6)
+    wait_full_isr(cluster, topic)
+    for leader, replicas, isr in states(cluster, topic).values():
+        assert len(replicas) == 3 and sorted(replicas) == [1, 2, 3]
+    acked, failed = produce(cluster, topic, 5000)
+    assert not failed and len(acked) == 5000
+    cluster.wait_until("the replicas' logs to be identical", lambda: replica_logs_identical(cluster, topic, 6))
+    seen = consume_all(cluster.bootstrap, topic, 6, len(acked))
+    assert all(seen.get((p, o)) == v for p, o, v in acked)
+
+
+def test_leaders_move_to_the_isr_when_a_broker_dies_and_back_by_preferred_election(cluster_factory):
+    cluster = start(cluster_factory, "leader.imbalance.check.interval.seconds=1")
+    topic = unique_topic("failover")
+    create(cluster, topic, 3)
+    wait_full_isr(cluster, topic)
+    before = states(cluster, topic)
+    acked, failed = produce(cluster, topic, 300, prefix=b"before")
+    assert not failed
+    victim = before[0][0]
+    killed_at = time.monotonic()
+    cluster.brokers[victim].kill9()
+    survivor = next(b for i, b in cluster.brokers.items() if i != victim)
+
+    def moved():
+        now = states(cluster, topic, survivor)
+        return all(leader not in (victim, -1) and victim not in isr for leader, _, isr in now.values()) and now
+
+    after = cluster.wait_until("leaders to move off the dead broker", moved, SESSION_TIMEOUT_S + 15)
+    elapsed = time.monotonic() - killed_at
+    print(f"broker {victim} killed; its partitions had new leaders after {elapsed:.2f} s: {after}")
+    for partition, (leader, _, isr) in after.items():
+        assert leader in before[partition][2], "the new leader was in sync"
+    more, failed = produce(cluster, topic, 300, prefix=b"during")
+    assert not failed
+
+    cluster.brokers[victim].start()
+    wait_full_isr(cluster, topic, timeout=60)
+
+    def preferred():
+        return all(leader == replicas[0] for leader, replicas, _ in states(cluster, topic).values())
+
+    cluster.wait_until("leadership back on the preferred replicas", preferred, 30)
+    seen = consume_all(cluster.bootstrap, topic, 3, len(acked) + len(more))
+    for partition, offset, value in acked + more:
+        assert seen.get((partition, offset)) == value, f"acknowledged {value!r} lost"
+    cluster.wait_until("identical replicas", lambda: replica_logs_identical(cluster, topic, 3))
+
+
+def test_librdkafka_keeps_producing_through_a_leader_kill_with_rf3(cluster_factory):
+    cluster = start(cluster_factory)
+    topic = unique_topic("rf3-move")
+    create(cluster, topic, 3, config={"min.insync.replicas": "2"})
+    wait_full_isr(cluster, topic)
+    victim = states(cluster, topic)[0][0]
+
+    def kill():
+        time.sleep(0.5)
+        cluster.brokers[victim].kill9()
+
+    acked, failed = produce_while(cluster, topic, 20000, kill)
+    assert not failed, failed[:5]
+    assert len(acked) == 20000
+    seen = consume_all(cluster.bootstrap, topic, 3, len(acked))
+    lost = [(p, o, v) for p, o, v in acked if seen.get((p, o)) != v]
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:3]}"
+    assert len(set(seen.values())) == len(seen), "no value at two offsets"
+
+
+def test_acks_all_needs_min_insync_replicas(cluster_factory):
+    cluster = start(cluster_factory)
+    topic = unique_topic("min-isr")
+    create(cluster, topic, 1, config={"min.insync.replicas": "3"})
+    wait_full_isr(cluster, topic)
+    acked, failed = produce(cluster, topic, 10)
+    assert len(acked) == 10 and not failed
+    leader, replicas, _ = states(cluster, topic)[0]
+    follower = next(r for r in replicas if r != leader)
+    cluster.brokers[follower].kill9()
+    cluster.wait_until("the ISR to shrink", lambda: len(states(cluster, topic)[0][2]) == 2, SESSION_TIMEOUT_S + 15)
+    # No retries: librdkafka retries NOT_ENOUGH_REPLICAS until the message times out.
+    acked, failed = produce(cluster, topic, 5, **{"message.timeout.ms": 10000, "retries": 0})
+    assert not acked
+    assert failed and all(err.code() == KafkaError.NOT_ENOUGH_REPLICAS for err in failed), failed
+    acked, failed = produce(cluster, topic, 5, **{"acks": "1"})
+    assert len(acked) == 5 and not failed, "acks=1 does not need the ISR"
+
+
+def test_a_replica_outside_the_isr_is_elected_only_uncleanly(cluster_factory):
+    cluster = start(cluster_factory, "auto.leader.rebalance.enable=false")
+    topic = unique_topic("unclean")
+    create(cluster, topic, 1, assignment=[[1, 2]])
+    wait_full_isr(cluster, topic)
+    first, failed = produce(cluster, topic, 50, prefix=b"first")
+    assert not failed
+    cluster.brokers[2].kill9()
+    cluster.wait_until("broker 2 out of the ISR", lambda: states(cluster, topic)[0][2] == [1], SESSION_TIMEOUT_S + 15)
+    later, failed = produce(cluster, topic, 50, prefix=b"later")
+    assert not failed
+    cluster.brokers[1].kill9()
+    cluster.brokers[2].start()
+    cluster.wait_until("the partition offline", lambda: states(cluster, topic)[0][0] == -1, SESSION_TIMEOUT_S + 15)
+    time.sleep(SESSION_TIMEOUT_S)
+    assert states(cluster, topic)[0][0] == -1, "broker 2 was elected though it is not in sync"
+
+    tool = subprocess.run(
+        [str(broker_binary()), "admin", "--bootstrap-server", cluster.bootstrap, "leaders", "elect",
+         "--type", "unclean", "--topic", topic],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert tool.returncode == 0, tool.stdout + tool.stderr
+    cluster.wait_until("broker 2 elected uncleanly", lambda: states(cluster, topic)[0][0] == 2)
+    seen = consume_all(cluster.bootstrap, topic, 1, len(first))
+    assert {v for v in seen.values()} == {v for _, _, v in first}, "what broker 2 had, and only that"
+
+
+def test_preferred_election_by_the_admin_tool(cluster_factory):
+    cluster = start(cluster_factory, "auto.leader.rebalance.enable=false")
+    topic = unique_topic("elect")
+    create(cluster, topic, 3)
+    wait_full_isr(cluster, topic)
+    victim = states(cluster, topic)[0][0]
+    cluster.brokers[victim].stop()
+    cluster.wait_until(
+        "leaders off the stopped broker",
+        lambda: all(l not in (victim, -1) for l, _, _ in states(cluster, topic).values()),
+        SESSION_TIMEOUT_S + 15,
+    )
+    cluster.brokers[victim].start()
+    wait_full_isr(cluster, topic, timeout=60)
+    time.sleep(2)
+    assert states(cluster, topic)[0][0] != victim, "without auto rebalance, leadership stays where it went"
+    tool = subprocess.run(
+        [str(broker_binary()), "admin", "--bootstrap-server", cluster.bootstrap, "--json", "leaders", "elect",
+         "--type", "preferred", "--topic", topic],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert tool.returncode == 0, tool.stdout + tool.stderr
+    cluster.wait_until(
+        "preferred leaders everywhere",
+        lambda: all(l == replicas[0] for l, replicas, _ in states(cluster, topic).values()),
+    )
+
+
+def test_committed_offsets_survive_the_loss_of_their_coordinator(cluster_factory):
+    from confluent_kafka import Consumer, TopicPartition
+
+    cluster = start(cluster_factory, "offsets.topic.num.partitions=3", "group.initial.rebalance.delay.ms=0")
+    topic = unique_topic("coordinated")
+    create(cluster, topic, 3)
+    wait_full_isr(cluster, topic)
+    group = unique_topic("group")
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, p, 10 + p) for p in range(3)], asynchronous=False)
+    consumer.close()
+    offsets = states(cluster, "__consumer_offsets")
+    assert all(len(replicas) == 3 for _, replicas, _ in offsets.values()), "offsets.topic.replication.factor=3"
+    wait_full_isr(cluster, "__consumer_offsets")
+    from test_cluster import java_partition
+
+    coordinator = offsets[java_partition(group, 3)][0]
+    cluster.brokers[coordinator].kill9()
+    cluster.wait_until(
+        "the group's partition to move",
+        lambda: states(cluster, "__consumer_offsets")[java_partition(group, 3)][0] not in (coordinator, -1),
+        SESSION_TIMEOUT_S + 15,
+    )
+    reader = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    committed = reader.committed([TopicPartition(topic, p) for p in range(3)], timeout=30)
+    reader.close()
+    assert [tp.offset for tp in committed] == [10, 11, 12]
+
+
+def test_kafka_python_keeps_producing_through_a_leader_kill_with_rf3(cluster_factory):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KafkaTopicPartition
+
+    cluster = start(cluster_factory)
+    topic = unique_topic("kp-rf3")
+    create(cluster, topic, 3)
+    wait_full_isr(cluster, topic)
+    victim = states(cluster, topic)[1][0]
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", retries=50, retry_backoff_ms=100)
+    acked = []
+    for i in range(400):
+        if i == 150:
+            cluster.brokers[victim].kill9()
+        value = b"r%05d" % i
+        metadata = producer.send(topic, value=value).get(timeout=60)
+        acked.append((metadata.partition, metadata.offset, value))
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000)
+    consumer.assign([KafkaTopicPartition(topic, p) for p in range(3)])
+    consumer.seek_to_beginning()
+    seen = {(m.partition, m.offset): m.value for m in consumer}
+    consumer.close()
+    assert all(seen.get((p, o)) == v for p, o, v in acked)
