@@ -20,7 +20,13 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 
 TARGET=x86_64-unknown-linux-gnu
-COMPOSE=(docker compose -f "$ROOT/docker-compose.yml")
+# Compose v2 (`docker compose`) or v1 (Debian's `docker-compose`).
+if docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+else
+    COMPOSE=(docker-compose)
+fi
+COMPOSE+=(-p kbroker -f "$ROOT/docker-compose.yml")
 BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
 say() { printf '==> %s\n' "$*"; }
@@ -67,7 +73,7 @@ wait_ready() {
 
 up() {
     stage
-    say "docker compose up -d --build"
+    say "${COMPOSE[*]} up -d --build"
     "${COMPOSE[@]}" up -d --build
     need kcat kcat
     wait_ready
@@ -97,7 +103,7 @@ test_cluster() {
     [ -n "$leader" ] || { echo "no leader for $topic/0" >&2; return 1; }
     say "killing broker$leader, the leader of $topic/0"
     local killed_at=$SECONDS
-    docker kill "kbroker-broker$leader-1" >/dev/null
+    "${COMPOSE[@]}" kill "broker$leader" >/dev/null
     local now deadline=$((SECONDS + 60))
     while true; do
         now="$(leader_of "$topic" 0)"
@@ -112,7 +118,7 @@ test_cluster() {
     got="$(kcat -C -b "$BOOTSTRAP" -t "$topic" -o beginning -e -q | grep -c '^via-')"
     [ "$got" = $((3 * count)) ] || { echo "read $got of $((3 * count)) records" >&2; return 1; }
     say "read all $got records back with broker$leader down"
-    docker start "kbroker-broker$leader-1" >/dev/null
+    "${COMPOSE[@]}" start "broker$leader" >/dev/null
     wait_ready
     say "compose cluster check passed"
 }

@@ -368,3 +368,45 @@ def test_a_broker_waits_for_etcd_at_start(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_without_etcd_brokers_stop_leading_and_resume_when_it_returns(cluster_factory, etcd):
+    """etcd lost entirely: no broker can prove its session, so none accepts
+    writes (retriable errors for the clients); once etcd is back, they lead
+    again, and nothing acknowledged is lost."""
+    cluster = cluster_factory(3)
+    topic = unique_topic("no-etcd")
+    create(cluster, topic, 3, replication_factor=3)
+    cluster.wait_until("leaders", lambda: all(l > 0 for l in cluster.leaders(topic).values()))
+    before, failed = produce_values(cluster, topic, 300, b"before")
+    assert not failed and len(before) == 300
+
+    etcd.stop()
+    time.sleep(SESSION_TIMEOUT_S + 0.5)
+    during, failed = produce_values(cluster, topic, 20, b"during", timeout_ms=3000)
+    assert not during, "a broker without a provable session acknowledged a write"
+    assert failed
+    for broker in cluster.brokers.values():
+        assert broker.is_running(), "brokers wait for etcd instead of exiting"
+
+    etcd.start()
+    after, failed = produce_values(cluster, topic, 300, b"after", timeout_ms=60000)
+    assert not failed and len(after) == 300
+    seen = consume_all(cluster.bootstrap, topic, 3, len(before) + len(after))
+    for partition, offset, value in before + after:
+        assert seen.get((partition, offset)) == value, f"acknowledged {value!r} lost"
+
+
+def produce_values(cluster, topic: str, count: int, prefix: bytes, timeout_ms: int = 30000):
+    acked, failed = [], []
+
+    def report(err, msg):
+        (failed if err else acked).append(err or (msg.partition(), msg.offset(), msg.value()))
+
+    producer = Producer(
+        {"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5, "message.timeout.ms": timeout_ms}
+    )
+    for i in range(count):
+        producer.produce(topic, value=prefix + b"%06d" % i, callback=report)
+    producer.flush(timeout_ms / 1000 + 30)
+    return acked, failed

@@ -1,0 +1,38 @@
+"""The docker-compose cluster (docker-compose.yml) on this machine's Docker:
+images built locally, three etcd members and three brokers, kcat through the
+listeners published on 127.0.0.1, a leader killed and leadership moving, all
+records read back. It is `bash scripts/compose.sh test`, run here so that CI
+runs it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def test_the_compose_cluster_serves_kcat_and_survives_a_broker(tmp_path):
+    for tool in ("docker", "cargo"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: the compose check needs Docker and the Rust toolchain", pytrace=False)
+    if shutil.which("docker-compose") is None and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True
+    ).returncode != 0:
+        pytest.fail("neither `docker compose` nor `docker-compose` is installed", pytrace=False)
+    log = tmp_path / "compose.log"
+    with open(log, "wb") as out:
+        done = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "compose.sh"), "test"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, timeout=1100,
+        )
+    text = log.read_text(errors="replace")
+    assert done.returncode == 0, text[-6000:]
+    assert "compose cluster check passed" in text
+    moved = [line for line in text.splitlines() if " moved from broker" in line]
+    assert moved, text[-3000:]
+    print(moved[0])
