@@ -93,6 +93,8 @@ impl Partition {
         if lowest > log.high_watermark() {
             log.set_high_watermark(lowest);
             self.notify_changed();
+            // Consumers waiting for data see it once it is committed.
+            self.node().notify_appended();
         }
     }
 

@@ -50,11 +50,19 @@ pub enum TopicError {
 pub struct LocalNode {
     pub node_id: i32,
     store: Arc<dyn MetadataStore>,
+    /// Bumped after every append and every move of a high watermark, so
+    /// that waiting fetches re-check.
+    appended: watch::Sender<u64>,
 }
 
 impl LocalNode {
     pub fn session_valid(&self) -> bool {
         self.store.session_valid()
+    }
+
+    pub fn notify_appended(&self) {
+        self.appended
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 }
 
@@ -127,6 +135,10 @@ impl Partition {
 
     pub(crate) fn progress(&self) -> std::sync::MutexGuard<'_, crate::replication::LeaderProgress> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn node(&self) -> &LocalNode {
+        &self.node
     }
 
     pub(crate) fn notify_changed(&self) {
@@ -331,8 +343,6 @@ pub struct Broker {
     pub(crate) topics: RwLock<Topics>,
     /// Serializes topic administration on this broker.
     admin: tokio::sync::Mutex<()>,
-    /// Bumped after every append, so that waiting fetches re-check.
-    appended: watch::Sender<u64>,
     pub groups: GroupCoordinator,
     /// This broker's followers' fetches from their leaders.
     pub(crate) fetchers: crate::replica_fetcher::ReplicaFetchers,
@@ -354,7 +364,6 @@ impl Broker {
         let snapshot = store.snapshot();
         data_dir.check_identity(&snapshot.cluster_id, config.node_id)?;
         crate::data_dir::remove_deleted_directories(&config.log_dir);
-        let (appended, _) = watch::channel(0);
         let groups = GroupCoordinator::new(config.groups.clone());
         let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
             config.node_id,
@@ -366,6 +375,7 @@ impl Broker {
             node: Arc::new(LocalNode {
                 node_id: config.node_id,
                 store: store.clone(),
+                appended: watch::channel(0).0,
             }),
             log_defaults: RwLock::new(config.log.clone()),
             config,
@@ -373,7 +383,6 @@ impl Broker {
             _data_dir: data_dir,
             topics: RwLock::new(Topics::default()),
             admin: tokio::sync::Mutex::new(()),
-            appended,
             groups,
             applied: watch::channel(0).0,
             last_applied: Mutex::new(Arc::new(ClusterMetadata {
@@ -507,12 +516,11 @@ impl Broker {
     }
 
     pub fn notify_appended(&self) {
-        self.appended
-            .send_modify(|count| *count = count.wrapping_add(1));
+        self.node.notify_appended();
     }
 
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.node.appended.subscribe()
     }
 
     /// Creates a topic (or, with `validate_only`, checks that it could be).

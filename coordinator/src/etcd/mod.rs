@@ -346,8 +346,17 @@ impl MetadataStore for EtcdStore {
         self.inner.metadata.subscribe()
     }
 
+    /// Provable, and this broker's snapshot shows its own current
+    /// registration: after registering again (a lost session), it does not
+    /// act on the state it saw before until it has caught up with
+    /// everything that changed meanwhile (leaders moved away from it).
     fn session_valid(&self) -> bool {
         self.inner.session.valid()
+            && self
+                .inner
+                .session
+                .current()
+                .is_some_and(|lease| self.inner.metadata.borrow().revision >= lease.broker_epoch)
     }
 
     async fn join(&self) -> Result<(), CoordinatorError> {
