@@ -294,9 +294,23 @@ impl Broker {
     ) -> Result<PartitionLog, String> {
         let dir = data_dir::partition_dir(&self.config.log_dir, &metadata.name, partition);
         let log_config = topic_config::log_config(defaults, &metadata.configs);
+        let replicated = metadata
+            .partitions
+            .get(partition as usize)
+            .is_some_and(|p| p.replicas.len() > 1);
         data_dir::claim_partition_dir(&dir, metadata.topic_id)
             .map_err(|error| error.to_string())
-            .and_then(|()| {
+            .and_then(|fresh| {
+                if fresh && replicated {
+                    // Nothing is committed yet: a crash before the first
+                    // checkpoint must not reopen with everything visible.
+                    storage::checkpoint::write_offset(
+                        &dir,
+                        storage::checkpoint::HIGH_WATERMARK_FILE,
+                        0,
+                    )
+                    .map_err(|error| error.to_string())?;
+                }
                 PartitionLog::open(&dir, log_config, now_ms()).map_err(|error| error.to_string())
             })
             .map_err(|error| {

@@ -101,27 +101,30 @@ pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 /// Makes `dir` hold `topic_id`'s data: a directory of another incarnation
 /// of the topic (deleted and created again while this broker was away) is
 /// removed; one without a record (written by an older version) is adopted.
-pub fn claim_partition_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<()> {
+/// Returns whether the directory starts out new (empty).
+pub fn claim_partition_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<bool> {
     let record = dir.join(PARTITION_METADATA_FILE_NAME);
-    match std::fs::read_to_string(&record) {
+    let fresh = match std::fs::read_to_string(&record) {
         Ok(text) => {
             let recorded = text
                 .lines()
                 .find_map(|line| line.strip_prefix("topic_id: "))
                 .and_then(|id| Uuid::try_parse(id.trim()).ok());
             if recorded == Some(topic_id) {
-                return Ok(());
+                return Ok(false);
             }
             tracing::warn!(dir = %dir.display(), ?recorded, %topic_id, "the directory holds another incarnation of the topic; removing it");
             remove_dir(dir)?;
+            true
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => !dir.exists(),
         Err(error) => return Err(error),
-    }
+    };
     std::fs::create_dir_all(dir)?;
     let text = format!("version: 0\ntopic_id: {topic_id}\n");
     storage::checkpoint::write_atomically(dir, PARTITION_METADATA_FILE_NAME, text.as_bytes())
-        .map_err(|error| std::io::Error::other(error.to_string()))
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    Ok(fresh)
 }
 
 /// Removes a partition directory: renamed first (so that a crash leaves a
@@ -208,17 +211,17 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let dir = partition_dir(temp.path(), "t", 0);
         let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
-        claim_partition_dir(&dir, old).unwrap();
+        assert!(claim_partition_dir(&dir, old).unwrap(), "new");
         std::fs::write(dir.join("00000000000000000000.log"), b"old data").unwrap();
-        claim_partition_dir(&dir, old).unwrap();
+        assert!(!claim_partition_dir(&dir, old).unwrap(), "kept");
         assert!(dir.join("00000000000000000000.log").exists());
-        claim_partition_dir(&dir, new).unwrap();
+        assert!(claim_partition_dir(&dir, new).unwrap(), "replaced");
         assert!(!dir.join("00000000000000000000.log").exists());
         // A directory without a record is adopted.
         let legacy = partition_dir(temp.path(), "t", 1);
         std::fs::create_dir_all(&legacy).unwrap();
         std::fs::write(legacy.join("00000000000000000000.log"), b"data").unwrap();
-        claim_partition_dir(&legacy, new).unwrap();
+        assert!(!claim_partition_dir(&legacy, new).unwrap(), "adopted");
         assert!(legacy.join("00000000000000000000.log").exists());
     }
 

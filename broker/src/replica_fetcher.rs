@@ -184,7 +184,7 @@ async fn run(
             .brokers
             .get(&node_id)
             .map_or(-1, |broker| broker.epoch);
-        let request = fetch_request(node_id, broker_epoch, &followed, settings);
+        let (request, epochs) = fetch_request(node_id, broker_epoch, &followed, settings);
         let timeout = Duration::from_millis(settings.wait_max_ms as u64) + Duration::from_secs(10);
         let connection = client.as_mut().expect("connected above");
         let answer = tokio::select! {
@@ -201,9 +201,10 @@ async fn run(
                 let mut backing_off = false;
                 for topic in &response.responses {
                     for data in &topic.partitions {
-                        if let Some(partition) = by_key.get(&(topic.topic_id, data.partition_index))
+                        let key = (topic.topic_id, data.partition_index);
+                        if let (Some(partition), Some(epoch)) = (by_key.get(&key), epochs.get(&key))
                         {
-                            backing_off |= !apply_response(partition, leader, data);
+                            backing_off |= !apply_response(partition, leader, *epoch, data);
                         }
                     }
                 }
@@ -259,13 +260,15 @@ async fn pause(failures: u32, shutdown: &CancellationToken) {
     }
 }
 
+/// The fetch for `followed`, and the leader epoch each partition was asked at.
 fn fetch_request(
     node_id: i32,
     broker_epoch: i64,
     followed: &[Arc<Partition>],
     settings: FetchSettings,
-) -> FetchRequest {
+) -> (FetchRequest, HashMap<(Uuid, i32), i32>) {
     let mut by_topic: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
+    let mut epochs = HashMap::new();
     for partition in followed {
         let leader_epoch = partition.leader_epoch();
         let Ok((log_end_offset, last_epoch, log_start_offset)) = partition.with_log(|log| {
@@ -277,6 +280,7 @@ fn fetch_request(
         }) else {
             continue;
         };
+        epochs.insert((partition.topic_id, partition.index), leader_epoch);
         by_topic.entry(partition.topic_id).or_default().push(
             FetchPartition::default()
                 .with_partition(partition.index)
@@ -287,7 +291,7 @@ fn fetch_request(
                 .with_partition_max_bytes(settings.partition_max_bytes),
         );
     }
-    FetchRequest::default()
+    let request = FetchRequest::default()
         .with_replica_state(
             ReplicaState::default()
                 .with_replica_id(BrokerId(node_id))
@@ -307,48 +311,56 @@ fn fetch_request(
                         .with_partitions(partitions)
                 })
                 .collect(),
-        )
+        );
+    (request, epochs)
 }
 
-/// Applies the leader's answer for one partition; `false` when the leader
-/// refused it for a reason the metadata will settle (not the leader yet, an
-/// epoch mismatch).
-fn apply_response(partition: &Partition, leader: i32, data: &PartitionData) -> bool {
+/// Applies the leader's answer for one partition, asked at `leader_epoch`;
+/// `false` when the leader refused it for a reason the metadata will settle
+/// (not the leader yet, an epoch mismatch). An answer from a leader this
+/// broker no longer follows at that epoch is dropped.
+fn apply_response(
+    partition: &Partition,
+    leader: i32,
+    leader_epoch: i32,
+    data: &PartitionData,
+) -> bool {
     let error = data.error_code;
-    let applied = partition.with_log(|log| -> Result<bool, StorageError> {
-        if error == ResponseError::OffsetOutOfRange.code() {
-            return out_of_range(log, data).map(|()| true);
-        }
-        if error != 0 {
-            return Ok(false);
-        }
-        let diverging = &data.diverging_epoch;
-        if diverging.epoch != -1 || diverging.end_offset != -1 {
-            truncate_diverging(partition, log, diverging.epoch, diverging.end_offset)?;
-            return Ok(true);
-        }
-        if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
-            log.append_as_follower(records.clone(), now_ms())?;
-        }
-        let high_watermark = data.high_watermark.min(log.log_end_offset());
-        if high_watermark > log.high_watermark() {
-            log.set_high_watermark(high_watermark);
-        }
-        Ok(true)
-    });
+    let applied =
+        partition.as_follower(leader, leader_epoch, |log| -> Result<bool, StorageError> {
+            if error == ResponseError::OffsetOutOfRange.code() {
+                return out_of_range(log, data).map(|()| true);
+            }
+            if error != 0 {
+                return Ok(false);
+            }
+            let diverging = &data.diverging_epoch;
+            if diverging.epoch != -1 || diverging.end_offset != -1 {
+                truncate_diverging(partition, log, diverging.epoch, diverging.end_offset)?;
+                return Ok(true);
+            }
+            if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
+                log.append_as_follower(records.clone(), now_ms())?;
+            }
+            let high_watermark = data.high_watermark.min(log.log_end_offset());
+            if high_watermark > log.high_watermark() {
+                log.set_high_watermark(high_watermark);
+            }
+            Ok(true)
+        });
     match applied {
-        Ok(Ok(done)) => {
+        Some(Ok(done)) => {
             if !done {
                 tracing::debug!(topic = %partition.topic, partition = partition.index, leader, error, "the leader refused to serve the partition");
             }
             done
         }
-        Ok(Err(error)) => {
+        Some(Err(error)) => {
             tracing::error!(topic = %partition.topic, partition = partition.index, leader, %error, "applying fetched data failed");
             false
         }
-        // Closed meanwhile (deleted, or this broker is shutting down).
-        Err(_) => true,
+        // Closed, or no longer following that leader at that epoch.
+        None => true,
     }
 }
 
@@ -362,7 +374,9 @@ fn truncate_diverging(
 ) -> Result<(), StorageError> {
     let log_end_offset = log.log_end_offset();
     let target = if epoch < 0 {
-        end_offset
+        // The leader has no epoch this replica's last one could follow:
+        // as Kafka, keep what is known committed.
+        log.high_watermark()
     } else {
         match log.end_offset_for_epoch(epoch) {
             (ours, our_end) if ours == epoch => end_offset.min(our_end),
@@ -382,9 +396,11 @@ fn truncate_diverging(
             to = target,
             "truncating the log where it diverges from the leader's"
         );
-        log.truncate_to(target)?;
     }
-    Ok(())
+    // Also at the log end: epochs recorded there with no batch (this broker
+    // led at them and wrote nothing) go, so the next fetch names the last
+    // epoch that wrote.
+    log.truncate_to(target)
 }
 
 /// The follower asked for an offset the leader has not: below its log

@@ -35,6 +35,10 @@ pub struct LeaderProgress {
     followers: HashMap<i32, FollowerProgress>,
     /// An ISR change is with the metadata store.
     isr_change_pending: bool,
+    /// Replicas that change would add: until it is decided they count for
+    /// the high watermark already (KIP-497's maximal ISR), so that nothing
+    /// is acknowledged that a replica of the new ISR might lack.
+    joining: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +67,7 @@ impl Partition {
                 since: Some(Instant::now()),
                 followers: HashMap::new(),
                 isr_change_pending: false,
+                joining: Vec::new(),
             };
             self.advance_high_watermark(log, state);
         });
@@ -75,12 +80,13 @@ impl Partition {
         self.notify_changed();
     }
 
-    /// The leader's high watermark: the smallest log end offset in the ISR,
-    /// if every ISR member's is known. Only moves forward.
+    /// The leader's high watermark: the smallest log end offset in the ISR
+    /// (with the replicas an ISR change in flight adds), if every member's
+    /// is known. Only moves forward.
     pub(crate) fn advance_high_watermark(&self, log: &mut PartitionLog, state: &PartitionMetadata) {
         let progress = self.progress();
         let mut lowest = log.log_end_offset();
-        for member in &state.isr {
+        for member in state.isr.iter().chain(&progress.joining) {
             if *member == state.leader {
                 continue;
             }
@@ -181,11 +187,18 @@ impl Partition {
             return None;
         }
         progress.isr_change_pending = true;
+        progress.joining = isr
+            .iter()
+            .copied()
+            .filter(|id| !state.isr.contains(id))
+            .collect();
         Some(isr)
     }
 
     fn isr_change_done(&self) {
-        self.progress().isr_change_pending = false;
+        let mut progress = self.progress();
+        progress.isr_change_pending = false;
+        progress.joining.clear();
     }
 
     /// Waits until the in-sync replicas have everything before

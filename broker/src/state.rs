@@ -217,6 +217,26 @@ impl Partition {
             .map_err(|_| not_leader())
     }
 
+    /// Runs `action` on the log if this broker still follows `leader` at
+    /// `leader_epoch` — the state cannot change while it runs — so that an
+    /// answer to a fetch sent to a former leader, or before this broker
+    /// became leader itself, never touches the log.
+    pub fn as_follower<T>(
+        &self,
+        leader: i32,
+        leader_epoch: i32,
+        action: impl FnOnce(&mut PartitionLog) -> T,
+    ) -> Option<T> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if state.leader != leader
+            || state.leader_epoch != leader_epoch
+            || state.leader == self.node.node_id
+        {
+            return None;
+        }
+        self.with_log(action).ok()
+    }
+
     /// Appends producer batches as the leader, at its leader epoch, and
     /// moves the high watermark if the ISR allows (at once when the leader
     /// is the whole ISR). With `min_insync_replicas` (acks=all) the append

@@ -17,6 +17,7 @@
 //! a broker's share of lost leaderships is over
 //! `leader.imbalance.per.broker.percentage`. ElectLeaders runs here too.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +105,10 @@ async fn act(
     let mut rebalance = tokio::time::interval(config.leader_imbalance_check_interval);
     rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rebalance.tick().await;
+    // The session (epoch) of each broker as of the last change applied: a
+    // broker whose registration changed meanwhile restarted or lost its
+    // session, and is treated as having died and come back.
+    let mut sessions = broker_epochs(&inner.metadata.borrow());
     loop {
         if !inner.session.valid() {
             return "its etcd session can no longer be proven";
@@ -112,11 +117,13 @@ async fn act(
             return "its etcd session ended";
         }
         changes.borrow_and_update();
-        let writes = plan_failover(inner);
+        let (writes, now) = plan_failover(inner, &sessions);
         let mut retry = false;
-        if !writes.is_empty() {
+        if writes.is_empty() {
+            sessions = now;
+        } else {
             match write(inner, seat, writes).await {
-                Ok(_) => {}
+                Ok(_) => sessions = now,
                 Err(CoordinatorError::NotController) => return "a newer controller exists",
                 Err(error) => {
                     tracing::info!(%error, "a leadership change did not apply; trying again");
@@ -144,18 +151,38 @@ async fn act(
     }
 }
 
-/// The partition changes that the live brokers call for now.
-fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
+fn broker_epochs(metadata: &crate::model::ClusterMetadata) -> BTreeMap<i32, i64> {
+    metadata
+        .brokers
+        .iter()
+        .map(|(id, broker)| (*id, broker.epoch))
+        .collect()
+}
+
+/// The partition changes that the live brokers call for now, and the
+/// brokers' sessions they were computed for. A broker registered under
+/// another session than in `sessions` counts as dead this time: it
+/// restarted (or lost its session), and leads again only once it has been
+/// elected anew, at a new epoch.
+fn plan_failover(
+    inner: &Inner,
+    sessions: &BTreeMap<i32, i64>,
+) -> (Vec<PartitionWrite>, BTreeMap<i32, i64>) {
     let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
     let snapshot = cache.current().clone();
+    let now = broker_epochs(&snapshot);
+    let bounced = |id: i32| {
+        sessions
+            .get(&id)
+            .is_some_and(|epoch| now.get(&id) != Some(epoch))
+    };
+    let is_alive = |id: i32| snapshot.is_alive(id) && !bounced(id);
     let default_unclean = inner.config.controller.unclean_leader_election;
     let mut writes = Vec::new();
     for topic in snapshot.topics.values() {
         let unclean = election::unclean_allowed(&snapshot, topic, default_unclean);
         for partition in &topic.partitions {
-            let Some(next) =
-                election::after_broker_change(partition, |id| snapshot.is_alive(id), unclean)
-            else {
+            let Some(next) = election::after_broker_change(partition, is_alive, unclean) else {
                 continue;
             };
             let Some(guard) =
@@ -181,7 +208,7 @@ fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
             });
         }
     }
-    writes
+    (writes, now)
 }
 
 /// ElectLeaders: only the controller elects.
@@ -208,7 +235,10 @@ async fn elect_as(
     let (results, writes) = {
         let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = cache.current().clone();
-        let partitions = partitions.unwrap_or_else(|| all_partitions(&snapshot));
+        let mut partitions = partitions.unwrap_or_else(|| all_partitions(&snapshot));
+        // One write per key in a transaction: a partition named twice is elected once.
+        partitions.sort();
+        partitions.dedup();
         let mut results = Vec::with_capacity(partitions.len());
         let mut writes = Vec::new();
         for (topic, index) in partitions {

@@ -636,6 +636,11 @@ impl PartitionLog {
     /// and restarted at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
         if offset >= self.log_end_offset() {
+            // Nothing to remove but epochs that start at the end and hold
+            // no batch, as Kafka's truncateTo drops them.
+            if self.epochs.truncate_from_end(offset) {
+                self.epochs.persist(&self.dir)?;
+            }
             return Ok(());
         }
         if offset < 0 {

@@ -153,3 +153,20 @@ fn the_high_watermark_survives_a_restart_where_it_was_checkpointed() {
         "not the log end: what followers may not have is not visible"
     );
 }
+
+/// A broker that led at an epoch and wrote nothing follows again: that
+/// epoch must go from its cache, or it would keep naming it in fetches and
+/// the leader would keep answering "diverging" at its log end.
+#[test]
+fn an_epoch_that_wrote_nothing_goes_when_truncating_at_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config());
+    log.append_as_leader(batch(3, 10, NOW), 4, NOW).unwrap();
+    log.assign_leader_epoch(5).unwrap();
+    assert_eq!(log.last_epoch(), 5);
+    log.truncate_to(log.log_end_offset()).unwrap();
+    assert_eq!(log.last_epoch(), 4);
+    assert_eq!(log.log_end_offset(), 3, "no batch removed");
+    drop(log);
+    assert_eq!(open(dir.path(), config()).last_epoch(), 4, "and it stays gone");
+}

@@ -285,3 +285,40 @@ def test_kafka_python_keeps_producing_through_a_leader_kill_with_rf3(cluster_fac
     seen = {(m.partition, m.offset): m.value for m in consumer}
     consumer.close()
     assert all(seen.get((p, o)) == v for p, o, v in acked)
+
+
+def test_a_broker_that_led_without_writing_rejoins_the_isr(cluster_factory):
+    """Leadership moves to a broker and back before it writes anything: it
+    follows again, catches up, and is in sync (min.insync.replicas=3 writes
+    succeed)."""
+    cluster = start(cluster_factory, "leader.imbalance.check.interval.seconds=1")
+    topic = unique_topic("empty-epoch")
+    create(cluster, topic, 1, config={"min.insync.replicas": "3"})
+    wait_full_isr(cluster, topic)
+    acked, failed = produce(cluster, topic, 20)
+    assert not failed
+    preferred = states(cluster, topic)[0][0]
+    cluster.brokers[preferred].stop()
+    cluster.wait_until("another leader", lambda: states(cluster, topic)[0][0] not in (preferred, -1), SESSION_TIMEOUT_S + 15)
+    cluster.brokers[preferred].start()
+    cluster.wait_until("the preferred leader back", lambda: states(cluster, topic)[0][0] == preferred, 60)
+    wait_full_isr(cluster, topic, timeout=60)
+    acked, failed = produce(cluster, topic, 20, **{"message.timeout.ms": 20000})
+    assert not failed and len(acked) == 20
+
+
+def test_a_quickly_restarted_leader_leads_again_only_at_a_new_epoch(cluster_factory):
+    cluster = start(cluster_factory)
+    topic = unique_topic("bounce")
+    create(cluster, topic, 1, replication_factor=1)
+    cluster.wait_until("a leader", lambda: states(cluster, topic)[0][0] > 0)
+    before = describe_partitions(cluster, topic)[0]
+    victim = before["leader"]
+    cluster.brokers[victim].kill9()
+    cluster.brokers[victim].start()
+    cluster.wait_until(
+        "the partition led again at a newer epoch",
+        lambda: (p := describe_partitions(cluster, topic)[0])["leader"] == victim
+        and p["leader_epoch"] > before["leader_epoch"],
+        SESSION_TIMEOUT_S + 15,
+    )

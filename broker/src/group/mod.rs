@@ -707,7 +707,9 @@ impl GroupCoordinator {
             return Err(code(ResponseError::CoordinatorNotAvailable));
         };
         let index = records::partition_for(group, topic.partitions.len() as i32);
-        let partition = &topic.partitions[index as usize];
+        let Some(partition) = topic.partitions.get(index as usize) else {
+            return Err(code(ResponseError::CoordinatorNotAvailable));
+        };
         let now = crate::clock::now_ms();
         let batch: Vec<Record> = entries
             .into_iter()
@@ -1284,10 +1286,12 @@ impl GroupCoordinator {
                 .wait_replicated(appended.end_offset, appended.leader_epoch, 1, deadline)
                 .await;
             if let Err(error_code) = replicated {
+                // Kafka's storeOffsets: leadership lost is NOT_COORDINATOR,
+                // replicas too few or too slow COORDINATOR_NOT_AVAILABLE.
                 let error_code = if error_code == code(ResponseError::NotLeaderOrFollower) {
                     code(ResponseError::NotCoordinator)
                 } else {
-                    error_code
+                    code(ResponseError::CoordinatorNotAvailable)
                 };
                 for result in results.iter_mut().filter(|r| **r == NONE) {
                     *result = error_code;

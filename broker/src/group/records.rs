@@ -289,6 +289,9 @@ fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
 /// The `__consumer_offsets` partition of a group, as Kafka computes it:
 /// the absolute value of Java's `String.hashCode` modulo the partition count.
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    if partitions <= 0 {
+        return 0;
+    }
     let mut hash: i32 = 0;
     for unit in group.encode_utf16() {
         hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));

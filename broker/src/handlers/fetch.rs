@@ -237,8 +237,14 @@ fn read_partition(
             if !state.replicas.contains(&replica_id) {
                 return Read::Refused(code(ResponseError::NotLeaderOrFollower));
             }
-            let registered = broker.metadata().brokers.get(&replica_id).map(|b| b.epoch);
-            if broker_epoch >= 0 && registered.is_some_and(|epoch| epoch != broker_epoch) {
+            // A follower must be alive in this leader's view, in the session
+            // it names (KIP-903): a zombie of an earlier session neither
+            // moves the high watermark nor rejoins the ISR.
+            let Some(registered) = broker.metadata().brokers.get(&replica_id).map(|b| b.epoch)
+            else {
+                return Read::Refused(code(ResponseError::NotLeaderOrFollower));
+            };
+            if broker_epoch >= 0 && registered != broker_epoch {
                 return Read::Refused(code(ResponseError::StaleBrokerEpoch));
             }
             if let Some((epoch, end_offset)) =

@@ -547,9 +547,18 @@ impl MetadataStore for EtcdStore {
             )
         };
         let response = self.inner.txn(Txn::new().and_then([op])).await?;
-        self.inner
-            .applied(response.header().map_or(0, |h| h.revision()))
-            .await;
+        let wrote = response.op_responses().iter().any(|op| match op {
+            etcd_client::TxnOpResponse::Put(_) => true,
+            etcd_client::TxnOpResponse::Delete(deleted) => deleted.deleted() > 0,
+            _ => false,
+        });
+        // A delete of nothing changes no key this broker watches: there is
+        // nothing to wait for.
+        if wrote {
+            self.inner
+                .applied(response.header().map_or(0, |h| h.revision()))
+                .await;
+        }
         Ok(())
     }
 
@@ -570,12 +579,21 @@ impl MetadataStore for EtcdStore {
             .ok_or_else(|| {
                 CoordinatorError::Unavailable("this broker has no etcd session".into())
             })?;
+        // The state checked and the revision compared come from one look
+        // at the cache: a leader change in between cannot be written over.
         let (next, write) = {
-            let snapshot = inner.snapshot();
-            let next = crate::check_isr_change(&snapshot, inner.node_id(), &change)?;
-            let write = inner
-                .planned_write(&change.topic, next.clone())
+            let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let next = crate::check_isr_change(cache.current(), inner.node_id(), &change)?;
+            let guard = inner
+                .partition_guard(&cache, &change.topic, change.topic_id, change.partition)
                 .ok_or_else(|| CoordinatorError::UnknownTopic(change.topic.clone()))?;
+            let write = PartitionWrite {
+                key: inner.keys.partition(change.topic_id, change.partition),
+                guard,
+                record: PartitionRecord::from(&next),
+                topic: change.topic.clone(),
+                partition: change.partition,
+            };
             (next, write)
         };
         // A zombie of an earlier session of this broker is refused too.
