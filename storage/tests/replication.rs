@@ -168,5 +168,9 @@ fn an_epoch_that_wrote_nothing_goes_when_truncating_at_the_log_end() {
     assert_eq!(log.last_epoch(), 4);
     assert_eq!(log.log_end_offset(), 3, "no batch removed");
     drop(log);
-    assert_eq!(open(dir.path(), config()).last_epoch(), 4, "and it stays gone");
+    assert_eq!(
+        open(dir.path(), config()).last_epoch(),
+        4,
+        "and it stays gone"
+    );
 }

@@ -191,20 +191,18 @@ pub fn describe_cluster(
             )));
     }
     let metadata = broker.metadata();
-    let brokers = metadata
-        .brokers
-        .keys()
-        .filter_map(|id| {
-            let (host, port, rack) = super::endpoint(&metadata, *id, origin.listener)?;
-            Some(
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(i32::from(port))
-                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
-            )
-        })
-        .collect();
+    let brokers = super::reachable(
+        &metadata,
+        metadata.brokers.keys().copied(),
+        origin.listener,
+        |id, host, port, rack| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        },
+    );
     DescribeClusterResponse::default()
         .with_error_code(NONE)
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)

@@ -14,7 +14,6 @@ use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::Origin;
@@ -339,15 +338,13 @@ fn diverging(
     }
 }
 
-/// KIP-951: the partition's leader and epoch in the freshest metadata, if
-/// it has a live one.
+/// KIP-951: where the client should go instead.
 fn current_leader(broker: &Broker, name: &str, index: i32) -> LeaderIdAndEpoch {
-    let metadata = broker.metadata();
-    match metadata.partition(name, index) {
-        Some(partition) if metadata.is_alive(partition.leader) => LeaderIdAndEpoch::default()
-            .with_leader_id(BrokerId(partition.leader))
-            .with_leader_epoch(partition.leader_epoch),
-        _ => LeaderIdAndEpoch::default(),
+    match super::current_leader(&broker.metadata(), name, index) {
+        Some((leader, epoch)) => LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(leader))
+            .with_leader_epoch(epoch),
+        None => LeaderIdAndEpoch::default(),
     }
 }
 
@@ -363,19 +360,17 @@ fn with_node_endpoints(broker: &Broker, response: FetchResponse, listener: &str)
     if leaders.is_empty() {
         return response;
     }
-    let metadata = broker.metadata();
-    let endpoints = leaders
-        .iter()
-        .filter_map(|id| {
-            let (host, port, rack) = super::endpoint(&metadata, *id, listener)?;
-            Some(
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(i32::from(port))
-                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
-            )
-        })
-        .collect();
+    let endpoints = super::reachable(
+        &broker.metadata(),
+        leaders,
+        listener,
+        |id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        },
+    );
     response.with_node_endpoints(endpoints)
 }

@@ -90,20 +90,18 @@ pub async fn handle(
     };
     // Read after any auto-creation, so that the brokers match the topics.
     let metadata = broker.metadata();
-    let brokers = metadata
-        .brokers
-        .keys()
-        .filter_map(|id| {
-            let (host, port, rack) = super::endpoint(&metadata, *id, origin.listener)?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(i32::from(port))
-                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
-            )
-        })
-        .collect();
+    let brokers = super::reachable(
+        &metadata,
+        metadata.brokers.keys().copied(),
+        origin.listener,
+        |id, host, port, rack| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        },
+    );
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))

@@ -43,6 +43,47 @@ pub(crate) fn endpoint<'m>(
     Some((&endpoint.host, endpoint.port, broker.rack.as_deref()))
 }
 
+/// Each of `ids` that clients of `listener` can reach, built by `make`
+/// (node id, host, port, rack): the broker lists of Metadata,
+/// DescribeCluster and the KIP-951 node endpoints.
+pub(crate) fn reachable<T>(
+    metadata: &ClusterMetadata,
+    ids: impl IntoIterator<Item = i32>,
+    listener: &str,
+    make: impl Fn(
+        i32,
+        kafka_protocol::protocol::StrBytes,
+        i32,
+        Option<kafka_protocol::protocol::StrBytes>,
+    ) -> T,
+) -> Vec<T> {
+    use kafka_protocol::protocol::StrBytes;
+    ids.into_iter()
+        .filter_map(|id| {
+            let (host, port, rack) = endpoint(metadata, id, listener)?;
+            Some(make(
+                id,
+                StrBytes::from_string(host.to_string()),
+                i32::from(port),
+                rack.map(|rack| StrBytes::from_string(rack.to_string())),
+            ))
+        })
+        .collect()
+}
+
+/// KIP-951: a partition's leader and leader epoch in the freshest
+/// metadata, if the leader is alive.
+pub(crate) fn current_leader(
+    metadata: &ClusterMetadata,
+    topic: &str,
+    index: i32,
+) -> Option<(i32, i32)> {
+    metadata
+        .partition(topic, index)
+        .filter(|partition| metadata.is_alive(partition.leader))
+        .map(|partition| (partition.leader, partition.leader_epoch))
+}
+
 /// Handles one request; `None` when no response is sent (Produce, acks=0).
 pub async fn handle(
     broker: &Broker,

@@ -215,32 +215,29 @@ fn not_here(
     }
 }
 
-/// KIP-951: the partition's leader and epoch in the freshest metadata, if
-/// it has a live one.
+/// KIP-951: where the client should go instead.
 fn current_leader(broker: &Broker, name: &str, index: i32) -> LeaderIdAndEpoch {
-    let metadata = broker.metadata();
-    match metadata.partition(name, index) {
-        Some(partition) if metadata.is_alive(partition.leader) => LeaderIdAndEpoch::default()
-            .with_leader_id(BrokerId(partition.leader))
-            .with_leader_epoch(partition.leader_epoch),
-        _ => LeaderIdAndEpoch::default(),
+    match super::current_leader(&broker.metadata(), name, index) {
+        Some((leader, epoch)) => LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(leader))
+            .with_leader_epoch(epoch),
+        None => LeaderIdAndEpoch::default(),
     }
 }
 
 fn node_endpoints(broker: &Broker, ids: &BTreeSet<i32>, listener: &str) -> Vec<NodeEndpoint> {
-    let metadata = broker.metadata();
-    ids.iter()
-        .filter_map(|id| {
-            let (host, port, rack) = super::endpoint(&metadata, *id, listener)?;
-            Some(
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(i32::from(port))
-                    .with_rack(rack.map(|rack| StrBytes::from_string(rack.to_string()))),
-            )
-        })
-        .collect()
+    super::reachable(
+        &broker.metadata(),
+        ids.iter().copied(),
+        listener,
+        |id, host, port, rack| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(host)
+                .with_port(port)
+                .with_rack(rack)
+        },
+    )
 }
 
 /// Kafka requires exactly one record batch per partition in Produce v3+.
