@@ -247,24 +247,20 @@ async fn elect_as(
                 snapshot.partition(&topic, index),
             ) {
                 (Some(metadata), Some(partition)) => {
-                    let is_alive = |id| snapshot.is_alive(id);
-                    match election_type {
-                        ElectionType::Preferred => election::preferred(partition, is_alive),
-                        ElectionType::Unclean => election::unclean(partition, is_alive),
-                    }
-                    .and_then(|next| {
-                        let guard = inner
-                            .partition_guard(&cache, &topic, metadata.topic_id, index)
-                            .ok_or(ElectionError::UnknownPartition)?;
-                        writes.push(PartitionWrite {
-                            key: inner.keys.partition(metadata.topic_id, index),
-                            guard,
-                            record: (&next).into(),
-                            topic: topic.clone(),
-                            partition: index,
-                        });
-                        Ok(())
-                    })
+                    election::on_request(partition, election_type, |id| snapshot.is_alive(id))
+                        .and_then(|next| {
+                            let guard = inner
+                                .partition_guard(&cache, &topic, metadata.topic_id, index)
+                                .ok_or(ElectionError::UnknownPartition)?;
+                            writes.push(PartitionWrite {
+                                key: inner.keys.partition(metadata.topic_id, index),
+                                guard,
+                                record: (&next).into(),
+                                topic: topic.clone(),
+                                partition: index,
+                            });
+                            Ok(())
+                        })
                 }
                 _ => Err(ElectionError::UnknownPartition),
             };

@@ -86,6 +86,18 @@ pub fn preferred(
     Ok(with_leader(partition, preferred, partition.isr.clone()))
 }
 
+/// The election an operator asked for (ElectLeaders).
+pub fn on_request(
+    partition: &PartitionMetadata,
+    election_type: crate::model::ElectionType,
+    is_alive: impl Fn(i32) -> bool,
+) -> Result<PartitionMetadata, ElectionError> {
+    match election_type {
+        crate::model::ElectionType::Preferred => preferred(partition, is_alive),
+        crate::model::ElectionType::Unclean => unclean(partition, is_alive),
+    }
+}
+
 /// Unclean election (asked for by an operator): a partition whose leader
 /// is dead gets one from the live ISR if possible, else any live replica.
 pub fn unclean(

@@ -219,11 +219,9 @@ impl MetadataStore for StandaloneStore {
             .map(|(topic, index)| {
                 let outcome = match metadata.partition(&topic, index) {
                     None => Err(ElectionError::UnknownPartition),
-                    Some(partition) => match election_type {
-                        ElectionType::Preferred => election::preferred(partition, is_alive),
-                        ElectionType::Unclean => election::unclean(partition, is_alive),
+                    Some(partition) => {
+                        election::on_request(partition, election_type, is_alive).map(|_| ())
                     }
-                    .map(|_| ()),
                 };
                 ((topic, index), outcome)
             })

@@ -77,7 +77,7 @@ fn read_once(
         .min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut failed = false;
-    let reader = Reader::of(request, version);
+    let reader = Reader::of(broker, request, version);
     let responses = request
         .topics
         .iter()
@@ -158,12 +158,19 @@ fn resolve_topic(
 /// Who fetches: a consumer, or a follower (a replica fetch, `replica_id` ≥ 0).
 #[derive(Debug, Clone, Copy)]
 enum Reader {
-    Consumer { read_committed: bool },
-    Follower { replica_id: i32, broker_epoch: i64 },
+    Consumer {
+        read_committed: bool,
+    },
+    Follower {
+        replica_id: i32,
+        broker_epoch: i64,
+        /// The follower's session as this leader knows it (None: not alive).
+        registered: Option<i64>,
+    },
 }
 
 impl Reader {
-    fn of(request: &FetchRequest, version: i16) -> Reader {
+    fn of(broker: &Broker, request: &FetchRequest, version: i16) -> Reader {
         let (replica_id, broker_epoch) = if version >= REPLICA_STATE_VERSION_MIN {
             (
                 request.replica_state.replica_id.0,
@@ -176,6 +183,7 @@ impl Reader {
             Reader::Follower {
                 replica_id,
                 broker_epoch,
+                registered: broker.metadata().brokers.get(&replica_id).map(|b| b.epoch),
             }
         } else {
             Reader::Consumer {
@@ -232,6 +240,7 @@ fn read_partition(
         Reader::Follower {
             replica_id,
             broker_epoch,
+            registered,
         } => {
             if !state.replicas.contains(&replica_id) {
                 return Read::Refused(code(ResponseError::NotLeaderOrFollower));
@@ -239,8 +248,7 @@ fn read_partition(
             // A follower must be alive in this leader's view, in the session
             // it names (KIP-903): a zombie of an earlier session neither
             // moves the high watermark nor rejoins the ISR.
-            let Some(registered) = broker.metadata().brokers.get(&replica_id).map(|b| b.epoch)
-            else {
+            let Some(registered) = registered else {
                 return Read::Refused(code(ResponseError::NotLeaderOrFollower));
             };
             if broker_epoch >= 0 && registered != broker_epoch {
