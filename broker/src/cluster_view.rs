@@ -244,7 +244,7 @@ impl Broker {
         let node = self.node_id();
         let hosted = partition.is_hosted();
         let was_leader = before.is_some_and(|b| b.leader == node);
-        let is_leader = state.leader == node && hosted;
+        let is_leader = self.node.named_leader(state) && hosted;
         let epoch_changed = before.is_none_or(|b| b.leader_epoch != state.leader_epoch);
         if before.is_some() && epoch_changed {
             tracing::info!(
@@ -268,7 +268,7 @@ impl Broker {
             if was_leader {
                 partition.stop_leading();
             }
-            if hosted && state.leader != NO_LEADER {
+            if hosted && state.leader != NO_LEADER && state.leader != node {
                 self.fetchers.follow(partition, state.leader);
             } else {
                 self.fetchers.unfollow(partition);

@@ -11,7 +11,7 @@
 //! metadata store, fenced by the leader epoch, the partition epoch and the
 //! leader's session (`MetadataStore::alter_isr`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ struct FollowerProgress {
     /// The leader's log end offset at the follower's previous fetch.
     previous_leader_end: i64,
     previous_fetch: Instant,
+    /// The session the follower fetched in: a restarted follower starts over.
+    broker_epoch: i64,
 }
 
 impl Partition {
@@ -111,21 +113,24 @@ impl Partition {
         log: &mut PartitionLog,
         state: &PartitionMetadata,
         follower: i32,
+        broker_epoch: i64,
         fetch_offset: i64,
         now: Instant,
     ) {
         let leader_end = log.log_end_offset();
         {
             let mut progress = self.progress();
-            let entry = progress
-                .followers
-                .entry(follower)
-                .or_insert(FollowerProgress {
-                    log_end_offset: fetch_offset,
-                    last_caught_up: None,
-                    previous_leader_end: -1,
-                    previous_fetch: now,
-                });
+            let fresh = FollowerProgress {
+                log_end_offset: fetch_offset,
+                last_caught_up: None,
+                previous_leader_end: -1,
+                previous_fetch: now,
+                broker_epoch,
+            };
+            let entry = progress.followers.entry(follower).or_insert(fresh);
+            if entry.broker_epoch != broker_epoch {
+                *entry = fresh;
+            }
             entry.log_end_offset = fetch_offset.min(leader_end);
             // Kafka's rule: caught up now if it has all the leader has; else
             // caught up as of its previous fetch if it has what the leader
@@ -144,14 +149,15 @@ impl Partition {
     /// The ISR this leader wants now, if it differs from `state.isr` and no
     /// change is in flight: members that have not caught up within
     /// `lag_max` leave, replicas that caught up with the high watermark and
-    /// the start of the epoch join. Marks the change as in flight.
+    /// the start of the epoch join, with the session each caught up in.
+    /// Marks the change as in flight.
     fn wanted_isr(
         &self,
         log: &PartitionLog,
         state: &PartitionMetadata,
         lag_max: Duration,
         now: Instant,
-    ) -> Option<Vec<i32>> {
+    ) -> Option<(Vec<i32>, BTreeMap<i32, i64>)> {
         let mut progress = self.progress();
         if progress.isr_change_pending || progress.leader_epoch != state.leader_epoch {
             return None;
@@ -192,7 +198,12 @@ impl Partition {
             .copied()
             .filter(|id| !state.isr.contains(id))
             .collect();
-        Some(isr)
+        let joining_epochs = progress
+            .joining
+            .iter()
+            .filter_map(|id| Some((*id, progress.followers.get(id)?.broker_epoch)))
+            .collect();
+        Some((isr, joining_epochs))
     }
 
     fn isr_change_done(&self) {
@@ -259,9 +270,9 @@ pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::Cance
             let wanted = partition.lead(|log, state| {
                 partition
                     .wanted_isr(log, state, lag_max, now)
-                    .map(|isr| (isr, state.clone()))
+                    .map(|(isr, joining)| (isr, joining, state.clone()))
             });
-            let Ok(Some((isr, state))) = wanted else {
+            let Ok(Some((isr, joining_epochs, state))) = wanted else {
                 continue;
             };
             let change = IsrChange {
@@ -271,6 +282,7 @@ pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::Cance
                 leader_epoch: state.leader_epoch,
                 partition_epoch: state.partition_epoch,
                 isr: isr.clone(),
+                joining_epochs,
             };
             match broker.store().alter_isr(change).await {
                 Ok(_) => {

@@ -60,6 +60,15 @@ impl LocalNode {
         self.store.session_valid()
     }
 
+    /// Whether this broker may act as the leader of a partition in
+    /// `state`: named its leader, and in the session the state names it
+    /// in sync in. After a restart (or a lost session) it waits to be
+    /// elected anew, its log possibly short of what it had acknowledged.
+    pub fn named_leader(&self, state: &PartitionMetadata) -> bool {
+        state.leader == self.node_id
+            && !state.restarted_since_in_sync(self.node_id, self.store.broker_epoch())
+    }
+
     pub fn notify_appended(&self) {
         self.appended
             .send_modify(|count| *count = count.wrapping_add(1));
@@ -210,7 +219,7 @@ impl Partition {
             leader: state.leader,
             leader_epoch: state.leader_epoch,
         };
-        if state.leader != self.node.node_id || !self.node.session_valid() {
+        if !self.node.named_leader(&state) || !self.node.session_valid() {
             return Err(not_leader());
         }
         self.with_log(|log| action(log, &state))

@@ -105,10 +105,6 @@ async fn act(
     let mut rebalance = tokio::time::interval(config.leader_imbalance_check_interval);
     rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rebalance.tick().await;
-    // The session (epoch) of each broker as of the last change applied: a
-    // broker whose registration changed meanwhile restarted or lost its
-    // session, and is treated as having died and come back.
-    let mut sessions = broker_epochs(&inner.metadata.borrow());
     loop {
         if !inner.session.valid() {
             return "its etcd session can no longer be proven";
@@ -117,13 +113,11 @@ async fn act(
             return "its etcd session ended";
         }
         changes.borrow_and_update();
-        let (writes, now) = plan_failover(inner, &sessions);
+        let writes = plan_failover(inner);
         let mut retry = false;
-        if writes.is_empty() {
-            sessions = now;
-        } else {
+        if !writes.is_empty() {
             match write(inner, seat, writes).await {
-                Ok(_) => sessions = now,
+                Ok(_) => {}
                 Err(CoordinatorError::NotController) => return "a newer controller exists",
                 Err(error) => {
                     tracing::info!(%error, "a leadership change did not apply; trying again");
@@ -151,40 +145,26 @@ async fn act(
     }
 }
 
-fn broker_epochs(metadata: &crate::model::ClusterMetadata) -> BTreeMap<i32, i64> {
-    metadata
-        .brokers
-        .iter()
-        .map(|(id, broker)| (*id, broker.epoch))
-        .collect()
-}
-
-/// The partition changes that the live brokers call for now, and the
-/// brokers' sessions they were computed for. A broker registered under
-/// another session than in `sessions` counts as dead this time: it
-/// restarted (or lost its session), and leads again only once it has been
-/// elected anew, at a new epoch.
-fn plan_failover(
-    inner: &Inner,
-    sessions: &BTreeMap<i32, i64>,
-) -> (Vec<PartitionWrite>, BTreeMap<i32, i64>) {
+/// The partition changes that the live brokers call for now. A broker
+/// registered under a newer session than the one a partition's state
+/// names it in sync in counts as dead for that partition (see
+/// [`crate::ClusterMetadata::is_eligible`]): it restarted, or lost its session,
+/// and leads again only once it has been elected anew, at a new epoch.
+/// That is known from the stored state alone, so a controller elected
+/// after the restart sees it as well as one that watched it happen.
+fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
     let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
     let snapshot = cache.current().clone();
-    let now = broker_epochs(&snapshot);
-    let bounced = |id: i32| {
-        sessions
-            .get(&id)
-            .is_some_and(|epoch| now.get(&id) != Some(epoch))
-    };
-    let is_alive = |id: i32| snapshot.is_alive(id) && !bounced(id);
     let default_unclean = inner.config.controller.unclean_leader_election;
     let mut writes = Vec::new();
     for topic in snapshot.topics.values() {
         let unclean = election::unclean_allowed(&snapshot, topic, default_unclean);
         for partition in &topic.partitions {
+            let is_alive = |id| snapshot.is_eligible(partition, id);
             let Some(next) = election::after_broker_change(partition, is_alive, unclean) else {
                 continue;
             };
+            let next = next.with_isr_epochs(partition, &snapshot.brokers, &BTreeMap::new());
             let Some(guard) =
                 inner.partition_guard(&cache, &topic.name, topic.topic_id, partition.partition)
             else {
@@ -197,7 +177,7 @@ fn plan_failover(
                     tracing::info!(topic = %topic.name, partition = partition.partition, from = partition.leader, to = next.leader, leader_epoch = next.leader_epoch, isr = ?next.isr, "electing a new leader");
                 }
             } else {
-                tracing::info!(topic = %topic.name, partition = partition.partition, from = ?partition.isr, to = ?next.isr, "removing dead replicas from the ISR");
+                tracing::info!(topic = %topic.name, partition = partition.partition, from = ?partition.isr, to = ?next.isr, "removing dead or restarted replicas from the ISR");
             }
             writes.push(PartitionWrite {
                 key: inner.keys.partition(topic.topic_id, partition.partition),
@@ -208,7 +188,7 @@ fn plan_failover(
             });
         }
     }
-    (writes, now)
+    writes
 }
 
 /// ElectLeaders: only the controller elects.
@@ -247,20 +227,25 @@ async fn elect_as(
                 snapshot.partition(&topic, index),
             ) {
                 (Some(metadata), Some(partition)) => {
-                    election::on_request(partition, election_type, |id| snapshot.is_alive(id))
-                        .and_then(|next| {
-                            let guard = inner
-                                .partition_guard(&cache, &topic, metadata.topic_id, index)
-                                .ok_or(ElectionError::UnknownPartition)?;
-                            writes.push(PartitionWrite {
-                                key: inner.keys.partition(metadata.topic_id, index),
-                                guard,
-                                record: (&next).into(),
-                                topic: topic.clone(),
-                                partition: index,
-                            });
-                            Ok(())
-                        })
+                    election::on_request(partition, election_type, |id| {
+                        snapshot.is_eligible(partition, id)
+                    })
+                    .map(|next| {
+                        next.with_isr_epochs(partition, &snapshot.brokers, &BTreeMap::new())
+                    })
+                    .and_then(|next| {
+                        let guard = inner
+                            .partition_guard(&cache, &topic, metadata.topic_id, index)
+                            .ok_or(ElectionError::UnknownPartition)?;
+                        writes.push(PartitionWrite {
+                            key: inner.keys.partition(metadata.topic_id, index),
+                            guard,
+                            record: (&next).into(),
+                            topic: topic.clone(),
+                            partition: index,
+                        });
+                        Ok(())
+                    })
                 }
                 _ => Err(ElectionError::UnknownPartition),
             };

@@ -169,7 +169,7 @@ pub fn imbalanced(metadata: &ClusterMetadata, imbalance_percentage: u32) -> Vec<
             let entry = preferred_counts.entry(preferred).or_default();
             entry.0 += 1;
             if partition.leader != preferred
-                && metadata.is_alive(preferred)
+                && metadata.is_eligible(partition, preferred)
                 && partition.isr.contains(&preferred)
             {
                 entry.1.push((topic.name.clone(), partition.partition));
@@ -195,6 +195,7 @@ mod tests {
             partition_epoch: 9,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
+            isr_epochs: BTreeMap::new(),
         }
     }
 
@@ -268,5 +269,60 @@ mod tests {
             unclean(&leaderless, |_| false),
             Err(ElectionError::EligibleLeadersNotAvailable)
         );
+    }
+
+    fn cluster(epochs: &[(i32, i64)]) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::new_cluster();
+        for (node_id, epoch) in epochs {
+            metadata.brokers.insert(
+                *node_id,
+                crate::model::BrokerRegistration {
+                    node_id: *node_id,
+                    rack: None,
+                    endpoints: Vec::new(),
+                    inter_broker_listener: String::new(),
+                    epoch: *epoch,
+                },
+            );
+        }
+        metadata
+    }
+
+    /// Every controller decides from the stored state alone: each step
+    /// here is what a controller elected just before it would do.
+    fn step(metadata: &ClusterMetadata, state: &PartitionMetadata) -> Option<PartitionMetadata> {
+        after_broker_change(state, |id| metadata.is_eligible(state, id), false)
+            .map(|next| next.with_isr_epochs(state, &metadata.brokers, &BTreeMap::new()))
+    }
+
+    #[test]
+    fn a_sole_leader_that_restarted_quickly_goes_offline_then_leads_at_a_new_epoch() {
+        let mut state = partition(1, &[1], &[1]);
+        state.isr_epochs = BTreeMap::from([(1, 3)]);
+        // Broker 1 is back, under epoch 11, before its old session expired.
+        let metadata = cluster(&[(1, 11), (2, 4)]);
+        let offline = step(&metadata, &state).expect("the restart is noticed");
+        assert_eq!((offline.leader, offline.leader_epoch), (NO_LEADER, 6));
+        let led = step(&metadata, &offline).expect("the returning member leads");
+        assert_eq!((led.leader, led.leader_epoch), (1, 7));
+        assert_eq!(led.isr_epochs, BTreeMap::from([(1, 11)]));
+        assert!(metadata.is_eligible(&led, 1));
+        assert_eq!(step(&metadata, &led), None, "settled");
+    }
+
+    #[test]
+    fn a_restarted_leader_or_follower_leaves_the_isr() {
+        let mut state = partition(1, &[1, 2, 3], &[1, 2, 3]);
+        state.isr_epochs = BTreeMap::from([(1, 3), (2, 4), (3, 5)]);
+        // The leader restarted: 2 takes over, without 1.
+        let metadata = cluster(&[(1, 11), (2, 4), (3, 5)]);
+        let next = step(&metadata, &state).unwrap();
+        assert_eq!((next.leader, next.isr.clone()), (2, vec![2, 3]));
+        assert_eq!(next.isr_epochs, BTreeMap::from([(2, 4), (3, 5)]));
+        // A follower restarted: it leaves, the leader and epoch stay.
+        let metadata = cluster(&[(1, 3), (2, 4), (3, 12)]);
+        let next = step(&metadata, &state).unwrap();
+        assert_eq!((next.leader, next.leader_epoch), (1, 5));
+        assert_eq!(next.isr, vec![1, 2]);
     }
 }

@@ -83,6 +83,12 @@ pub trait MetadataStore: Send + Sync {
     /// monotonic clock, and it is not). A broker without one must not act
     /// as a leader: another may have been elected.
     fn session_valid(&self) -> bool;
+    /// The epoch of the session this broker is registered in now: the
+    /// etcd revision that created its registration (0 in standalone mode,
+    /// and before it has registered).
+    fn broker_epoch(&self) -> i64 {
+        0
+    }
     /// Joins the cluster: registers this broker, which from now on counts
     /// as alive, and stands for controller. Called once its logs are open.
     async fn join(&self) -> Result<(), CoordinatorError>;
@@ -170,9 +176,18 @@ pub fn check_isr_change(
             change.isr, current.replicas
         )));
     }
+    if let Some(me) = metadata.brokers.get(&node_id) {
+        if current.restarted_since_in_sync(node_id, me.epoch) {
+            return Err(CoordinatorError::Fenced(format!(
+                "{}-{}: broker {node_id} restarted since it was elected; it leads again once elected anew",
+                change.topic, change.partition
+            )));
+        }
+    }
     Ok(PartitionMetadata {
         isr: change.isr.clone(),
         partition_epoch: current.partition_epoch + 1,
         ..current.clone()
-    })
+    }
+    .with_isr_epochs(current, &metadata.brokers, &change.joining_epochs))
 }

@@ -103,6 +103,14 @@ pub struct PartitionMetadata {
     pub replicas: Vec<i32>,
     /// The in-sync replicas, the leader among them.
     pub isr: Vec<i32>,
+    /// The broker epoch (session) each ISR member was in sync in, as of
+    /// the last change of this state (KIP-903): a member registered since
+    /// under a newer epoch restarted or lost its session, and may have
+    /// lost what it had. Kept in the store, so that every controller, and
+    /// the member itself, knows it. A member without an entry is trusted
+    /// (state written before this was recorded); empty in standalone mode.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub isr_epochs: BTreeMap<i32, i64>,
 }
 
 impl PartitionMetadata {
@@ -115,7 +123,47 @@ impl PartitionMetadata {
             partition_epoch: 0,
             isr: replicas.clone(),
             replicas,
+            isr_epochs: BTreeMap::new(),
         }
+    }
+
+    /// Whether ISR member `node_id`, now registered at `broker_epoch`, has
+    /// restarted (or lost its session) since it was last known in sync.
+    pub fn restarted_since_in_sync(&self, node_id: i32, broker_epoch: i64) -> bool {
+        self.isr_epochs
+            .get(&node_id)
+            .is_some_and(|since| broker_epoch > *since)
+    }
+
+    /// `self`, a change of `previous`, with the ISR members' epochs
+    /// written down: a member kept keeps the epoch it was in sync in; a
+    /// newly elected leader, and a member that joins, are in sync in the
+    /// epoch they are registered at now (`joining` first: the epoch a
+    /// joining follower caught up in, as its fetches named it).
+    pub fn with_isr_epochs(
+        mut self,
+        previous: &PartitionMetadata,
+        brokers: &BTreeMap<i32, BrokerRegistration>,
+        joining: &BTreeMap<i32, i64>,
+    ) -> PartitionMetadata {
+        let elected = self.leader != previous.leader;
+        self.isr_epochs = self
+            .isr
+            .iter()
+            .filter_map(|id| {
+                let kept = previous
+                    .isr
+                    .contains(id)
+                    .then(|| previous.isr_epochs.get(id))
+                    .flatten()
+                    .filter(|_| !(elected && *id == self.leader));
+                let epoch = kept
+                    .or_else(|| joining.get(id))
+                    .or_else(|| brokers.get(id).map(|broker| &broker.epoch))?;
+                Some((*id, *epoch))
+            })
+            .collect();
+        self
     }
 
     pub fn preferred_leader(&self) -> Option<i32> {
@@ -155,6 +203,9 @@ pub struct IsrChange {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub isr: Vec<i32>,
+    /// The broker epoch in which each replica the change adds caught up,
+    /// as its replica fetches named it (KIP-903).
+    pub joining_epochs: BTreeMap<i32, i64>,
 }
 
 impl ClusterMetadata {
@@ -188,6 +239,22 @@ impl ClusterMetadata {
 
     pub fn is_alive(&self, node_id: i32) -> bool {
         self.brokers.contains_key(&node_id)
+    }
+
+    /// Whether `node_id` may stay in (or lead from) `partition`'s ISR:
+    /// alive, and — while the partition has a leader — in the session it
+    /// was in sync in. A broker that restarted quickly, before its old
+    /// session expired, counts as having died: it leaves the ISR, and
+    /// leads only once elected anew. Of a partition left without a
+    /// leader, a returning ISR member is the best there is, and may lead.
+    pub fn is_eligible(&self, partition: &PartitionMetadata, node_id: i32) -> bool {
+        match self.brokers.get(&node_id) {
+            None => false,
+            Some(broker) => {
+                partition.leader == NO_LEADER
+                    || !partition.restarted_since_in_sync(node_id, broker.epoch)
+            }
+        }
     }
 
     pub fn controller_id(&self) -> Option<i32> {
@@ -239,5 +306,68 @@ mod tests {
         assert_eq!(partition.isr, vec![2, 1, 3]);
         assert_eq!(partition.leader_epoch, 0);
         assert_eq!(partition.preferred_leader(), Some(2));
+    }
+
+    fn registered(epochs: &[(i32, i64)]) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::new_cluster();
+        for (node_id, epoch) in epochs {
+            metadata.brokers.insert(
+                *node_id,
+                BrokerRegistration {
+                    node_id: *node_id,
+                    rack: None,
+                    endpoints: Vec::new(),
+                    inter_broker_listener: String::new(),
+                    epoch: *epoch,
+                },
+            );
+        }
+        metadata
+    }
+
+    #[test]
+    fn a_broker_registered_anew_since_it_was_in_sync_is_not_eligible() {
+        let mut partition = PartitionMetadata::new(0, vec![1, 2, 3]);
+        partition.isr_epochs = BTreeMap::from([(1, 10), (2, 11), (3, 12)]);
+        // Broker 1 restarted (epoch 20), 3 is gone, 2 is as it was.
+        let metadata = registered(&[(1, 20), (2, 11)]);
+        assert!(!metadata.is_eligible(&partition, 1), "restarted");
+        assert!(metadata.is_eligible(&partition, 2));
+        assert!(!metadata.is_eligible(&partition, 3), "dead");
+        // Once the partition is offline, a returning member may lead it.
+        partition.leader = NO_LEADER;
+        assert!(metadata.is_eligible(&partition, 1));
+        // A member the state has no epoch for is trusted.
+        partition.leader = 2;
+        partition.isr_epochs.remove(&1);
+        assert!(metadata.is_eligible(&partition, 1));
+    }
+
+    #[test]
+    fn isr_epochs_are_kept_for_members_that_stay_and_taken_anew_for_the_elected() {
+        let mut previous = PartitionMetadata::new(0, vec![1, 2, 3]);
+        previous.isr = vec![1, 2];
+        previous.isr_epochs = BTreeMap::from([(1, 10), (2, 11)]);
+        let brokers = registered(&[(1, 20), (2, 21), (3, 22)]).brokers;
+        // The leader stays, 3 joins having caught up in epoch 15: 2 keeps
+        // its epoch even though it has re-registered meanwhile.
+        let joined = PartitionMetadata {
+            isr: vec![1, 2, 3],
+            ..previous.clone()
+        }
+        .with_isr_epochs(&previous, &brokers, &BTreeMap::from([(3, 15)]));
+        assert_eq!(
+            joined.isr_epochs,
+            BTreeMap::from([(1, 10), (2, 11), (3, 15)])
+        );
+        // 2 is elected: in sync in the session it is registered in now.
+        let elected = PartitionMetadata {
+            leader: 2,
+            leader_epoch: 1,
+            isr: vec![2],
+            ..previous.clone()
+        }
+        .with_isr_epochs(&previous, &brokers, &BTreeMap::new());
+        assert_eq!(elected.isr_epochs, BTreeMap::from([(2, 21)]));
     }
 }

@@ -72,6 +72,10 @@ async fn a_stale_controllers_write_is_refused_by_etcd() {
         .await
         .unwrap();
     second.join().await.unwrap();
+    eventually("broker 1 to see broker 2", TIMEOUT, || async {
+        first.snapshot().is_alive(2).then_some(())
+    })
+    .await;
     let topic = first
         .create_topic(
             NewTopic {

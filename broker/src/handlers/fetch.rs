@@ -263,6 +263,7 @@ fn read_partition(
                 log,
                 state,
                 replica_id,
+                registered,
                 request.fetch_offset,
                 std::time::Instant::now(),
             );

@@ -239,6 +239,9 @@ impl Cache {
     /// new partition has by its assignment.
     fn derive_topic(&self, name: &str, record: &TopicRecord) -> TopicMetadata {
         let states = self.partitions.get(&record.topic_id);
+        let created = self
+            .topic_revision(name)
+            .map_or(0, |revision| revision.create);
         let partitions = record
             .assignment
             .iter()
@@ -253,8 +256,18 @@ impl Cache {
                         partition_epoch: state.partition_epoch,
                         replicas: state.replicas.clone(),
                         isr: state.isr.clone(),
+                        isr_epochs: state.isr_epochs.clone(),
                     },
-                    None => PartitionMetadata::new(index, replicas.clone()),
+                    None => {
+                        let mut state = PartitionMetadata::new(index, replicas.clone());
+                        let since = record
+                            .assigned_at
+                            .get(index as usize)
+                            .copied()
+                            .unwrap_or(created);
+                        state.isr_epochs = state.isr.iter().map(|id| (*id, since)).collect();
+                        state
+                    }
                 }
             })
             .collect();
@@ -275,6 +288,7 @@ impl From<&PartitionMetadata> for PartitionRecord {
             partition_epoch: partition.partition_epoch,
             replicas: partition.replicas.clone(),
             isr: partition.isr.clone(),
+            isr_epochs: partition.isr_epochs.clone(),
         }
     }
 }
@@ -295,6 +309,7 @@ mod tests {
         let record = TopicRecord {
             topic_id,
             assignment: vec![vec![1, 2], vec![2, 1]],
+            assigned_at: Vec::new(),
             configs: BTreeMap::new(),
         };
         cache.put(&keys.cluster_id(), b"abc", revision(1, 1));
@@ -323,6 +338,11 @@ mod tests {
         );
         let topic = &snapshot.topics["t"];
         assert_eq!(topic.partitions[1].leader, 2, "derived from the assignment");
+        assert_eq!(
+            topic.partitions[1].isr_epochs,
+            BTreeMap::from([(1, 2), (2, 2)]),
+            "in sync as of the topic's creation"
+        );
 
         let moved = PartitionRecord {
             leader: 1,
@@ -330,6 +350,7 @@ mod tests {
             partition_epoch: 1,
             replicas: vec![2, 1],
             isr: vec![1],
+            isr_epochs: BTreeMap::from([(1, 4)]),
         };
         cache.put(
             &keys.partition(topic_id, 1),
@@ -340,6 +361,10 @@ mod tests {
         let snapshot = cache.publish();
         assert_eq!(snapshot.topics["t"].partitions[1].leader, 1);
         assert_eq!(snapshot.topics["t"].partitions[1].isr, vec![1]);
+        assert_eq!(
+            snapshot.topics["t"].partitions[1].isr_epochs,
+            BTreeMap::from([(1, 4)])
+        );
         assert_eq!(snapshot.controller.unwrap().node_id, 2);
         assert_eq!(cache.partition_revision(topic_id, 1), Some(revision(6, 6)));
 

@@ -118,6 +118,14 @@ pub struct TopicRecord {
     pub topic_id: Uuid,
     /// The replicas of each partition, as assigned at creation.
     pub assignment: Vec<Vec<i32>>,
+    /// For each partition, the metadata revision its assignment was
+    /// planned at: every replica's broker epoch was at most this, so one
+    /// registered under a later epoch restarted since. Until a partition's
+    /// state is first written, its ISR members are in sync as of this.
+    /// Missing (records written before this was kept): the topic key's
+    /// create revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assigned_at: Vec<i64>,
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
 }
@@ -130,6 +138,9 @@ pub struct PartitionRecord {
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// See [`crate::PartitionMetadata::isr_epochs`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub isr_epochs: BTreeMap<i32, i64>,
 }
 
 #[cfg(test)]

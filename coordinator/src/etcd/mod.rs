@@ -359,6 +359,13 @@ impl MetadataStore for EtcdStore {
                 .is_some_and(|lease| self.inner.metadata.borrow().revision >= lease.broker_epoch)
     }
 
+    fn broker_epoch(&self) -> i64 {
+        self.inner
+            .session
+            .current()
+            .map_or(0, |lease| lease.broker_epoch)
+    }
+
     async fn join(&self) -> Result<(), CoordinatorError> {
         let inner = &self.inner;
         inner.tasks.spawn(session::run(inner.clone()));
@@ -412,6 +419,7 @@ impl MetadataStore for EtcdStore {
                 .iter()
                 .map(|p| p.replicas.clone())
                 .collect(),
+            assigned_at: vec![snapshot.revision; planned.partitions.len()],
             configs: planned.configs.clone(),
         };
         let key = self.inner.keys.topic(&request.name);
@@ -460,6 +468,10 @@ impl MetadataStore for EtcdStore {
             .update_topic(name, |snapshot, record| {
                 let grown = plan(snapshot)?;
                 let mut next = record.clone();
+                next.assigned_at
+                    .resize(record.assignment.len(), snapshot.revision);
+                next.assigned_at
+                    .resize(grown.partitions.len(), snapshot.revision);
                 next.assignment.extend(
                     grown.partitions[record.assignment.len()..]
                         .iter()
