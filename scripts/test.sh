@@ -35,6 +35,11 @@ fi
 SYSTEM_TOOLS=(
     "kcat:kcat"        # kcat 1.7.1 with librdkafka 2.0.2 on bookworm (tests/python/test_kcat.py)
     "etcd:etcd-server" # etcd 3.4 for cluster mode; the tests start their own on loopback
+    # The network-partition fault test: a network namespace of its own
+    # (unshare), its loopback brought up (ip), rules matching broker uids.
+    "iptables:iptables"
+    "unshare:util-linux"
+    "ip:iproute2"
 )
 
 install_system_tools() {

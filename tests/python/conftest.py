@@ -81,6 +81,8 @@ class Broker:
         # Exit codes of processes ended on purpose (stop/kill9) are not errors.
         self.expected_exit = False
         self.starts = 0
+        #: Run as this uid (the fault suite tells brokers apart by it).
+        self.run_as: int | None = None
 
     # -- addresses ---------------------------------------------------------
     @property
@@ -116,6 +118,10 @@ class Broker:
         with open(self.log_path, "ab") as log:
             log.write(f"\n==== start #{self.starts}: {' '.join(self.command())}\n".encode())
             log.flush()
+            if self.run_as is not None:
+                self.data_dir.mkdir(exist_ok=True)
+                for path in [self.workdir, *self.workdir.rglob("*")]:
+                    os.chown(path, self.run_as, self.run_as)
             self.proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -123,6 +129,7 @@ class Broker:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=self.workdir,
+                user=self.run_as,
             )
         self.expected_exit = False
         deadline = time.monotonic() + START_TIMEOUT_S

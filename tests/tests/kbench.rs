@@ -42,3 +42,35 @@ fn kbench_quick_runs_every_phase() {
         .count();
     assert_eq!(produce_rows, 4, "{report}");
 }
+
+/// `kbench --cluster-only --quick`: the cluster phases (a standalone
+/// broker's acks=1 figure, then three brokers on their own etcd with RF=3:
+/// throughput, latency with acks=all, failovers) run to the end.
+#[test]
+fn kbench_cluster_phases_run() {
+    let out = tempfile::tempdir().unwrap();
+    let report_path = out.path().join("report.md");
+    let output = Command::new(env!("CARGO_BIN_EXE_kbench"))
+        .args(["--quick", "--cluster-only"])
+        .arg("--broker-bin")
+        .arg(e2e::broker_binary())
+        .arg("--out")
+        .arg(&report_path)
+        .output()
+        .expect("running kbench");
+    assert!(
+        output.status.success(),
+        "kbench failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = std::fs::read_to_string(&report_path).unwrap();
+    for needle in [
+        "## Cluster: 3 brokers",
+        "| RF=3 | all |",
+        "RF=3, acks=all (linger.ms=0",
+        "Failover (",
+    ] {
+        assert!(report.contains(needle), "no {needle:?} in:\n{report}");
+    }
+}

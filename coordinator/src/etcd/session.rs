@@ -192,6 +192,13 @@ async fn establish(inner: &Inner, previous: Option<i64>) -> Result<Lease, etcd_c
     }
 }
 
+/// Whether opening a keep-alive stream failed because etcd answered that
+/// the lease does not exist (etcd-client's error for a first answer with
+/// TTL 0), as opposed to not reaching etcd.
+fn lease_gone(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::LeaseKeepAliveError(message) if message == "lease not found")
+}
+
 /// Sends keep-alives every heartbeat interval until the lease is gone (an
 /// answer with TTL 0) or shutdown.
 async fn keep_alive(inner: &Inner, lease: i64) {
@@ -207,6 +214,12 @@ async fn keep_alive(inner: &Inner, lease: i64) {
             let mut client = inner.client.lease_client();
             match timed(client.keep_alive(lease)).await {
                 Ok(opened) => stream = Some(opened),
+                // etcd answered, and the lease has expired meanwhile (cut
+                // off from etcd longer than the TTL): register again.
+                Err(error) if lease_gone(&error) => {
+                    tracing::warn!(%error, "the etcd lease has expired");
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(%error, valid = inner.session.valid(), "etcd keep-alive stream failed");
                     continue;

@@ -18,14 +18,23 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub async fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(300)));
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(replication),
+            )],
             &options,
         )
         .await?;
@@ -207,6 +216,7 @@ pub fn latency(
     rate: f64,
     duration: Duration,
     warmup: Duration,
+    acks: &'static str,
 ) -> anyhow::Result<Latency> {
     let consumer = consumer(bootstrap)?;
     let mut assignment = TopicPartitionList::new();
@@ -221,7 +231,7 @@ pub fn latency(
         let bootstrap = bootstrap.to_string();
         let topic = topic.to_string();
         std::thread::spawn(move || -> anyhow::Result<u64> {
-            let (producer, _) = producer(&bootstrap, "1", 0)?;
+            let (producer, _) = producer(&bootstrap, acks, 0)?;
             let interval = Duration::from_secs_f64(1.0 / rate);
             let mut payload = vec![b'x'; record_bytes.max(8)];
             for i in 0..total {

@@ -11,6 +11,7 @@
 //! target/release/kbench --scale         # plus partitions and connections
 //! ```
 
+mod cluster;
 mod load;
 mod machine;
 mod procstat;
@@ -64,6 +65,13 @@ struct Args {
     /// A smoke run: a few seconds per phase, small scale steps.
     #[arg(long)]
     quick: bool,
+    /// Also measure a 3-broker cluster on loopback (RF=3, acks=all) against
+    /// one broker (acks=1), its latency, and failover time.
+    #[arg(long)]
+    cluster: bool,
+    /// Only the cluster measurements (implies --cluster).
+    #[arg(long)]
+    cluster_only: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -139,6 +147,9 @@ fn run(
         if args.quick { " (--quick)" } else { "" }
     ));
     report.line("");
+    if args.cluster_only {
+        return cluster::cluster_phases(args, runtime, report);
+    }
 
     let retention = format!("log.retention.bytes={}", args.retention_mib * MIB);
     let segment = format!(
@@ -205,7 +216,7 @@ fn run(
     let mut consume = None;
     for (record_bytes, acks) in [(1024, "1"), (1024, "all"), (100, "1"), (100, "all")] {
         let topic = format!("produce-{record_bytes}-{acks}");
-        runtime.block_on(load::create_topic(&bootstrap, &topic, 1))?;
+        runtime.block_on(load::create_topic(&bootstrap, &topic, 1, 1))?;
         let cpu = CpuMeter::start(pid);
         let peak = PeakRss::start(pid);
         let produced = load::produce(&bootstrap, &topic, record_bytes, acks, false, duration)?;
@@ -289,6 +300,9 @@ fn run(
         scale_phases(args, &bootstrap, pid, runtime, report)?;
     }
     drop(broker);
+    if args.cluster {
+        cluster::cluster_phases(args, runtime, report)?;
+    }
     Ok(())
 }
 
@@ -314,7 +328,7 @@ fn scale_phases(
     for &partitions in partition_steps {
         let topic = format!("scale-partitions-{partitions}");
         let started = std::time::Instant::now();
-        runtime.block_on(load::create_topic(bootstrap, &topic, partitions))?;
+        runtime.block_on(load::create_topic(bootstrap, &topic, partitions, 1))?;
         let create_s = started.elapsed().as_secs_f64();
         let peak = PeakRss::start(pid);
         let produced = load::produce(bootstrap, &topic, 100, "1", true, duration)?;
@@ -340,7 +354,7 @@ fn scale_phases(
     report.line("|---:|---:|---:|---:|");
     let topic = "scale-connections";
     let partitions = 16;
-    runtime.block_on(load::create_topic(bootstrap, topic, partitions))?;
+    runtime.block_on(load::create_topic(bootstrap, topic, partitions, 1))?;
     let batch = scale::batch(10, 100)?;
     for &connections in connection_steps {
         let cpu = CpuMeter::start(pid);
@@ -376,7 +390,7 @@ fn latency_row(
     topic: &str,
     when: &str,
 ) -> anyhow::Result<String> {
-    runtime.block_on(load::create_topic(bootstrap, topic, 1))?;
+    runtime.block_on(load::create_topic(bootstrap, topic, 1, 1))?;
     let dirty = procstat::dirty_bytes();
     let latency = load::latency(
         bootstrap,
@@ -385,6 +399,7 @@ fn latency_row(
         args.latency_rate,
         Duration::from_secs(args.latency_duration),
         Duration::from_secs(1),
+        "1",
     )?;
     anyhow::ensure!(
         latency.received == latency.sent,

@@ -1,0 +1,297 @@
+//! `kbench --cluster`: three brokers on loopback (127.0.0.1-3) on an etcd
+//! of their own, RF=3, `min.insync.replicas=2`: acks=all throughput as a
+//! ratio of one standalone broker's acks=1 in the same run, end-to-end
+//! latency at a fixed rate with acks=all, and failover time — from a
+//! leader's `kill -9` to the first acknowledgement by its successor.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use e2e::{BrokerProcess, Cluster, SESSION_TIMEOUT_MS};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+
+use crate::load;
+use crate::procstat::CpuMeter;
+use crate::{Args, Report, MB, MIB};
+
+/// Failovers measured per run.
+const FAILOVERS: usize = 3;
+
+pub fn cluster_phases(
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.duration);
+    let retention = format!("log.retention.bytes={}", args.retention_mib * MIB);
+    let segment = format!(
+        "log.segment.bytes={}",
+        (args.retention_mib * MIB / 8).max(MIB)
+    );
+    let common = [
+        retention.as_str(),
+        segment.as_str(),
+        "log.retention.check.interval.ms=1000",
+    ];
+
+    // The single-broker figure the cluster is compared with, in this run.
+    let single = {
+        let broker = BrokerProcess::start(&[&common[..], &["num.partitions=1"]].concat());
+        let bootstrap = broker.bootstrap();
+        runtime.block_on(load::create_topic(&bootstrap, "single-1024-1", 1, 1))?;
+        load::produce(&bootstrap, "single-1024-1", 1024, "1", false, duration)?
+    };
+
+    let mut overrides = common.to_vec();
+    overrides.extend([
+        "default.replication.factor=3",
+        "min.insync.replicas=2",
+        "offsets.topic.replication.factor=3",
+    ]);
+    let mut cluster = Cluster::start(3, &overrides);
+    let bootstrap = (1..=3)
+        .map(|id| cluster.bootstrap(id))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
+    create_replicated(runtime, &bootstrap, "cluster-1024-all")?;
+    let cpu: Vec<CpuMeter> = pids.iter().map(|pid| CpuMeter::start(*pid)).collect();
+    let replicated = load::produce(&bootstrap, "cluster-1024-all", 1024, "all", false, duration)?;
+    let cluster_cpu: f64 = cpu.into_iter().map(|meter| meter.read().0).sum();
+    create_replicated(runtime, &bootstrap, "cluster-1024-1")?;
+    let replicated_acks_1 =
+        load::produce(&bootstrap, "cluster-1024-1", 1024, "1", false, duration)?;
+
+    report.line("## Cluster: 3 brokers on loopback, RF=3, min.insync.replicas=2 (1 KiB records, one partition)");
+    report.line("");
+    report.line(
+        "| setup | acks | records/s | MB/s | of single-broker acks=1 | CPU s/GB (all brokers) |",
+    );
+    report.line("|---|---|---:|---:|---:|---:|");
+    report.line(format!(
+        "| single broker | 1 | {:.0} | {:.1} | 1.00× | |",
+        single.records_per_second(),
+        single.bytes_per_second() / MB,
+    ));
+    for (produced, acks, cpu) in [
+        (&replicated, "all", Some(cluster_cpu)),
+        (&replicated_acks_1, "1", None),
+    ] {
+        report.line(format!(
+            "| RF=3 | {acks} | {:.0} | {:.1} | {:.2}× | {} |",
+            produced.records_per_second(),
+            produced.bytes_per_second() / MB,
+            produced.records_per_second() / single.records_per_second(),
+            cpu.map(|cpu| format!("{:.2}", cpu / (produced.bytes as f64 / 1e9)))
+                .unwrap_or_default(),
+        ));
+    }
+    report.line("");
+
+    create_replicated(runtime, &bootstrap, "cluster-latency")?;
+    let latency = load::latency(
+        &bootstrap,
+        "cluster-latency",
+        1024,
+        args.latency_rate,
+        Duration::from_secs(args.latency_duration),
+        Duration::from_secs(1),
+        "all",
+    )?;
+    anyhow::ensure!(
+        latency.received == latency.sent,
+        "the latency consumer received {} of {} records",
+        latency.received,
+        latency.sent
+    );
+    let h = &latency.histogram;
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    report.line(format!(
+        "End-to-end latency at {:.0} records/s × 1 KiB, RF=3, acks=all (linger.ms=0; intended send time to receipt): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} records).",
+        args.latency_rate,
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        latency.received,
+    ));
+    report.line("");
+
+    let failovers = failovers(runtime, &mut cluster, &bootstrap)?;
+    report.line(format!(
+        "Failover (broker.session.timeout.ms={SESSION_TIMEOUT_MS}; kill -9 of the leader of a partition written at 1,000 records/s, acks=all, to the first acknowledgement after it): {} s.",
+        failovers
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    report.line("");
+    Ok(())
+}
+
+fn create_replicated(
+    runtime: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    // The brokers register within a second or two of starting.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match runtime.block_on(load::create_topic(bootstrap, topic, 1, 3)) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            Err(error) => return Err(error.context(format!("creating {topic} with RF=3"))),
+        }
+    }
+}
+
+/// The time of the last acknowledgement, as nanoseconds since `start`.
+struct LastAck {
+    start: Instant,
+    nanos: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Stamping(Arc<LastAck>);
+
+impl ClientContext for Stamping {}
+
+impl ProducerContext for Stamping {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                let nanos = self.0.start.elapsed().as_nanos() as u64;
+                self.0.nanos.fetch_max(nanos, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Kills the leader of a one-partition RF=3 topic under a steady acks=all
+/// load, `FAILOVERS` times (restarting it and waiting for its replica to
+/// catch up in between); each time, from the kill to the first
+/// acknowledgement after it.
+fn failovers(
+    runtime: &tokio::runtime::Runtime,
+    cluster: &mut Cluster,
+    bootstrap: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let topic = "cluster-failover";
+    create_replicated(runtime, bootstrap, topic)?;
+    let stamps = Stamping(Arc::new(LastAck {
+        start: Instant::now(),
+        nanos: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    }));
+    let producer: ThreadedProducer<Stamping> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "60000")
+        .set("topic.metadata.refresh.interval.ms", "250")
+        .set("retry.backoff.ms", "50")
+        .set("retry.backoff.max.ms", "250")
+        .create_with_context(stamps.clone())?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let producer = producer.clone();
+        std::thread::spawn(move || {
+            let payload = vec![b'f'; 1024];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let mut measured = Vec::new();
+    for _ in 0..FAILOVERS {
+        std::thread::sleep(Duration::from_secs(2));
+        let leader = leader_of(bootstrap, topic)?;
+        let killed = stamps.0.start.elapsed().as_nanos() as u64;
+        let killed_at = Instant::now();
+        cluster.broker(leader).kill9();
+        loop {
+            if stamps.0.nanos.load(Ordering::Relaxed) > killed {
+                break;
+            }
+            if killed_at.elapsed() > Duration::from_secs(60) {
+                bail!("no acknowledgement within 60 s of killing broker {leader}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        measured.push(Duration::from_nanos(
+            stamps.0.nanos.load(Ordering::Relaxed) - killed,
+        ));
+        cluster.broker(leader).restart();
+        wait_in_sync(bootstrap, topic)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().expect("failover sender");
+    producer
+        .flush(Timeout::After(Duration::from_secs(60)))
+        .context("flushing the failover producer")?;
+    Ok(measured)
+}
+
+fn metadata_client(bootstrap: &str) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?)
+}
+
+fn leader_of(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {
+    use rdkafka::consumer::Consumer;
+    let client = metadata_client(bootstrap)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(metadata) = client.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            if let Some(leader) = metadata
+                .topics()
+                .first()
+                .and_then(|t| t.partitions().first())
+                .map(|p| p.leader())
+                .filter(|leader| *leader > 0)
+            {
+                return Ok(leader);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{topic} has no leader");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_in_sync(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::Consumer;
+    let client = metadata_client(bootstrap)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(metadata) = client.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            let in_sync = metadata
+                .topics()
+                .first()
+                .and_then(|t| t.partitions().first())
+                .is_some_and(|p| p.leader() > 0 && p.isr().len() == 3);
+            if in_sync {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{topic}'s replicas did not get back in sync");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
