@@ -88,6 +88,17 @@ impl Broker {
                 self.remove_topic(topic);
             }
         }
+        // This broker registered (again): the partitions it is named leader
+        // of may now be led by it, or no longer.
+        let own_epoch = |m: &ClusterMetadata| m.brokers.get(&self.node_id()).map(|b| b.epoch);
+        if own_epoch(&last) != own_epoch(metadata) {
+            for topic in next.by_id.values() {
+                for partition in &topic.partitions {
+                    let state = partition.state();
+                    self.took_state(partition, Some(&state), &state);
+                }
+            }
+        }
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         *last = metadata.clone();
         drop(last);
@@ -243,7 +254,10 @@ impl Broker {
     ) {
         let node = self.node_id();
         let hosted = partition.is_hosted();
-        let was_leader = before.is_some_and(|b| b.leader == node);
+        // Whether it acts as leader now, and at which epoch: it may be
+        // named leader and yet not act as one (restarted since it was in
+        // sync, or not registered yet), and start once that changes.
+        let acting = partition.leading_epoch();
         let is_leader = self.node.named_leader(state) && hosted;
         let epoch_changed = before.is_none_or(|b| b.leader_epoch != state.leader_epoch);
         if before.is_some() && epoch_changed {
@@ -256,8 +270,9 @@ impl Broker {
                 "partition leadership changed"
             );
         }
+        let leads_anew = is_leader && acting != Some(state.leader_epoch);
         if is_leader {
-            if !was_leader || epoch_changed {
+            if leads_anew {
                 self.fetchers.unfollow(partition);
                 partition.become_leader(state);
             } else {
@@ -265,7 +280,7 @@ impl Broker {
                 let _ = partition.lead(|log, state| partition.advance_high_watermark(log, state));
             }
         } else {
-            if was_leader {
+            if acting.is_some() {
                 partition.stop_leading();
             }
             if hosted && state.leader != NO_LEADER && state.leader != node {
@@ -277,10 +292,10 @@ impl Broker {
         if &*partition.topic != OFFSETS_TOPIC {
             return;
         }
-        if was_leader && (!is_leader || epoch_changed) {
+        if acting.is_some() && (!is_leader || leads_anew) {
             self.groups.unload_partition(partition.index);
         }
-        if is_leader && (!was_leader || epoch_changed) {
+        if leads_anew {
             self.groups
                 .load_partition(partition, std::time::Instant::now(), now_ms());
         }

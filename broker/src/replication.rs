@@ -76,6 +76,12 @@ impl Partition {
         self.notify_changed();
     }
 
+    /// The leader epoch this broker acts as leader at, if it does.
+    pub(crate) fn leading_epoch(&self) -> Option<i32> {
+        let progress = self.progress();
+        progress.since.map(|_| progress.leader_epoch)
+    }
+
     /// This broker no longer leads the partition.
     pub(crate) fn stop_leading(&self) {
         *self.progress() = LeaderProgress::default();

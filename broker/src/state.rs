@@ -63,10 +63,19 @@ impl LocalNode {
     /// Whether this broker may act as the leader of a partition in
     /// `state`: named its leader, and in the session the state names it
     /// in sync in. After a restart (or a lost session) it waits to be
-    /// elected anew, its log possibly short of what it had acknowledged.
+    /// elected anew, its log possibly short of what it had acknowledged;
+    /// not registered (yet, or again), it does not lead at all.
     pub fn named_leader(&self, state: &PartitionMetadata) -> bool {
         state.leader == self.node_id
-            && !state.restarted_since_in_sync(self.node_id, self.store.broker_epoch())
+            && self
+                .store
+                .broker_epoch()
+                .is_some_and(|epoch| !state.restarted_since_in_sync(self.node_id, epoch))
+    }
+
+    /// This broker's registration epoch as its metadata shows it.
+    pub fn broker_epoch(&self) -> Option<i64> {
+        self.store.broker_epoch()
     }
 
     pub fn notify_appended(&self) {

@@ -84,10 +84,10 @@ pub trait MetadataStore: Send + Sync {
     /// as a leader: another may have been elected.
     fn session_valid(&self) -> bool;
     /// The epoch of the session this broker is registered in now: the
-    /// etcd revision that created its registration (0 in standalone mode,
-    /// and before it has registered).
-    fn broker_epoch(&self) -> i64 {
-        0
+    /// etcd revision that created its registration (0 in standalone mode);
+    /// `None` while it is not registered.
+    fn broker_epoch(&self) -> Option<i64> {
+        Some(0)
     }
     /// Joins the cluster: registers this broker, which from now on counts
     /// as alive, and stands for controller. Called once its logs are open.
@@ -175,6 +175,19 @@ pub fn check_isr_change(
             "ISR {:?} must contain the leader and only replicas {:?}",
             change.isr, current.replicas
         )));
+    }
+    // A joining replica must be alive in the session it caught up in
+    // (KIP-903's INELIGIBLE_REPLICA): not a dead follower whose last fetch
+    // happened to be caught up, nor one that restarted since.
+    for id in change.isr.iter().filter(|id| !current.isr.contains(id)) {
+        let registered = metadata.brokers.get(id).map(|broker| broker.epoch);
+        let caught_up_in = change.joining_epochs.get(id).copied().or(registered);
+        if registered.is_none() || registered != caught_up_in {
+            return Err(CoordinatorError::Fenced(format!(
+                "{}-{}: replica {id} may not join the ISR: registered at {registered:?}, caught up at {caught_up_in:?}",
+                change.topic, change.partition
+            )));
+        }
     }
     if let Some(me) = metadata.brokers.get(&node_id) {
         if current.restarted_since_in_sync(node_id, me.epoch) {

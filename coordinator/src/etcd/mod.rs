@@ -359,11 +359,8 @@ impl MetadataStore for EtcdStore {
                 .is_some_and(|lease| self.inner.metadata.borrow().revision >= lease.broker_epoch)
     }
 
-    fn broker_epoch(&self) -> i64 {
-        self.inner
-            .session
-            .current()
-            .map_or(0, |lease| lease.broker_epoch)
+    fn broker_epoch(&self) -> Option<i64> {
+        self.inner.session.current().map(|lease| lease.broker_epoch)
     }
 
     async fn join(&self) -> Result<(), CoordinatorError> {

@@ -151,29 +151,37 @@ fn create_replicated(
     }
 }
 
-/// The time of the last acknowledgement, as nanoseconds since `start`.
-struct LastAck {
+/// Times as nanoseconds since `start`: when the leader was killed, and the
+/// first acknowledgement of a record sent after that (so never one the dead
+/// leader answered just before it died).
+struct Failover {
     start: Instant,
-    nanos: AtomicU64,
-    failed: AtomicU64,
+    killed: AtomicU64,
+    first_ack_after: AtomicU64,
+}
+
+impl Failover {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
 }
 
 #[derive(Clone)]
-struct Stamping(Arc<LastAck>);
+struct Stamping(Arc<Failover>);
 
 impl ClientContext for Stamping {}
 
 impl ProducerContext for Stamping {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                let nanos = self.0.start.elapsed().as_nanos() as u64;
-                self.0.nanos.fetch_max(nanos, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-            }
+    /// When the record was sent.
+    type DeliveryOpaque = Box<u64>;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<u64>) {
+        if result.is_ok() && *sent >= self.0.killed.load(Ordering::Relaxed) {
+            let _ = self.0.first_ack_after.compare_exchange(
+                0,
+                self.0.now(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -189,10 +197,10 @@ fn failovers(
 ) -> anyhow::Result<Vec<Duration>> {
     let topic = "cluster-failover";
     create_replicated(runtime, bootstrap, topic)?;
-    let stamps = Stamping(Arc::new(LastAck {
+    let stamps = Stamping(Arc::new(Failover {
         start: Instant::now(),
-        nanos: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
+        killed: AtomicU64::new(u64::MAX),
+        first_ack_after: AtomicU64::new(0),
     }));
     let producer: ThreadedProducer<Stamping> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -207,10 +215,14 @@ fn failovers(
     let sender = {
         let stop = stop.clone();
         let producer = producer.clone();
+        let clock = stamps.0.clone();
         std::thread::spawn(move || {
             let payload = vec![b'f'; 1024];
             while !stop.load(Ordering::Relaxed) {
-                let _ = producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload));
+                let record =
+                    BaseRecord::<(), [u8], Box<u64>>::with_opaque_to(topic, Box::new(clock.now()))
+                        .payload(&payload);
+                let _ = producer.send(record);
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
@@ -219,21 +231,23 @@ fn failovers(
     for _ in 0..FAILOVERS {
         std::thread::sleep(Duration::from_secs(2));
         let leader = leader_of(bootstrap, topic)?;
-        let killed = stamps.0.start.elapsed().as_nanos() as u64;
-        let killed_at = Instant::now();
+        let failover = &stamps.0;
+        failover.first_ack_after.store(0, Ordering::Relaxed);
+        let killed = failover.now();
+        failover.killed.store(killed, Ordering::Relaxed);
         cluster.broker(leader).kill9();
-        loop {
-            if stamps.0.nanos.load(Ordering::Relaxed) > killed {
-                break;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let acked = loop {
+            match failover.first_ack_after.load(Ordering::Relaxed) {
+                0 if Instant::now() > deadline => {
+                    bail!("no acknowledgement within 60 s of killing broker {leader}")
+                }
+                0 => std::thread::sleep(Duration::from_millis(1)),
+                acked => break acked,
             }
-            if killed_at.elapsed() > Duration::from_secs(60) {
-                bail!("no acknowledgement within 60 s of killing broker {leader}");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        measured.push(Duration::from_nanos(
-            stamps.0.nanos.load(Ordering::Relaxed) - killed,
-        ));
+        };
+        measured.push(Duration::from_nanos(acked - killed));
+        failover.killed.store(u64::MAX, Ordering::Relaxed);
         cluster.broker(leader).restart();
         wait_in_sync(bootstrap, topic)?;
     }
