@@ -186,6 +186,7 @@ pub fn imbalanced(metadata: &ClusterMetadata, imbalance_percentage: u32) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tests::registered;
 
     fn partition(leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionMetadata {
         PartitionMetadata {
@@ -271,23 +272,6 @@ mod tests {
         );
     }
 
-    fn cluster(epochs: &[(i32, i64)]) -> ClusterMetadata {
-        let mut metadata = ClusterMetadata::new_cluster();
-        for (node_id, epoch) in epochs {
-            metadata.brokers.insert(
-                *node_id,
-                crate::model::BrokerRegistration {
-                    node_id: *node_id,
-                    rack: None,
-                    endpoints: Vec::new(),
-                    inter_broker_listener: String::new(),
-                    epoch: *epoch,
-                },
-            );
-        }
-        metadata
-    }
-
     /// Every controller decides from the stored state alone: each step
     /// here is what a controller elected just before it would do.
     fn step(metadata: &ClusterMetadata, state: &PartitionMetadata) -> Option<PartitionMetadata> {
@@ -300,7 +284,7 @@ mod tests {
         let mut state = partition(1, &[1], &[1]);
         state.isr_epochs = BTreeMap::from([(1, 3)]);
         // Broker 1 is back, under epoch 11, before its old session expired.
-        let metadata = cluster(&[(1, 11), (2, 4)]);
+        let metadata = registered(&[(1, 11), (2, 4)]);
         let offline = step(&metadata, &state).expect("the restart is noticed");
         assert_eq!((offline.leader, offline.leader_epoch), (NO_LEADER, 6));
         let led = step(&metadata, &offline).expect("the returning member leads");
@@ -315,12 +299,12 @@ mod tests {
         let mut state = partition(1, &[1, 2, 3], &[1, 2, 3]);
         state.isr_epochs = BTreeMap::from([(1, 3), (2, 4), (3, 5)]);
         // The leader restarted: 2 takes over, without 1.
-        let metadata = cluster(&[(1, 11), (2, 4), (3, 5)]);
+        let metadata = registered(&[(1, 11), (2, 4), (3, 5)]);
         let next = step(&metadata, &state).unwrap();
         assert_eq!((next.leader, next.isr.clone()), (2, vec![2, 3]));
         assert_eq!(next.isr_epochs, BTreeMap::from([(2, 4), (3, 5)]));
         // A follower restarted: it leaves, the leader and epoch stay.
-        let metadata = cluster(&[(1, 3), (2, 4), (3, 12)]);
+        let metadata = registered(&[(1, 3), (2, 4), (3, 12)]);
         let next = step(&metadata, &state).unwrap();
         assert_eq!((next.leader, next.leader_epoch), (1, 5));
         assert_eq!(next.isr, vec![1, 2]);

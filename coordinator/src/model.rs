@@ -287,7 +287,7 @@ pub fn new_cluster_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -308,7 +308,8 @@ mod tests {
         assert_eq!(partition.preferred_leader(), Some(2));
     }
 
-    fn registered(epochs: &[(i32, i64)]) -> ClusterMetadata {
+    /// Metadata with brokers registered at the given epochs.
+    pub(crate) fn registered(epochs: &[(i32, i64)]) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::new_cluster();
         for (node_id, epoch) in epochs {
             metadata.brokers.insert(

@@ -246,9 +246,13 @@ class Workload:
 # Reading back
 
 
-def read_back(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0) -> dict[int, list[tuple[int, bytes]]]:
+def read_back(
+    bootstrap: str, topic: str, partitions: int, at_least: dict[int, int] | None = None, timeout: float = 60.0
+) -> dict[int, list[tuple[int, bytes]]]:
     """Every record below each partition's high watermark, in the order a
-    fresh consumer receives them."""
+    fresh consumer receives them. The high watermark is asked for again
+    (leaders may just have moved) until it is at least `at_least[p]`: just
+    after an election it can be below what was acknowledged, for a moment."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
@@ -261,9 +265,22 @@ def read_back(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0
         }
     )
     try:
+        from confluent_kafka import KafkaException
+
         ends = {}
+        deadline = time.monotonic() + timeout
         for p in range(partitions):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            wanted = (at_least or {}).get(p, 0)
+            while True:
+                try:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    if high >= wanted:
+                        break
+                except KafkaException as error:  # NOT_LEADER while metadata catches up
+                    high = f"unknown ({error})"
+                if time.monotonic() > deadline:
+                    raise FaultTestFailure(f"{topic}-{p}: high watermark {high}, below {wanted} acknowledged")
+                time.sleep(0.2)
             ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         reads: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
@@ -493,17 +510,9 @@ def wait_full_isr(cluster: Cluster, topic: str, timeout: float = 60.0) -> None:
 
 
 def wait(cluster: Cluster, what: str, check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as error:  # brokers restart under the checks
-            last = error
-        time.sleep(0.05)
-    raise FaultTestFailure(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})")
+    """`check()`'s first truthy result within `timeout` (errors from brokers
+    restarting under the checks are retried)."""
+    return cluster.wait_until(what, check, timeout)
 
 
 def wait_acks(workload: Workload, count: int, timeout: float = 60.0) -> None:
@@ -522,7 +531,10 @@ def finish(report: Report, cluster: Cluster, topic: str, partitions: int, histor
             broker.start()
     cluster.wait_for_brokers(set(cluster.brokers), timeout=60)
     wait_full_isr(cluster, topic)
-    results = [read_back(cluster.bootstrap, topic, partitions) for _ in range(reads)]
+    acked_ends: dict[int, int] = {}
+    for partition, offset in history.acked.values():
+        acked_ends[partition] = max(acked_ends.get(partition, 0), offset + 1)
+    results = [read_back(cluster.bootstrap, topic, partitions, acked_ends) for _ in range(reads)]
     watermarks = {p: (records[-1][0] + 1 if records else 0) for p, records in results[0].items()}
     # Followers may still be fetching the last batches: wait until each
     # replica's log has every offset read before comparing.

@@ -1,16 +1,17 @@
 //! The benchmark keeps working: `kbench --quick` against the debug broker
 //! runs every phase (produce, consume, latency, partitions, connections) to
-//! the end. Its figures are not checked here (a debug build on a shared
-//! machine); BENCHMARKS.md has those of a release build.
+//! the end, and so do the cluster phases. Its figures are not checked here
+//! (a debug build on a shared machine); BENCHMARKS.md has those of a
+//! release build.
 
 use std::process::Command;
 
-#[test]
-fn kbench_quick_runs_every_phase() {
+/// Runs kbench with `args` against the debug broker; its report.
+fn run_kbench(args: &[&str]) -> String {
     let out = tempfile::tempdir().unwrap();
     let report_path = out.path().join("report.md");
     let output = Command::new(env!("CARGO_BIN_EXE_kbench"))
-        .arg("--quick")
+        .args(args)
         .arg("--broker-bin")
         .arg(e2e::broker_binary())
         .arg("--out")
@@ -23,7 +24,12 @@ fn kbench_quick_runs_every_phase() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let report = std::fs::read_to_string(&report_path).unwrap();
+    std::fs::read_to_string(&report_path).unwrap()
+}
+
+#[test]
+fn kbench_quick_runs_every_phase() {
+    let report = run_kbench(&["--quick"]);
     for section in [
         "## The machine's limits",
         "## Produce",
@@ -48,23 +54,7 @@ fn kbench_quick_runs_every_phase() {
 /// throughput, latency with acks=all, failovers) run to the end.
 #[test]
 fn kbench_cluster_phases_run() {
-    let out = tempfile::tempdir().unwrap();
-    let report_path = out.path().join("report.md");
-    let output = Command::new(env!("CARGO_BIN_EXE_kbench"))
-        .args(["--quick", "--cluster-only"])
-        .arg("--broker-bin")
-        .arg(e2e::broker_binary())
-        .arg("--out")
-        .arg(&report_path)
-        .output()
-        .expect("running kbench");
-    assert!(
-        output.status.success(),
-        "kbench failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = std::fs::read_to_string(&report_path).unwrap();
+    let report = run_kbench(&["--quick", "--cluster-only"]);
     for needle in [
         "## Cluster: 3 brokers",
         "| RF=3 | all |",

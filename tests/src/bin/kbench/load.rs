@@ -279,6 +279,10 @@ pub fn latency(
         histogram.saturating_record(latency.as_micros().max(1) as u64);
     }
     let sent = sender.join().expect("producer thread")?;
+    anyhow::ensure!(
+        received == sent,
+        "the latency consumer received {received} of {sent} records"
+    );
     Ok(Latency {
         histogram,
         received,
