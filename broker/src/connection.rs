@@ -6,9 +6,20 @@
 //! queue, so reading and handling the next request overlaps with writing the
 //! previous response, and a client that stops reading is not buffered for
 //! without bound.
+//!
+//! Unlike Kafka, which mutes a connection until its request is answered, an
+//! acks=all produce does not hold up the requests after it while it waits
+//! for the replicas: its batches are appended in turn, and the wait goes in
+//! the queue as a future the writer awaits in order. Responses still leave
+//! in request order (clients rely on it), and at most
+//! [`RESPONSES_QUEUED_MAX`] are outstanding; but a producer that pipelines
+//! gets one replication round trip for many requests instead of one each.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use protocol::codec::{self, DecodeError};
@@ -23,11 +34,23 @@ use tracing::Instrument;
 use crate::handlers;
 use crate::state::Broker;
 
-/// Responses queued for the writer per connection before reading pauses.
+/// Responses queued for the writer per connection before reading pauses
+/// (counting those still waiting for replicas).
 pub const RESPONSES_QUEUED_MAX: usize = 16;
 /// A request body is read in pieces of at most this much, so memory grows
 /// with the bytes that really arrive, not with the size a prefix claims.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A response frame in chunks to write in order (see
+/// [`codec::encode_response_chunks`]); `Err` closes the connection.
+type Encoded = Result<Vec<Bytes>, String>;
+
+/// What the writer sends next.
+enum Outgoing {
+    Now(Vec<Bytes>),
+    /// A response that is due once its produce is replicated.
+    Later(Pin<Box<dyn Future<Output = Encoded> + Send>>),
+}
 
 pub async fn serve(
     stream: TcpStream,
@@ -40,12 +63,16 @@ pub async fn serve(
     async move {
         tracing::debug!("accepted");
         let (mut reader, writer) = stream.into_split();
-        let (responses, queue) = mpsc::channel::<Vec<Bytes>>(RESPONSES_QUEUED_MAX);
-        let writing = tokio::spawn(write_responses(writer, queue));
+        let (responses, queue) = mpsc::channel::<Outgoing>(RESPONSES_QUEUED_MAX);
+        // The writer cancels it when it stops, so that reading stops too.
+        let closing = shutdown.child_token();
+        let writing = tokio::spawn(
+            write_responses(writer, queue, closing.clone()).instrument(tracing::Span::current()),
+        );
         let max = broker.config.socket_request_max_bytes;
         loop {
             let frame = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = closing.cancelled() => break,
                 frame = read_frame(&mut reader, max) => frame,
             };
             let frame = match frame {
@@ -64,8 +91,8 @@ pub async fn serve(
                 listener: &listener,
             };
             match handle_frame(&broker, frame, origin).await {
-                Ok(Some(response)) => {
-                    if responses.send(response).await.is_err() {
+                Ok(Some(outgoing)) => {
+                    if responses.send(outgoing).await.is_err() {
                         break;
                     }
                 }
@@ -111,14 +138,13 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
     Ok(Some(body.freeze()))
 }
 
-/// Decodes and handles one request; the response frame in chunks to write
-/// in order (see [`codec::encode_response_chunks`]), `Ok(None)` when no
+/// Decodes and handles one request; what to send, `Ok(None)` when no
 /// response is due (Produce with acks=0); `Err` closes the connection.
 async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     origin: handlers::Origin<'_>,
-) -> Result<Option<Vec<Bytes>>, String> {
+) -> Result<Option<Outgoing>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
         Err(DecodeError::ApiVersionsUnsupported {
@@ -131,7 +157,7 @@ async fn handle_frame(
                 "ApiVersions at an unsupported version: answering v0"
             );
             return codec::api_versions_unsupported_response(correlation_id)
-                .map(|frame| Some(vec![frame]))
+                .map(|frame| Some(Outgoing::Now(vec![frame])))
                 .map_err(|e| e.to_string());
         }
         Err(error) => return Err(error.to_string()),
@@ -145,27 +171,64 @@ async fn handle_frame(
         correlation_id,
         client_id = request.header.client_id.as_deref().unwrap_or(""),
     );
-    async move {
-        let api_key = request.api_key;
-        let Some(response) = handlers::handle(broker, request, origin).await else {
-            return Ok(None);
-        };
-        codec::encode_response_chunks(&response, version, correlation_id)
-            .map(Some)
-            .map_err(|error| {
-                format!("encoding the {api_key:?} v{version} response failed: {error:#}")
-            })
-    }
-    .instrument(span)
-    .await
+    let api_key = request.api_key;
+    let encode = move |response: codec::Response| {
+        codec::encode_response_chunks(&response, version, correlation_id).map_err(|error| {
+            format!("encoding the {api_key:?} v{version} response failed: {error:#}")
+        })
+    };
+    let reply = handlers::handle(broker, request, origin)
+        .instrument(span.clone())
+        .await;
+    Ok(match reply {
+        handlers::Reply::Nothing => None,
+        handlers::Reply::Now(response) => Some(Outgoing::Now(encode(response)?)),
+        handlers::Reply::Later(waiting) => Some(Outgoing::Later(Box::pin(
+            async move { encode(waiting.await) }.instrument(span),
+        ))),
+    })
 }
 
+/// Writes the responses in the order they were queued, until the queue
+/// closes or something fails; then cancels `closing`.
 async fn write_responses(
     writer: tokio::net::tcp::OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Vec<Bytes>>,
+    queue: mpsc::Receiver<Outgoing>,
+    closing: CancellationToken,
 ) {
-    let mut writer = BufWriter::new(writer);
-    while let Some(response) = queue.recv().await {
+    write_in_order(BufWriter::new(writer), queue).await;
+    closing.cancel();
+}
+
+async fn write_in_order(
+    mut writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut queue: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(outgoing) = queue.recv().await {
+        let encoded = match outgoing {
+            Outgoing::Now(response) => Ok(response),
+            Outgoing::Later(mut waiting) => {
+                // Not due yet: what is written so far goes out first.
+                let ready = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
+                match ready {
+                    Poll::Ready(encoded) => encoded,
+                    Poll::Pending => {
+                        if let Err(error) = writer.flush().await {
+                            tracing::debug!(%error, "flush failed");
+                            return;
+                        }
+                        waiting.await
+                    }
+                }
+            }
+        };
+        let response = match encoded {
+            Ok(response) => response,
+            Err(reason) => {
+                tracing::warn!(%reason, "closing connection");
+                return;
+            }
+        };
         // Small chunks gather in the buffer; a large one (record sets) goes
         // straight from the log read to the socket.
         for chunk in &response {

@@ -326,18 +326,26 @@ pub async fn checkpoint_high_watermarks(
             for partition in broker.hosted_partitions() {
                 let key = (partition.topic.clone(), partition.index);
                 let replicated = partition.state().replicas.len() > 1;
-                let _ = partition.with_log(|log| {
-                    let high_watermark = log.high_watermark();
-                    if !replicated || written.get(&key) == Some(&high_watermark) {
-                        return;
+                // Read under the log's lock, written without it: the fsyncs
+                // must not stall appends and fetches of the partition.
+                let Ok((dir, high_watermark)) =
+                    partition.with_log(|log| (log.dir().to_path_buf(), log.high_watermark()))
+                else {
+                    continue;
+                };
+                if !replicated || written.get(&key) == Some(&high_watermark) {
+                    continue;
+                }
+                match storage::checkpoint::write_offset(
+                    &dir,
+                    storage::checkpoint::HIGH_WATERMARK_FILE,
+                    high_watermark,
+                ) {
+                    Ok(()) => {
+                        written.insert(key, high_watermark);
                     }
-                    match log.checkpoint_high_watermark() {
-                        Ok(()) => {
-                            written.insert(key, high_watermark);
-                        }
-                        Err(error) => tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "checkpointing the high watermark failed"),
-                    }
-                });
+                    Err(error) => tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "checkpointing the high watermark failed"),
+                }
             }
             written
         })

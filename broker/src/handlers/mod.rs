@@ -17,7 +17,9 @@ mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use coordinator::{BrokerRegistration, ClusterMetadata};
 use protocol::codec::{DecodedRequest, Request, Response};
@@ -84,22 +86,35 @@ pub(crate) fn current_leader(
         .map(|partition| (partition.leader, partition.leader_epoch))
 }
 
-/// Handles one request; `None` when no response is sent (Produce, acks=0).
-pub async fn handle(
-    broker: &Broker,
-    request: DecodedRequest,
-    origin: Origin<'_>,
-) -> Option<Response> {
+/// What handling a request comes to.
+pub enum Reply {
+    /// The response.
+    Now(Response),
+    /// No response is sent (Produce, acks=0).
+    Nothing,
+    /// The response once what was done is replicated (Produce, acks=all);
+    /// the connection goes on with the next request meanwhile.
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+/// Handles one request.
+pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>) -> Reply {
     let peer = origin.peer;
     let version = request.version();
     let client_id = request.header.client_id.clone().unwrap_or_default();
-    Some(match request.body {
+    Reply::Now(match request.body {
         Request::ApiVersions(_) => Response::ApiVersions(api_versions::handle()),
         Request::Metadata(body) => {
             Response::Metadata(metadata::handle(broker, body, version, origin).await)
         }
         Request::Produce(body) => {
-            Response::Produce(produce::handle(broker, body, version, origin).await?)
+            return match produce::handle(broker, body, version, origin) {
+                produce::Produced::Nothing => Reply::Nothing,
+                produce::Produced::Now(response) => Reply::Now(Response::Produce(response)),
+                produce::Produced::Replicating(waiting) => {
+                    Reply::Later(Box::pin(async move { Response::Produce(waiting.await) }))
+                }
+            };
         }
         Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version, origin).await),
         Request::ListOffsets(body) => {

@@ -13,6 +13,8 @@
 //! request's timeout). With one replica, that is at once.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,12 +46,28 @@ struct Pending {
     min_insync_replicas: usize,
 }
 
-pub async fn handle(
+/// What a produce request comes to once its batches are appended.
+pub enum Produced {
+    /// acks=0: no response.
+    Nothing,
+    /// The response, now.
+    Now(ProduceResponse),
+    /// acks=all with batches appended: the response once the in-sync
+    /// replicas have them. The connection reads and appends the requests
+    /// after this one meanwhile and sends the responses in request order,
+    /// so a pipelining producer is not held to one replication round trip
+    /// per request.
+    Replicating(Pin<Box<dyn Future<Output = ProduceResponse> + Send>>),
+}
+
+/// Appends each partition's batch, in request order; with acks=all, what
+/// is left is waiting for the replicas (`Produced::Replicating`).
+pub fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,
     origin: Origin<'_>,
-) -> Option<ProduceResponse> {
+) -> Produced {
     let acks = request.acks;
     let mut appended = false;
     let mut redirects = BTreeSet::new();
@@ -86,12 +104,28 @@ pub async fn handle(
         broker.notify_appended();
     }
     if acks == 0 {
-        return None;
+        return Produced::Nothing;
+    }
+    let response = ProduceResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(node_endpoints(broker, &redirects, origin.listener));
+    if pending.is_empty() {
+        return Produced::Now(response);
     }
     let wait_ms = u64::try_from(request.timeout_ms)
         .unwrap_or(0)
         .min(REPLICATION_WAIT_MS_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    Produced::Replicating(Box::pin(wait_replicated(response, pending, deadline)))
+}
+
+/// The response once every pending batch is replicated, or with the error
+/// of each that was not by `deadline`.
+async fn wait_replicated(
+    mut response: ProduceResponse,
+    pending: Vec<(usize, usize, Pending)>,
+    deadline: tokio::time::Instant,
+) -> ProduceResponse {
     for (t, p, waiting) in pending {
         let replicated = waiting
             .partition
@@ -104,16 +138,12 @@ pub async fn handle(
             .await;
         if let Err(error_code) = replicated {
             tracing::debug!(topic = %waiting.partition.topic, partition = waiting.partition.index, error_code, "acks=all not met");
-            let response = &mut responses[t].partition_responses[p];
-            response.error_code = error_code;
-            response.base_offset = -1;
+            let partition = &mut response.responses[t].partition_responses[p];
+            partition.error_code = error_code;
+            partition.base_offset = -1;
         }
     }
-    Some(
-        ProduceResponse::default()
-            .with_responses(responses)
-            .with_node_endpoints(node_endpoints(broker, &redirects, origin.listener)),
-    )
+    response
 }
 
 /// Appends one partition's batch; with acks=all, also what to wait for.

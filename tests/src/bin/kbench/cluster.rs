@@ -16,7 +16,7 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 
 use crate::load;
-use crate::procstat::CpuMeter;
+use crate::procstat::{self, CpuMeter};
 use crate::{Args, Report, MB, MIB};
 
 /// Failovers measured per run.
@@ -94,6 +94,11 @@ pub fn cluster_phases(
     report.line("");
 
     create_replicated(runtime, &bootstrap, "cluster-latency")?;
+    // As the single-broker quiet latency phase: once the kernel has written
+    // back what the throughput phases left dirty (gigabytes here, three
+    // brokers' copies), which otherwise stalls appends for 100-250 ms.
+    procstat::wait_for_writeback(64 * MIB, Duration::from_secs(60));
+    let dirty = procstat::dirty_bytes();
     let latency = load::latency(
         &bootstrap,
         "cluster-latency",
@@ -106,8 +111,9 @@ pub fn cluster_phases(
     let h = &latency.histogram;
     let ms = |micros: u64| micros as f64 / 1000.0;
     report.line(format!(
-        "End-to-end latency at {:.0} records/s × 1 KiB, RF=3, acks=all (linger.ms=0; intended send time to receipt): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} records).",
+        "End-to-end latency at {:.0} records/s × 1 KiB, RF=3, acks=all (linger.ms=0; intended send time to receipt; {:.0} MiB of page cache dirty at the start): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} records).",
         args.latency_rate,
+        dirty as f64 / MIB as f64,
         ms(h.value_at_quantile(0.5)),
         ms(h.value_at_quantile(0.99)),
         ms(h.value_at_quantile(0.999)),

@@ -197,6 +197,9 @@ pub fn consume_all(bootstrap: &str, topic: &str) -> anyhow::Result<Produced> {
     })
 }
 
+/// The send-time stamp of the record sent before the clock starts.
+const PRIMING_STAMP: u64 = u64::MAX;
+
 /// End-to-end latencies in microseconds.
 pub struct Latency {
     pub histogram: Histogram<u64>,
@@ -226,12 +229,22 @@ pub fn latency(
     let _ = consumer.poll(Duration::from_millis(1000));
 
     let total = (rate * duration.as_secs_f64()) as u64;
-    let start = Instant::now();
+    let (ready, producer_ready) = std::sync::mpsc::sync_channel::<()>(1);
+    let (starting, start_at) = std::sync::mpsc::sync_channel::<Instant>(1);
     let sender = {
         let bootstrap = bootstrap.to_string();
         let topic = topic.to_string();
         std::thread::spawn(move || -> anyhow::Result<u64> {
             let (producer, _) = producer(&bootstrap, acks, 0)?;
+            // One record delivered before the clock starts: the producer has
+            // the topic's metadata and its leader connection by then, so
+            // that start-up is not counted as latency.
+            producer
+                .send(BaseRecord::<(), [u8]>::to(&topic).payload(&PRIMING_STAMP.to_le_bytes()))
+                .map_err(|(error, _)| anyhow::anyhow!("produce: {error}"))?;
+            producer.flush(Timeout::After(Duration::from_secs(30)))?;
+            ready.send(())?;
+            let start = start_at.recv()?;
             let interval = Duration::from_secs_f64(1.0 / rate);
             let mut payload = vec![b'x'; record_bytes.max(8)];
             for i in 0..total {
@@ -256,6 +269,12 @@ pub fn latency(
             Ok(total)
         })
     };
+    if producer_ready.recv().is_err() {
+        sender.join().expect("producer thread")?;
+        bail!("the latency producer stopped before it started");
+    }
+    let start = Instant::now();
+    starting.send(start)?;
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut received = 0u64;
@@ -270,8 +289,12 @@ pub fn latency(
         let Some(stamp) = payload.get(..8) else {
             continue;
         };
+        let stamp = u64::from_le_bytes(stamp.try_into()?);
+        if stamp == PRIMING_STAMP {
+            continue;
+        }
         received += 1;
-        let intended = Duration::from_nanos(u64::from_le_bytes(stamp.try_into()?));
+        let intended = Duration::from_nanos(stamp);
         if intended < warmup {
             continue;
         }
