@@ -14,10 +14,11 @@ use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest,
-    GroupId, JoinGroupRequest, MetadataRequest, ProduceRequest, TopicName,
+    GroupId, JoinGroupRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -440,4 +441,98 @@ async fn a_paused_leader_acknowledges_nothing_once_its_session_is_gone() {
         (0, 1),
         "{answer:?}"
     );
+}
+
+/// An acks=all produce waiting for a stopped follower does not hold up the
+/// requests after it on the same connection: a later acks=1 produce to
+/// another partition is appended at once, and the responses still come in
+/// request order.
+#[tokio::test]
+async fn requests_after_an_acks_all_produce_go_on_while_it_waits_for_replicas() {
+    let mut cluster = Cluster::start(2, &["replica.lag.time.max.ms=20000"]);
+    wait_for_brokers(&cluster, 1, 2).await;
+    let mut admin = client(&cluster, 1).await;
+    let created = admin
+        .call(
+            CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("held")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])])
+                .with_timeout_ms(30_000),
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    create_on(&cluster, "free", 1).await;
+    let produce = |topic: &'static str, acks: i16| {
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(15_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(one_record_batch()))])])
+    };
+    // Both replicas in the ISR: an acks=all write succeeds.
+    let mut producer = client(&cluster, 1).await;
+    let started = std::time::Instant::now();
+    let first_offset = loop {
+        let answer = producer.call(produce("held", -1), 11).await.unwrap();
+        let first = &answer.responses[0].partition_responses[0];
+        if first.error_code == 0 {
+            break first.base_offset;
+        }
+        assert!(started.elapsed() < TIMEOUT, "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    cluster.broker(2).pause();
+    let held = producer.send(produce("held", -1), 11).await.unwrap();
+    let sent = std::time::Instant::now();
+    let free = producer.send(produce("free", 1), 11).await.unwrap();
+    // The second write is in the log while the first still waits (its
+    // follower is stopped, and stays in the ISR for 20 s).
+    let mut observer = client(&cluster, 1).await;
+    let latest = |topic: &'static str| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])])
+    };
+    loop {
+        let offsets = observer.call(latest("free"), 8).await.unwrap();
+        if offsets.topics[0].partitions[0].offset == 1 {
+            break;
+        }
+        assert!(sent.elapsed() < TIMEOUT, "{offsets:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and the first is not answered yet: its record is not below the
+    // high watermark (ListOffsets' latest).
+    let offsets = observer.call(latest("held"), 8).await.unwrap();
+    assert_eq!(
+        offsets.topics[0].partitions[0].offset,
+        first_offset + 1,
+        "the acks=1 write was appended only once the acks=all one before it was replicated"
+    );
+    cluster.broker(2).resume();
+    let first = producer.receive::<ProduceRequest>(held, 11).await.unwrap();
+    let second = producer.receive::<ProduceRequest>(free, 11).await.unwrap();
+    let held = &first.responses[0].partition_responses[0];
+    assert_eq!(
+        (held.error_code, held.base_offset),
+        (0, first_offset + 1),
+        "{first:?}"
+    );
+    let free = &second.responses[0].partition_responses[0];
+    assert_eq!((free.error_code, free.base_offset), (0, 0), "{second:?}");
 }

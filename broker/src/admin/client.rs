@@ -1,5 +1,6 @@
 //! A minimal Kafka client for the admin tool and for brokers talking to
-//! each other (replica fetches): one connection, one request at a time,
+//! each other (replica fetches): one connection, one request at a time (or
+//! pipelined with `send` and `receive`),
 //! versions fixed per API and checked against the broker's ApiVersions
 //! answer.
 
@@ -86,14 +87,8 @@ impl Client {
         request: R,
         version: i16,
     ) -> anyhow::Result<R::Response> {
-        match self.supported.get(&R::KEY) {
-            Some((min, max)) if (*min..=*max).contains(&version) => {}
-            _ => bail!(
-                "the broker does not support version {version} of API {}",
-                R::KEY
-            ),
-        }
-        self.call_unchecked(request, version).await
+        let correlation_id = self.send(request, version).await?;
+        self.receive::<R>(correlation_id, version).await
     }
 
     async fn call_unchecked<R: Request>(
@@ -101,6 +96,29 @@ impl Client {
         request: R,
         version: i16,
     ) -> anyhow::Result<R::Response> {
+        let correlation_id = self.send_unchecked(request, version).await?;
+        self.receive::<R>(correlation_id, version).await
+    }
+
+    /// Sends `request` at `version` without waiting for its response, if
+    /// the broker supports it; its correlation id, for [`Client::receive`].
+    /// Requests sent so are answered in order.
+    pub async fn send<R: Request>(&mut self, request: R, version: i16) -> anyhow::Result<i32> {
+        match self.supported.get(&R::KEY) {
+            Some((min, max)) if (*min..=*max).contains(&version) => {}
+            _ => bail!(
+                "the broker does not support version {version} of API {}",
+                R::KEY
+            ),
+        }
+        self.send_unchecked(request, version).await
+    }
+
+    async fn send_unchecked<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<i32> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -114,7 +132,16 @@ impl Client {
         frame.put_u32(u32::try_from(body.len())?);
         frame.extend_from_slice(&body);
         self.stream.write_all(&frame).await?;
+        Ok(self.correlation_id)
+    }
 
+    /// Reads the next response, which must answer `correlation_id`: an `R`
+    /// sent at `version`.
+    pub async fn receive<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
         let size = self.stream.read_u32().await? as usize;
         if size > RESPONSE_BYTES_MAX {
             bail!("response of {size} bytes is larger than {RESPONSE_BYTES_MAX}");
@@ -126,11 +153,11 @@ impl Client {
             &mut response,
             <R::Response as HeaderVersion>::header_version(version),
         )?;
-        if header.correlation_id != self.correlation_id {
+        if header.correlation_id != correlation_id {
             bail!(
                 "response to correlation id {} while waiting for {}",
                 header.correlation_id,
-                self.correlation_id
+                correlation_id
             );
         }
         let decoded = R::Response::decode(&mut response, version)?;
