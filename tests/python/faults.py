@@ -223,6 +223,13 @@ class Workload:
             self.producer.close(10)
         except Exception:  # nothing left to learn from it
             pass
+        # close() stops waiting after its timeout and forces the sender
+        # thread to stop, which it does a little later: seen sending its
+        # buffered batches to a leader restarted meanwhile, acknowledged
+        # after the checker had taken the acknowledged ends to read back to.
+        sender = getattr(self.producer, "_sender", None)
+        if sender is not None:
+            sender.join(30)
 
     def start(self) -> "Workload":
         self.thread.start()
@@ -234,7 +241,8 @@ class Workload:
 
     def join(self, timeout: float = 120.0) -> None:
         self.thread.join(timeout)
-        if self.thread.is_alive():
+        sender = getattr(self.producer, "_sender", None)
+        if self.thread.is_alive() or (sender is not None and sender.is_alive()):
             raise FaultTestFailure("the producer did not finish")
 
     def acked(self) -> int:
