@@ -40,17 +40,29 @@ SYSTEM_TOOLS=(
     "iptables:iptables"
     "unshare:util-linux"
     "ip:iproute2"
+    "go:golang-go" # Go 1.19 builds the Go client checks (tests/go) in GOPATH mode
+)
+# Debian packages with no command of their own: the Go clients' sources
+# under /usr/share/gocode (tests/python/test_go_clients.py).
+SYSTEM_PACKAGES=(
+    golang-github-shopify-sarama-dev # Sarama 1.22
+    golang-github-segmentio-kafka-go-dev
 )
 
 install_system_tools() {
-    local missing=() pair
+    local missing=() pair package
     for pair in "${SYSTEM_TOOLS[@]}"; do
         if ! command -v "${pair%%:*}" >/dev/null 2>&1; then
             missing+=("${pair#*:}")
         fi
     done
+    for package in "${SYSTEM_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$package")
+        fi
+    done
     if [ "${#missing[@]}" -eq 0 ]; then
-        echo "all present: ${SYSTEM_TOOLS[*]%%:*}"
+        echo "all present: ${SYSTEM_TOOLS[*]%%:*} ${SYSTEM_PACKAGES[*]}"
         return
     fi
     local sudo=()

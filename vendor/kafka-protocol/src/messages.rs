@@ -1527,7 +1527,7 @@ impl ApiKey {
             ApiKey::Fetch => VersionRange { min: 4, max: 18 },
             ApiKey::ListOffsets => VersionRange { min: 1, max: 10 },
             ApiKey::Metadata => VersionRange { min: 0, max: 13 },
-            ApiKey::OffsetCommit => VersionRange { min: 2, max: 10 },
+            ApiKey::OffsetCommit => VersionRange { min: 0, max: 10 }, // Patched: v0-1
             ApiKey::OffsetFetch => VersionRange { min: 1, max: 10 },
             ApiKey::FindCoordinator => VersionRange { min: 0, max: 6 },
             ApiKey::JoinGroup => VersionRange { min: 0, max: 9 },
@@ -1551,7 +1551,7 @@ impl ApiKey {
             ApiKey::DescribeAcls => VersionRange { min: 1, max: 3 },
             ApiKey::CreateAcls => VersionRange { min: 1, max: 3 },
             ApiKey::DeleteAcls => VersionRange { min: 1, max: 3 },
-            ApiKey::DescribeConfigs => VersionRange { min: 1, max: 4 },
+            ApiKey::DescribeConfigs => VersionRange { min: 0, max: 4 }, // Patched: v0
             ApiKey::AlterConfigs => VersionRange { min: 0, max: 2 },
             ApiKey::AlterReplicaLogDirs => VersionRange { min: 1, max: 2 },
             ApiKey::DescribeLogDirs => VersionRange { min: 0, max: 4 },
