@@ -24,17 +24,18 @@ const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
 /// (clients change behaviour on what they see here).
 ///
 /// Version notes (see shared/docs/kafka-compat-notes.md):
-/// - Produce is advertised from v0 because librdkafka disables compression
-///   when the minimum is above 0; v0-v2 (message format v0/v1) are not
-///   implemented and such requests close the connection with a log line.
+/// - Produce v0-v2 (message sets v0/v1) are up-converted into record
+///   batches, and Fetch v0-v3 down-converted (`legacy`), as Kafka 3.x does.
+///   (librdkafka also disables compression when Produce's minimum is
+///   above 0.)
 /// - librdkafka (every version so far) compresses with LZ4 only when the
 ///   broker lists FindCoordinator v0, its marker for Kafka >= 0.8.2.
 /// - The maxima match Apache Kafka 3.9, so that clients which infer the
 ///   broker release from this list (kafka-python) see a coherent one.
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Produce, 0, 11),
-    api(ApiKey::Fetch, 4, 16),
-    api(ApiKey::ListOffsets, 1, 8),
+    api(ApiKey::Fetch, 0, 16),
+    api(ApiKey::ListOffsets, 0, 8),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::OffsetCommit, 0, 9),
     api(ApiKey::OffsetFetch, 1, 9),
@@ -46,7 +47,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 3),
-    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::CreateTopics, 0, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
@@ -62,8 +63,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
-/// Produce versions below this use message formats v0/v1, which we do not store.
-pub const PRODUCE_VERSION_MIN_IMPLEMENTED: i16 = 3;
+/// Produce versions below this carry message sets v0/v1, which the log
+/// stores up-converted into record batches.
+pub const PRODUCE_RECORD_BATCH_VERSION_MIN: i16 = 3;
 
 const _: () = {
     // The table must stay sorted by key.
@@ -95,7 +97,6 @@ pub fn api_versions() -> Vec<ApiVersion> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::protocol::Message;
 
     #[test]
     fn advertised_ranges_are_within_what_the_codec_knows() {
@@ -103,13 +104,7 @@ mod tests {
             let known = api.key.valid_versions();
             assert!(api.max_version <= known.max, "{:?}", api.key);
             assert!(api.min_version <= api.max_version, "{:?}", api.key);
-            if api.key != ApiKey::Produce {
-                assert!(api.min_version >= known.min, "{:?}", api.key);
-            }
+            assert!(api.min_version >= known.min, "{:?}", api.key);
         }
-        assert_eq!(
-            kafka_protocol::messages::ProduceRequest::VERSIONS.min,
-            PRODUCE_VERSION_MIN_IMPLEMENTED
-        );
     }
 }

@@ -27,7 +27,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::api::{self, PRODUCE_VERSION_MIN_IMPLEMENTED};
+use crate::api;
 use crate::chunked::ChunkedBuf;
 use crate::frame::FRAME_PREFIX_BYTES;
 
@@ -171,13 +171,6 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
                 correlation_id,
             });
         }
-        return Err(DecodeError::UnsupportedVersion {
-            api_key,
-            version,
-            correlation_id,
-        });
-    }
-    if api_key == ApiKey::Produce && version < PRODUCE_VERSION_MIN_IMPLEMENTED {
         return Err(DecodeError::UnsupportedVersion {
             api_key,
             version,

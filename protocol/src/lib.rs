@@ -7,6 +7,8 @@
 //! - [`codec`]: request header + body decoding, response encoding with the
 //!   right header version.
 //! - [`batch`]: RecordBatch v2 headers and CRC-32C, without decompressing.
+//! - [`legacy`]: message sets v0/v1 (Produce v0-v2, Fetch v0-v3), up- and
+//!   down-converted to and from record batches.
 //! - [`chunked`]: the encoding buffer that keeps Fetch record sets by
 //!   reference instead of copying them into the response.
 //!
@@ -18,5 +20,6 @@ pub mod batch;
 pub mod chunked;
 pub mod codec;
 pub mod frame;
+pub mod legacy;
 
 pub use kafka_protocol;

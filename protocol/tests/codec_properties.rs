@@ -97,3 +97,35 @@ proptest! {
         prop_assert_eq!(got, body);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Message sets v0/v1 from the wire: arbitrary bytes are refused or
+    /// parsed, never a panic; what parses up-converts into a valid batch.
+    #[test]
+    fn arbitrary_message_sets_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(messages) = protocol::legacy::parse(&Bytes::from(bytes), 1 << 16) {
+            let batch = protocol::legacy::up_convert(&messages).unwrap();
+            protocol::batch::verify_crc(&batch).unwrap();
+        }
+    }
+
+    /// A message set whose CRCs are right but whose lengths, magic and
+    /// attributes are arbitrary.
+    #[test]
+    fn message_sets_with_valid_crcs_never_panic(
+        entries in proptest::collection::vec((any::<i64>(), any::<i8>(), any::<i8>(), proptest::collection::vec(any::<u8>(), 0..64)), 1..4),
+    ) {
+        let mut set = BytesMut::new();
+        for (offset, magic, attributes, rest) in entries {
+            let mut message = vec![magic as u8, attributes as u8];
+            message.extend_from_slice(&rest);
+            set.extend_from_slice(&offset.to_be_bytes());
+            set.extend_from_slice(&(4 + message.len() as i32).to_be_bytes());
+            set.extend_from_slice(&crc32fast::hash(&message).to_be_bytes());
+            set.extend_from_slice(&message);
+        }
+        let _ = protocol::legacy::parse(&set.freeze(), 1 << 16);
+    }
+}

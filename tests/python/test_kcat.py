@@ -64,3 +64,29 @@ def test_null_key_and_empty_value(broker, kcat):
     run(kcat, "-b", broker.bootstrap, "-P", "-t", topic, "-p", "0", "-K:", "-Z", input=b":v1\nk2:\n")
     out = run(kcat, "-b", broker.bootstrap, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-f", "%K %k|%S %s\n")
     assert out.splitlines() == ["-1 |2 v1", "2 k2|-1 "]
+
+
+@pytest.mark.parametrize("fallback", ["0.9.0", "0.10.0"])
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4"])
+def test_old_message_formats(broker, kcat, fallback, codec):
+    """librdkafka told it talks to Kafka 0.9 (Produce v1, Fetch v1 and
+    ListOffsets v0: messages of magic 0, LZ4 frames with the pre-0.10 header
+    checksum) or 0.10 (Produce v2, Fetch v2: magic 1, timestamps): the
+    message sets are up-converted into record batches and down-converted
+    back on the way out, as Kafka 3.x does."""
+    topic = unique_topic(f"kcat-old-{codec}")
+    old = ["-X", "api.version.request=false", "-X", f"broker.version.fallback={fallback}"]
+    lines = [f"key{i % 5}:value {i}".encode() for i in range(500)]
+    run(kcat, "-b", broker.bootstrap, *old, "-P", "-t", topic, "-p", "0", "-K:", "-z", codec, input=b"\n".join(lines) + b"\n")
+    out = run(kcat, "-b", broker.bootstrap, *old, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-f", "%o %k:%s %T\n")
+    got = [line.rsplit(" ", 1) for line in out.splitlines()]
+    assert [text for text, _ in got] == [f"{i} {line.decode()}" for i, line in enumerate(lines)]
+    stamps = {int(stamp) for _, stamp in got}
+    if fallback == "0.9.0":
+        assert stamps <= {0, -1}, stamps  # magic 0 has no timestamps
+    else:
+        now = time.time() * 1000
+        assert all(now - 60_000 < stamp <= now for stamp in stamps), stamps
+    # And read by a current client, from the same log.
+    current = run(kcat, "-b", broker.bootstrap, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-f", "%o %k:%s\n")
+    assert current.splitlines() == [text for text, _ in got]

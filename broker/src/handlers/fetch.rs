@@ -1,6 +1,8 @@
 //! Fetch: whole batches from each partition, long polling until `min_bytes`
 //! are there or `max_wait_ms` has passed.
 //!
+//! Fetch v0-v3 get the record batches down-converted into message sets.
+//!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id
 //! 0, which tells clients to keep sending full (sessionless) fetches.
 
@@ -22,6 +24,10 @@ use storage::StorageError;
 use crate::errors::{self, code};
 use crate::state::{Broker, Topic};
 
+/// Fetch v4+ returns record batches; before, message sets (v0/v1).
+const RECORD_BATCH_VERSION_MIN: i16 = 4;
+/// Fetch v2-v3 return messages of magic 1 (with timestamps).
+const MAGIC_1_VERSION_MIN: i16 = 2;
 /// Fetch v13+ names topics by id instead of by name.
 const TOPIC_ID_VERSION_MIN: i16 = 13;
 /// Fetch v15+ names a follower in `replica_state`, with its broker epoch.
@@ -106,6 +112,11 @@ fn read_once(
                             )
                         }
                     };
+                    let data = if version < RECORD_BATCH_VERSION_MIN {
+                        down_convert(data, version)
+                    } else {
+                        data
+                    };
                     let size = data.records.as_ref().map_or(0, Bytes::len);
                     total += size;
                     remaining = remaining.saturating_sub(size);
@@ -126,6 +137,17 @@ fn read_once(
         total,
         failed,
     )
+}
+
+/// Fetch before v4 returns message sets: v0-v1 of magic 0, v2-v3 of
+/// magic 1, converted from the log's record batches (a copy; Kafka 3.x
+/// converts too).
+fn down_convert(mut data: PartitionData, version: i16) -> PartitionData {
+    let magic = if version < MAGIC_1_VERSION_MIN { 0 } else { 1 };
+    data.records = data
+        .records
+        .map(|records| protocol::legacy::down_convert(&records, magic));
+    data
 }
 
 /// The topic of a fetch, by id (v13+) or name, and the error for its

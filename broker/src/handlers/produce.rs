@@ -11,6 +11,9 @@
 //! the batch, i.e. every in-sync replica has it (NOT_ENOUGH_REPLICAS_AFTER_APPEND
 //! if the ISR shrank below the minimum meanwhile; REQUEST_TIMED_OUT after the
 //! request's timeout). With one replica, that is at once.
+//!
+//! Produce v0-v2 carry message sets v0/v1: each partition's is up-converted
+//! into one record batch before it is appended (`protocol::legacy`).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -26,6 +29,9 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+
+use protocol::api::PRODUCE_RECORD_BATCH_VERSION_MIN;
+use protocol::legacy;
 
 use super::Origin;
 use crate::clock::now_ms;
@@ -79,7 +85,7 @@ pub fn handle(
         let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let (mut response, waiting) =
-                produce_partition(broker, name, topic.as_deref(), data, acks);
+                produce_partition(broker, name, topic.as_deref(), data, acks, version);
             if version < INVALID_RECORD_VERSION_MIN
                 && response.error_code == code(ResponseError::InvalidRecord)
             {
@@ -153,6 +159,7 @@ fn produce_partition(
     topic: Option<&Topic>,
     data: PartitionProduceData,
     acks: i16,
+    version: i16,
 ) -> (PartitionProduceResponse, Option<Pending>) {
     let response = PartitionProduceResponse::default()
         .with_index(data.index)
@@ -179,7 +186,19 @@ fn produce_partition(
     };
     let min_insync_replicas = (acks == -1)
         .then(|| min_insync_replicas(&topic.configs, broker.config.min_insync_replicas));
-    let records: Bytes = data.records.unwrap_or_default();
+    let mut records: Bytes = data.records.unwrap_or_default();
+    if version < PRODUCE_RECORD_BATCH_VERSION_MIN {
+        // A message set v0/v1: stored as one record batch, as Kafka 3.x does.
+        match legacy::parse(&records, broker.config.socket_request_max_bytes)
+            .and_then(|messages| legacy::up_convert(&messages))
+        {
+            Ok(batch) => records = batch,
+            Err(error) => {
+                let message = format!("a message set of Produce v{version}: {error}");
+                return (fail(ResponseError::CorruptMessage, message), None);
+            }
+        }
+    }
     if let Err(message) = exactly_one_batch(&records) {
         return (fail(ResponseError::InvalidRecord, message), None);
     }

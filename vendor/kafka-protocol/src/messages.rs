@@ -1523,9 +1523,9 @@ impl ApiKey {
     /// Returns the valid versions that can be used with this ApiKey
     pub fn valid_versions(&self) -> VersionRange {
         match self {
-            ApiKey::Produce => VersionRange { min: 3, max: 13 },
-            ApiKey::Fetch => VersionRange { min: 4, max: 18 },
-            ApiKey::ListOffsets => VersionRange { min: 1, max: 10 },
+            ApiKey::Produce => VersionRange { min: 0, max: 13 }, // Patched: v0-2
+            ApiKey::Fetch => VersionRange { min: 0, max: 18 }, // Patched: v0-3
+            ApiKey::ListOffsets => VersionRange { min: 0, max: 10 }, // Patched: v0
             ApiKey::Metadata => VersionRange { min: 0, max: 13 },
             ApiKey::OffsetCommit => VersionRange { min: 0, max: 10 }, // Patched: v0-1
             ApiKey::OffsetFetch => VersionRange { min: 1, max: 10 },
@@ -1538,7 +1538,7 @@ impl ApiKey {
             ApiKey::ListGroups => VersionRange { min: 0, max: 5 },
             ApiKey::SaslHandshake => VersionRange { min: 0, max: 1 },
             ApiKey::ApiVersions => VersionRange { min: 0, max: 4 },
-            ApiKey::CreateTopics => VersionRange { min: 2, max: 7 },
+            ApiKey::CreateTopics => VersionRange { min: 0, max: 7 }, // Patched: v0-1
             ApiKey::DeleteTopics => VersionRange { min: 1, max: 6 },
             ApiKey::DeleteRecords => VersionRange { min: 0, max: 2 },
             ApiKey::InitProducerId => VersionRange { min: 0, max: 6 },
