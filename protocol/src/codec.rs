@@ -330,10 +330,12 @@ mod tests {
                 correlation_id: 5
             })
         ));
+        // Produce v2 is implemented (message sets, up-converted): a header
+        // with no body is malformed, not unsupported.
         let produce_v2 = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 5, 0xff, 0xff]);
         assert!(matches!(
             decode_request(produce_v2),
-            Err(DecodeError::UnsupportedVersion { .. })
+            Err(DecodeError::Malformed { version: 2, .. })
         ));
     }
 

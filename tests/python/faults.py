@@ -223,13 +223,6 @@ class Workload:
             self.producer.close(10)
         except Exception:  # nothing left to learn from it
             pass
-        # close() stops waiting after its timeout and forces the sender
-        # thread to stop, which it does a little later: seen sending its
-        # buffered batches to a leader restarted meanwhile, acknowledged
-        # after the checker had taken the acknowledged ends to read back to.
-        sender = getattr(self.producer, "_sender", None)
-        if sender is not None:
-            sender.join(30)
 
     def start(self) -> "Workload":
         self.thread.start()
@@ -241,8 +234,7 @@ class Workload:
 
     def join(self, timeout: float = 120.0) -> None:
         self.thread.join(timeout)
-        sender = getattr(self.producer, "_sender", None)
-        if self.thread.is_alive() or (sender is not None and sender.is_alive()):
+        if self.thread.is_alive():
             raise FaultTestFailure("the producer did not finish")
 
     def acked(self) -> int:
@@ -519,8 +511,21 @@ def wait_full_isr(cluster: Cluster, topic: str, timeout: float = 60.0) -> None:
 
 def wait(cluster: Cluster, what: str, check, timeout: float = 30.0):
     """`check()`'s first truthy result within `timeout` (errors from brokers
-    restarting under the checks are retried)."""
-    return cluster.wait_until(what, check, timeout)
+    restarting under the checks are retried; a FaultTestFailure a check
+    raises ends the wait at once, as itself)."""
+    failures: list[FaultTestFailure] = []
+
+    def guarded():
+        try:
+            return check()
+        except FaultTestFailure as failure:
+            failures.append(failure)
+            return True
+
+    result = cluster.wait_until(what, guarded, timeout)
+    if failures:
+        raise failures[0]
+    return result
 
 
 def wait_acks(workload: Workload, count: int, timeout: float = 60.0) -> None:
@@ -531,6 +536,16 @@ def wait_acks(workload: Workload, count: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def acked_ends_of(history: History) -> dict[int, int]:
+    """Per partition, one past the last offset acknowledged so far."""
+    with history.lock:
+        acked = list(history.acked.values())
+    ends: dict[int, int] = {}
+    for partition, offset in acked:
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return ends
+
+
 def finish(report: Report, cluster: Cluster, topic: str, partitions: int, history: History, reads: int = 2) -> Report:
     """Heals, then reads everything back (`reads` times, each through a new
     consumer) and compares every replica's segment files with what was read."""
@@ -539,10 +554,15 @@ def finish(report: Report, cluster: Cluster, topic: str, partitions: int, histor
             broker.start()
     cluster.wait_for_brokers(set(cluster.brokers), timeout=60)
     wait_full_isr(cluster, topic)
-    acked_ends: dict[int, int] = {}
-    for partition, offset in history.acked.values():
-        acked_ends[partition] = max(acked_ends.get(partition, 0), offset + 1)
-    results = [read_back(cluster.bootstrap, topic, partitions, acked_ends) for _ in range(reads)]
+    # kafka-python's close() stops waiting after its timeout, but its
+    # sender thread may go on: it was seen sending buffered batches to a
+    # leader restarted here, acknowledged after the ends to read back to
+    # were taken. Read again until no acknowledgement came meanwhile.
+    for _ in range(5):
+        acked_ends = acked_ends_of(history)
+        results = [read_back(cluster.bootstrap, topic, partitions, acked_ends) for _ in range(reads)]
+        if acked_ends_of(history) == acked_ends:
+            break
     watermarks = {p: (records[-1][0] + 1 if records else 0) for p, records in results[0].items()}
     # Followers may still be fetching the last batches: wait until each
     # replica's log has every offset read before comparing.

@@ -161,8 +161,8 @@ async fn wait_for_brokers(cluster: &Cluster, node_id: i32, count: usize) {
     .await;
 }
 
-/// Creates `name` with one partition whose only replica is `replica`.
-async fn create_on(cluster: &Cluster, name: &str, replica: i32) {
+/// Creates `name` with one partition on `replicas` (the first leads).
+async fn create_on(cluster: &Cluster, name: &str, replicas: &[i32]) {
     let mut admin = client(cluster, 1).await;
     let response = admin
         .call(
@@ -173,7 +173,9 @@ async fn create_on(cluster: &Cluster, name: &str, replica: i32) {
                     .with_replication_factor(-1)
                     .with_assignments(vec![CreatableReplicaAssignment::default()
                         .with_partition_index(0)
-                        .with_broker_ids(vec![BrokerId(replica)])])])
+                        .with_broker_ids(
+                            replicas.iter().copied().map(BrokerId).collect(),
+                        )])])
                 .with_timeout_ms(30_000),
             7,
         )
@@ -218,7 +220,7 @@ fn one_record_batch() -> bytes::Bytes {
 async fn a_broker_that_does_not_lead_a_partition_names_its_leader() {
     let cluster = Cluster::start(2, &[]);
     wait_for_brokers(&cluster, 1, 2).await;
-    create_on(&cluster, "redirected", 1).await;
+    create_on(&cluster, "redirected", &[1]).await;
     let produce = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -333,7 +335,7 @@ async fn a_group_is_coordinated_by_the_leader_of_its_offsets_partition() {
 async fn only_the_controller_runs_elections() {
     let cluster = Cluster::start(2, &[]);
     wait_for_brokers(&cluster, 1, 2).await;
-    create_on(&cluster, "elected", 2).await;
+    create_on(&cluster, "elected", &[2]).await;
     let metadata = client(&cluster, 1)
         .await
         .call(MetadataRequest::default().with_topics(Some(Vec::new())), 12)
@@ -370,23 +372,7 @@ async fn only_the_controller_runs_elections() {
 async fn a_paused_leader_acknowledges_nothing_once_its_session_is_gone() {
     let mut cluster = Cluster::start(3, &["replica.lag.time.max.ms=2000"]);
     wait_for_brokers(&cluster, 1, 3).await;
-    let mut admin = client(&cluster, 2).await;
-    let created = admin
-        .call(
-            CreateTopicsRequest::default()
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_static_str("paused")))
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1)
-                    .with_assignments(vec![CreatableReplicaAssignment::default()
-                        .with_partition_index(0)
-                        .with_broker_ids(vec![BrokerId(1), BrokerId(2), BrokerId(3)])])])
-                .with_timeout_ms(30_000),
-            7,
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    create_on(&cluster, "paused", &[1, 2, 3]).await;
     let produce = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -451,24 +437,8 @@ async fn a_paused_leader_acknowledges_nothing_once_its_session_is_gone() {
 async fn requests_after_an_acks_all_produce_go_on_while_it_waits_for_replicas() {
     let mut cluster = Cluster::start(2, &["replica.lag.time.max.ms=20000"]);
     wait_for_brokers(&cluster, 1, 2).await;
-    let mut admin = client(&cluster, 1).await;
-    let created = admin
-        .call(
-            CreateTopicsRequest::default()
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_static_str("held")))
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1)
-                    .with_assignments(vec![CreatableReplicaAssignment::default()
-                        .with_partition_index(0)
-                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])])
-                .with_timeout_ms(30_000),
-            7,
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
-    create_on(&cluster, "free", 1).await;
+    create_on(&cluster, "held", &[1, 2]).await;
+    create_on(&cluster, "free", &[1]).await;
     let produce = |topic: &'static str, acks: i16| {
         ProduceRequest::default()
             .with_acks(acks)
@@ -535,4 +505,70 @@ async fn requests_after_an_acks_all_produce_go_on_while_it_waits_for_replicas() 
     );
     let free = &second.responses[0].partition_responses[0];
     assert_eq!((free.error_code, free.base_offset), (0, 0), "{second:?}");
+}
+
+/// A topic record written before `assigned_at` was kept: when partitions
+/// are added, its existing partitions are taken as planned when the topic
+/// was created (the key's create revision, as the metadata cache reads
+/// such a record), not at the time of the addition, which would count a
+/// replica that restarted in between as never restarted.
+#[tokio::test]
+async fn partitions_added_to_a_legacy_topic_keep_their_creation_revision() {
+    let etcd = EtcdProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = store_config(&etcd, 1, dir.path());
+    config.prefix = "/legacy".into();
+    let store = EtcdStore::connect(config).await.unwrap();
+    store.join().await.unwrap();
+    eventually("broker 1 to register", TIMEOUT, || async {
+        store.snapshot().is_alive(1).then_some(())
+    })
+    .await;
+    store
+        .create_topic(
+            NewTopic {
+                name: "legacy".into(),
+                partitions: 1,
+                replication_factor: 1,
+                assignment: None,
+                configs: BTreeMap::new(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let mut client = etcd_client::Client::connect([&etcd.endpoint], None)
+        .await
+        .unwrap();
+    let key = "/legacy/topics/legacy";
+    let read = |response: etcd_client::GetResponse| {
+        let kv = &response.kvs()[0];
+        let record: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+        (record, kv.create_revision())
+    };
+    let (mut record, created) = read(client.get(key, None).await.unwrap());
+    // As written before `assigned_at` existed (the rewrite moves etcd's
+    // revision on past the creation).
+    record.as_object_mut().unwrap().remove("assigned_at");
+    let rewritten = client
+        .put(key, serde_json::to_vec(&record).unwrap(), None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    assert!(rewritten > created);
+    eventually("the legacy record to be seen", TIMEOUT, || async {
+        (store.snapshot().revision >= rewritten).then_some(())
+    })
+    .await;
+    store
+        .create_partitions("legacy", 2, None, false)
+        .await
+        .unwrap();
+    let (record, _) = read(client.get(key, None).await.unwrap());
+    let assigned_at: Vec<i64> = serde_json::from_value(record["assigned_at"].clone()).unwrap();
+    assert_eq!(assigned_at.len(), 2, "{record}");
+    assert_eq!(assigned_at[0], created, "{record}");
+    assert!(assigned_at[1] > created, "{record}");
 }

@@ -44,7 +44,7 @@ use crate::model::{
     TopicMetadata,
 };
 use crate::{placement, CoordinatorError, ElectionResults, MetadataStore};
-use cache::Cache;
+use cache::{Cache, KeyRevision};
 use keys::{Keys, PartitionRecord, TopicRecord};
 
 /// Longest one etcd request may take before it counts as failed.
@@ -282,7 +282,11 @@ impl Inner {
     async fn update_topic(
         &self,
         name: &str,
-        change: impl Fn(&ClusterMetadata, &TopicRecord) -> Result<TopicRecord, CoordinatorError>,
+        change: impl Fn(
+            &ClusterMetadata,
+            &TopicRecord,
+            KeyRevision,
+        ) -> Result<TopicRecord, CoordinatorError>,
     ) -> Result<i64, CoordinatorError> {
         for _ in 0..CONFLICT_RETRIES {
             let (snapshot, record, revision) = {
@@ -294,7 +298,7 @@ impl Inner {
                 let revision = cache.topic_revision(name).expect("a record has a revision");
                 (cache.current().clone(), record, revision)
             };
-            let next = change(&snapshot, &record)?;
+            let next = change(&snapshot, &record, revision)?;
             let key = self.keys.topic(name);
             let txn = Txn::new()
                 .when([Compare::mod_revision(
@@ -462,11 +466,13 @@ impl MetadataStore for EtcdStore {
             return plan(&self.snapshot()).map(Arc::new);
         }
         self.inner
-            .update_topic(name, |snapshot, record| {
+            .update_topic(name, |snapshot, record, revision| {
                 let grown = plan(snapshot)?;
                 let mut next = record.clone();
+                // A record from before `assigned_at` was kept: its
+                // partitions were planned when the topic was created.
                 next.assigned_at
-                    .resize(record.assignment.len(), snapshot.revision);
+                    .resize(record.assignment.len(), revision.create);
                 next.assigned_at
                     .resize(grown.partitions.len(), snapshot.revision);
                 next.assignment.extend(
@@ -530,7 +536,7 @@ impl MetadataStore for EtcdStore {
         configs: BTreeMap<String, String>,
     ) -> Result<(), CoordinatorError> {
         self.inner
-            .update_topic(name, |_, record| {
+            .update_topic(name, |_, record, _| {
                 Ok(TopicRecord {
                     configs: configs.clone(),
                     ..record.clone()

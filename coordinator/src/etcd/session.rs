@@ -192,11 +192,13 @@ async fn establish(inner: &Inner, previous: Option<i64>) -> Result<Lease, etcd_c
     }
 }
 
-/// Whether opening a keep-alive stream failed because etcd answered that
-/// the lease does not exist (etcd-client's error for a first answer with
-/// TTL 0), as opposed to not reaching etcd.
-fn lease_gone(error: &etcd_client::Error) -> bool {
-    matches!(error, etcd_client::Error::LeaseKeepAliveError(message) if message == "lease not found")
+/// Whether etcd answers that `lease` no longer exists (LeaseTimeToLive
+/// gives TTL -1 for an expired or revoked lease), as opposed to not
+/// answering: asked when a keep-alive stream cannot be opened, whatever
+/// the error says.
+async fn lease_gone(inner: &Inner, lease: i64) -> bool {
+    let mut client = inner.client.lease_client();
+    matches!(timed(client.time_to_live(lease, None)).await, Ok(answer) if answer.ttl() <= 0)
 }
 
 /// Sends keep-alives every heartbeat interval until the lease is gone (an
@@ -216,7 +218,7 @@ async fn keep_alive(inner: &Inner, lease: i64) {
                 Ok(opened) => stream = Some(opened),
                 // etcd answered, and the lease has expired meanwhile (cut
                 // off from etcd longer than the TTL): register again.
-                Err(error) if lease_gone(&error) => {
+                Err(error) if lease_gone(inner, lease).await => {
                     tracing::warn!(%error, "the etcd lease has expired");
                     return;
                 }
