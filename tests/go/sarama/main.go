@@ -22,6 +22,7 @@ var (
 	bootstrap = flag.String("bootstrap", "127.0.0.1:9092", "broker address")
 	check     = flag.String("check", "", "metadata | admin | codecs | group | group-admin | idempotent")
 	topic     = flag.String("topic", "sarama", "topic the check uses (created by it)")
+	version   = flag.String("kafka-version", "2.1.0", "the Kafka release Sarama is told it talks to (its protocol versions follow)")
 )
 
 func main() {
@@ -49,11 +50,16 @@ func fail(format string, args ...interface{}) {
 	os.Exit(1)
 }
 
-// config is what a service on a current broker sets: the newest protocol
-// version this Sarama knows.
+// config is what a service sets: by default the newest protocol version
+// this Sarama knows; -kafka-version 0.8.2.0 is Sarama 1.22's own default
+// (Produce v0 with messages of magic 0, Fetch v0).
 func config() *sarama.Config {
 	c := sarama.NewConfig()
-	c.Version = sarama.V2_1_0_0
+	v, err := sarama.ParseKafkaVersion(*version)
+	if err != nil {
+		fail("-kafka-version: %v", err)
+	}
+	c.Version = v
 	c.ClientID = "sarama-check"
 	c.Metadata.Retry.Backoff = 100 * time.Millisecond
 	c.Producer.Return.Successes = true
@@ -242,6 +248,15 @@ func checkCodecs() error {
 		sarama.CompressionNone, sarama.CompressionGZIP, sarama.CompressionSnappy,
 		sarama.CompressionLZ4, sarama.CompressionZSTD,
 	}
+	kafkaVersion := config().Version
+	switch {
+	case !kafkaVersion.IsAtLeast(sarama.V0_10_0_0):
+		codecs = codecs[:3] // Sarama refuses LZ4 before 0.10, zstd before 2.1
+	case !kafkaVersion.IsAtLeast(sarama.V2_1_0_0):
+		codecs = codecs[:4]
+	}
+	// Record headers exist from message format v2 (Kafka 0.11) on.
+	withHeaders := kafkaVersion.IsAtLeast(sarama.V0_11_0_0)
 	admin, err := sarama.NewClusterAdmin([]string{*bootstrap}, config())
 	if err != nil {
 		return err
@@ -262,13 +277,16 @@ func checkCodecs() error {
 		}
 		var messages []*sarama.ProducerMessage
 		for n := 0; n < perCodec; n++ {
-			messages = append(messages, &sarama.ProducerMessage{
+			message := &sarama.ProducerMessage{
 				Topic:     *topic,
 				Partition: int32(i),
 				Key:       sarama.StringEncoder(fmt.Sprintf("k%d", n)),
 				Value:     sarama.StringEncoder(fmt.Sprintf("%v-%d", codec, n)),
-				Headers:   []sarama.RecordHeader{{Key: []byte("h"), Value: []byte(strconv.Itoa(n))}},
-			})
+			}
+			if withHeaders {
+				message.Headers = []sarama.RecordHeader{{Key: []byte("h"), Value: []byte(strconv.Itoa(n))}}
+			}
+			messages = append(messages, message)
 		}
 		if err := producer.SendMessages(messages); err != nil {
 			producer.Close()
@@ -294,7 +312,7 @@ func checkCodecs() error {
 					pc.Close()
 					return fmt.Errorf("%v: offset %d key %q value %q, want offset %d value %q", codec, msg.Offset, msg.Key, msg.Value, n, want)
 				}
-				if len(msg.Headers) != 1 || string(msg.Headers[0].Value) != strconv.Itoa(n) {
+				if withHeaders && (len(msg.Headers) != 1 || string(msg.Headers[0].Value) != strconv.Itoa(n)) {
 					pc.Close()
 					return fmt.Errorf("%v: headers %v at %d", codec, msg.Headers, n)
 				}
