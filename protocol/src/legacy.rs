@@ -52,6 +52,8 @@ pub enum LegacyError {
     Decompression { offset: i64, reason: String },
     #[error("the messages decompress to more than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("encoding the record batch failed: {0}")]
+    Encode(String),
     #[error("an empty message set")]
     Empty,
     #[error("the message set has messages of magic 0 and 1")]
@@ -325,10 +327,7 @@ pub fn up_convert(messages: &[Message]) -> Result<Bytes, LegacyError> {
             compression: Compression::None,
         },
     )
-    .map_err(|error| LegacyError::Decompression {
-        offset: 0,
-        reason: error.to_string(),
-    })?;
+    .map_err(|error| LegacyError::Encode(error.to_string()))?;
     Ok(batch.freeze())
 }
 

@@ -5,28 +5,30 @@
 //! sends OffsetCommit v1 and DescribeConfigs v0 without asking) cannot
 //! silently close the connection again.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+
+use broker::admin::client::Client;
 use e2e::BrokerProcess;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::{Request, StrBytes};
 
-/// Encodes the request at a version; decodes its response at a version.
-type Encode = Box<dyn Fn(&mut BytesMut, i16) -> anyhow::Result<()>>;
-type Decode = fn(&mut Bytes, i16) -> anyhow::Result<()>;
+/// Sends the request at a version and decodes its response at that
+/// version (the client refuses a response with bytes left over).
+type Exchange = Box<
+    dyn for<'a> Fn(&'a mut Client, i16) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>,
+>;
 
-fn pair<R: Request + 'static>(request: R) -> (Encode, Decode) {
-    (
-        Box::new(move |buf: &mut BytesMut, version| request.encode(buf, version)),
-        |buf: &mut Bytes, version| R::Response::decode(buf, version).map(drop),
-    )
+fn pair<R: Request + Clone + 'static>(request: R) -> Exchange {
+    Box::new(move |client, version| {
+        let request = request.clone();
+        Box::pin(async move { client.call(request, version).await.map(drop) })
+    })
 }
 
 /// A request for `api_key` as a client would send it with no arguments:
 /// the crate's defaults, and what makes a response due (acks=1).
-fn request(api_key: ApiKey) -> (Encode, Decode) {
+fn request(api_key: ApiKey) -> Exchange {
     match api_key {
         ApiKey::Produce => pair(
             ProduceRequest::default()
@@ -64,90 +66,35 @@ fn request(api_key: ApiKey) -> (Encode, Decode) {
     }
 }
 
-/// Sends `body` at `version` and returns the response body, checking the
-/// correlation id.
-async fn call(
-    stream: &mut TcpStream,
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    encode: &Encode,
-) -> anyhow::Result<Bytes> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("every-version")));
-    let mut frame = BytesMut::new();
-    header.encode(&mut frame, api_key.request_header_version(version))?;
-    encode(&mut frame, version)?;
-    let mut message = BytesMut::with_capacity(4 + frame.len());
-    message.put_u32(u32::try_from(frame.len())?);
-    message.extend_from_slice(&frame);
-    stream.write_all(&message).await?;
-    let size = stream.read_u32().await? as usize;
-    anyhow::ensure!(size < 64 << 20, "response of {size} bytes");
-    let mut response = vec![0; size];
-    stream.read_exact(&mut response).await?;
-    let mut response = Bytes::from(response);
-    let header = ResponseHeader::decode(&mut response, api_key.response_header_version(version))?;
-    anyhow::ensure!(
-        header.correlation_id == correlation_id,
-        "correlation id {} in the response to {correlation_id}",
-        header.correlation_id
-    );
-    Ok(response)
-}
-
 #[tokio::test]
 async fn every_advertised_version_of_every_api_is_answered() {
     let broker = BrokerProcess::start(&[]);
-    let mut stream = TcpStream::connect(broker.bootstrap()).await.unwrap();
+    let mut client = Client::connect(&broker.bootstrap()).await.unwrap();
     // What the broker itself advertises, not our table: the two must agree.
-    let mut versions = call(
-        &mut stream,
-        ApiKey::ApiVersions,
-        3,
-        0,
-        &pair(
+    let advertised = client
+        .call(
             ApiVersionsRequest::default()
                 .with_client_software_name(StrBytes::from_static_str("every-version"))
                 .with_client_software_version(StrBytes::from_static_str("1")),
+            3,
         )
-        .0,
-    )
-    .await
-    .unwrap();
-    let advertised: Vec<ApiVersion> = ApiVersionsResponse::decode(&mut versions, 3)
+        .await
         .unwrap()
         .api_keys;
     assert_eq!(advertised, protocol::api::api_versions());
 
     let mut failures = Vec::new();
     let mut answered = 0;
-    let mut correlation_id = 1;
     for api in &advertised {
         let api_key = ApiKey::try_from(api.api_key).expect("a known api key");
+        let exchange = request(api_key);
         for version in api.min_version..=api.max_version {
-            correlation_id += 1;
-            let (encode, decode) = request(api_key);
-            let result = call(&mut stream, api_key, version, correlation_id, &encode)
-                .await
-                .and_then(|mut response| {
-                    decode(&mut response, version)?;
-                    anyhow::ensure!(
-                        !response.has_remaining(),
-                        "{} bytes left after the response",
-                        response.remaining()
-                    );
-                    Ok(())
-                });
-            match result {
+            match exchange(&mut client, version).await {
                 Ok(()) => answered += 1,
                 Err(error) => {
                     failures.push(format!("{api_key:?} v{version}: {error:#}"));
                     // The connection may be gone: go on with a new one.
-                    stream = TcpStream::connect(broker.bootstrap()).await.unwrap();
+                    client = Client::connect(&broker.bootstrap()).await.unwrap();
                 }
             }
         }

@@ -108,13 +108,7 @@ pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>
             Response::Metadata(metadata::handle(broker, body, version, origin).await)
         }
         Request::Produce(body) => {
-            return match produce::handle(broker, body, version, origin) {
-                produce::Produced::Nothing => Reply::Nothing,
-                produce::Produced::Now(response) => Reply::Now(Response::Produce(response)),
-                produce::Produced::Replicating(waiting) => {
-                    Reply::Later(Box::pin(async move { Response::Produce(waiting.await) }))
-                }
-            };
+            return produce::handle(broker, body, version, origin);
         }
         Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version, origin).await),
         Request::ListOffsets(body) => {

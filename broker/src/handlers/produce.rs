@@ -16,8 +16,6 @@
 //! into one record batch before it is appended (`protocol::legacy`).
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +29,10 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use protocol::api::PRODUCE_RECORD_BATCH_VERSION_MIN;
+use protocol::codec::Response;
 use protocol::legacy;
 
-use super::Origin;
+use super::{Origin, Reply};
 use crate::clock::now_ms;
 use crate::errors::{self, code};
 use crate::state::{Broker, Partition, Topic};
@@ -52,28 +51,12 @@ struct Pending {
     min_insync_replicas: usize,
 }
 
-/// What a produce request comes to once its batches are appended.
-pub enum Produced {
-    /// acks=0: no response.
-    Nothing,
-    /// The response, now.
-    Now(ProduceResponse),
-    /// acks=all with batches appended: the response once the in-sync
-    /// replicas have them. The connection reads and appends the requests
-    /// after this one meanwhile and sends the responses in request order,
-    /// so a pipelining producer is not held to one replication round trip
-    /// per request.
-    Replicating(Pin<Box<dyn Future<Output = ProduceResponse> + Send>>),
-}
-
-/// Appends each partition's batch, in request order; with acks=all, what
-/// is left is waiting for the replicas (`Produced::Replicating`).
-pub fn handle(
-    broker: &Broker,
-    request: ProduceRequest,
-    version: i16,
-    origin: Origin<'_>,
-) -> Produced {
+/// Appends each partition's batch, in request order. With acks=all the
+/// response comes once the in-sync replicas have them (`Reply::Later`):
+/// the connection reads and appends the requests after this one meanwhile
+/// and sends the responses in request order, so a pipelining producer is
+/// not held to one replication round trip per request.
+pub fn handle(broker: &Broker, request: ProduceRequest, version: i16, origin: Origin<'_>) -> Reply {
     let acks = request.acks;
     let mut appended = false;
     let mut redirects = BTreeSet::new();
@@ -110,19 +93,21 @@ pub fn handle(
         broker.notify_appended();
     }
     if acks == 0 {
-        return Produced::Nothing;
+        return Reply::Nothing;
     }
     let response = ProduceResponse::default()
         .with_responses(responses)
         .with_node_endpoints(node_endpoints(broker, &redirects, origin.listener));
     if pending.is_empty() {
-        return Produced::Now(response);
+        return Reply::Now(Response::Produce(response));
     }
     let wait_ms = u64::try_from(request.timeout_ms)
         .unwrap_or(0)
         .min(REPLICATION_WAIT_MS_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    Produced::Replicating(Box::pin(wait_replicated(response, pending, deadline)))
+    Reply::Later(Box::pin(async move {
+        Response::Produce(wait_replicated(response, pending, deadline).await)
+    }))
 }
 
 /// The response once every pending batch is replicated, or with the error
