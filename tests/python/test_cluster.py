@@ -214,19 +214,47 @@ def produce_while(cluster, topic: str, count: int, during) -> tuple[list, list]:
 
 
 def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[tuple[int, int], bytes]:
+    """Every record of the topic, read from the start of each partition up to
+    its high watermark: at least `expected` records, and then on until every
+    partition's position has reached its high watermark as the leader gives
+    it then. Stopping at a count alone is wrong once a producer's retries
+    have written records twice: the count is reached before the end of
+    every partition has been read. Fails if the end is not reached in 60 s."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": unique_topic("reader"), "enable.auto.commit": False}
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen: dict[tuple[int, int], bytes] = {}
+    ends: dict[int, int] = {}
+
+    def at_end() -> bool:
+        positions = consumer.position([TopicPartition(topic, p) for p in range(partitions)])
+        for position in positions:
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, position.partition), timeout=5)
+            except KafkaException:
+                return False  # a leader moving: ask again
+            ends[position.partition] = high
+            if max(position.offset, 0) < high:
+                return False
+        return True
+
     deadline = time.monotonic() + 60
-    while len(seen) < expected and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None or message.error():
-            continue
-        seen[(message.partition(), message.offset())] = message.value()
-    consumer.close()
-    return seen
+    try:
+        while True:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                seen[(message.partition(), message.offset())] = message.value()
+                continue
+            if len(seen) >= expected and at_end():
+                return seen
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic}: read {len(seen)} records (at least {expected} expected) and did not reach "
+                    f"the high watermarks {ends} within 60 s"
+                )
+    finally:
+        consumer.close()
 
 
 def test_librdkafka_produces_and_consumes_through_a_broker_restart(cluster_factory):
@@ -249,7 +277,19 @@ def test_librdkafka_produces_and_consumes_through_a_broker_restart(cluster_facto
     seen = consume_all(cluster.bootstrap, topic, 3, len(acked))
     for partition, offset, value in acked:
         assert seen.get((partition, offset)) == value, f"acknowledged {value!r} missing at {partition}/{offset}"
-    assert len(seen) == len(acked), "every offset holds one acknowledged value"
+    report_retried_copies(seen, acked)
+
+
+def report_retried_copies(seen: dict[tuple[int, int], bytes], acked: list) -> None:
+    """Records in the log that no acknowledgement names are copies written by
+    librdkafka's retries: a batch appended whose answer the kill cut off is
+    sent again, and without idempotence (not built yet) Kafka stores it
+    twice too. Each must be a copy of an acknowledged value."""
+    acked_at = {(p, o) for p, o, _ in acked}
+    values = {v for _, _, v in acked}
+    extra = {at: v for at, v in seen.items() if at not in acked_at}
+    assert all(v in values for v in extra.values()), "a record in the log that was never sent"
+    print(f"{len(extra)} records written twice by retries")
 
 
 def test_kafka_python_produces_and_consumes_through_a_broker_restart(cluster_factory):
