@@ -95,6 +95,7 @@ pub struct BrokerConfig {
     /// The broker-wide defaults of every topic's log config.
     pub log: LogConfig,
     pub groups: GroupConfig,
+    pub transactions: TransactionConfig,
     /// The known properties given in the file or as overrides (Kafka's
     /// STATIC_BROKER_CONFIG), by canonical name.
     pub explicit: BTreeMap<String, String>,
@@ -128,6 +129,31 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
+}
+
+/// Idempotent and transactional producers (Kafka's `producer.id.*` and
+/// `transaction.*`).
+#[derive(Debug, Clone)]
+pub struct TransactionConfig {
+    /// `producer.id.expiration.ms`: a producer silent this long (and with no
+    /// open transaction) is forgotten by the partitions it wrote to.
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a
+    /// producer may ask for.
+    pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id unused this
+    /// long is forgotten by its coordinator.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.state.log.*`: the `__transaction_state` topic.
+    pub state_log_partitions: i32,
+    pub state_log_replication_factor: i16,
+    pub state_log_min_isr: usize,
+    pub state_log_segment_bytes: u64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
+    pub abort_timed_out_interval_ms: u64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`
+    pub remove_expired_interval_ms: u64,
 }
 
 /// Every property we read, with Kafka's default. Unknown keys are warned about.
@@ -192,6 +218,16 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
     ("offset.metadata.max.bytes", "4096"),
+    ("producer.id.expiration.ms", "86400000"),
+    ("producer.id.expiration.check.interval.ms", "600000"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transactional.id.expiration.ms", "604800000"),
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.state.log.replication.factor", "3"),
+    ("transaction.state.log.min.isr", "2"),
+    ("transaction.state.log.segment.bytes", "104857600"),
+    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000"),
+    ("transaction.remove.expired.transaction.cleanup.interval.ms", "3600000"),
 ];
 
 /// Keys accepted as synonyms of ones above.
@@ -208,8 +244,6 @@ const IGNORED: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -613,6 +647,51 @@ impl BrokerConfig {
                 offset_metadata_max_bytes: u32::try_from(number("offset.metadata.max.bytes")?)
                     .context("offset.metadata.max.bytes")?
                     as usize,
+            },
+            transactions: TransactionConfig {
+                producer_id_expiration_ms: positive(
+                    number("producer.id.expiration.ms")?,
+                    "producer.id.expiration.ms",
+                )? as i64,
+                producer_id_expiration_check_interval_ms: positive(
+                    number("producer.id.expiration.check.interval.ms")?,
+                    "producer.id.expiration.check.interval.ms",
+                )?,
+                max_timeout_ms: i32::try_from(positive(
+                    number("transaction.max.timeout.ms")?,
+                    "transaction.max.timeout.ms",
+                )?)
+                .context("transaction.max.timeout.ms")?,
+                transactional_id_expiration_ms: positive(
+                    number("transactional.id.expiration.ms")?,
+                    "transactional.id.expiration.ms",
+                )? as i64,
+                state_log_partitions: i32::try_from(positive(
+                    number("transaction.state.log.num.partitions")?,
+                    "transaction.state.log.num.partitions",
+                )?)
+                .context("transaction.state.log.num.partitions")?,
+                state_log_replication_factor: i16::try_from(positive(
+                    number("transaction.state.log.replication.factor")?,
+                    "transaction.state.log.replication.factor",
+                )?)
+                .context("transaction.state.log.replication.factor")?,
+                state_log_min_isr: positive(
+                    number("transaction.state.log.min.isr")?,
+                    "transaction.state.log.min.isr",
+                )? as usize,
+                state_log_segment_bytes: positive(
+                    number("transaction.state.log.segment.bytes")?,
+                    "transaction.state.log.segment.bytes",
+                )?,
+                abort_timed_out_interval_ms: positive(
+                    number("transaction.abort.timed.out.transaction.cleanup.interval.ms")?,
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                )?,
+                remove_expired_interval_ms: positive(
+                    number("transaction.remove.expired.transaction.cleanup.interval.ms")?,
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                )?,
             },
             explicit,
         })

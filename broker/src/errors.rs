@@ -19,6 +19,8 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::InvalidRecord(..) => ResponseError::InvalidRecord,
         StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         _ => ResponseError::KafkaStorageError,
     })
 }

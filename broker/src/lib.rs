@@ -33,3 +33,4 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod topic_config;
+pub mod txn;

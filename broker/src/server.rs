@@ -66,7 +66,18 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         Duration::from_millis(broker.config.high_watermark_checkpoint_interval_ms),
         shutdown.clone(),
     ));
-    tracker.spawn(offsets_retention_loop(broker.clone(), shutdown.clone()));
+    let expiring = broker.clone();
+    tracker.spawn(every(
+        broker.config.groups.offsets_retention_check_interval_ms,
+        shutdown.clone(),
+        move || expiring.groups.expire_offsets(now_ms()),
+    ));
+    let expiring = broker.clone();
+    tracker.spawn(every(
+        broker.config.transactions.producer_id_expiration_check_interval_ms,
+        shutdown.clone(),
+        move || expiring.expire_producers(now_ms()),
+    ));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -165,15 +176,15 @@ async fn group_timer_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
     }
 }
 
-async fn offsets_retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let period = Duration::from_millis(broker.config.groups.offsets_retention_check_interval_ms);
-    let mut ticks = tokio::time::interval(period);
+/// Runs `action` every `period_ms` (first after one period) until shutdown.
+async fn every(period_ms: u64, shutdown: CancellationToken, mut action: impl FnMut()) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(period_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => broker.groups.expire_offsets(now_ms()),
+            _ = ticks.tick() => action(),
         }
     }
 }

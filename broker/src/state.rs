@@ -382,6 +382,8 @@ pub struct Broker {
     /// Serializes topic administration on this broker.
     admin: tokio::sync::Mutex<()>,
     pub groups: GroupCoordinator,
+    /// Hands out producer ids (InitProducerId).
+    pub producer_ids: crate::txn::ProducerIds,
     /// This broker's followers' fetches from their leaders.
     pub(crate) fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// The topic-config defaults: static broker configs with the dynamic
@@ -408,7 +410,9 @@ impl Broker {
             store.clone(),
             config.replica_fetch,
         );
+        let producer_ids = crate::txn::ProducerIds::new(store.clone());
         let broker = Broker {
+            producer_ids,
             fetchers,
             node: Arc::new(LocalNode {
                 node_id: config.node_id,
@@ -508,6 +512,21 @@ impl Broker {
                 Ok(())
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Forgets, in every hosted partition, the producers silent for
+    /// `producer.id.expiration.ms` that have no open transaction.
+    pub fn expire_producers(&self, now_ms: i64) {
+        let expiration_ms = self.config.transactions.producer_id_expiration_ms;
+        let mut expired = 0;
+        for partition in self.hosted_partitions() {
+            expired += partition
+                .with_log(|log| log.expire_producers(now_ms, expiration_ms))
+                .unwrap_or(0);
+        }
+        if expired > 0 {
+            tracing::info!(expired, "expired producer ids");
         }
     }
 

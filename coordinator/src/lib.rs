@@ -135,6 +135,10 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<ElectionResults, CoordinatorError>;
     /// A leader changes its partition's ISR; returns the new state.
     async fn alter_isr(&self, change: IsrChange) -> Result<PartitionMetadata, CoordinatorError>;
+    /// A block of `count` producer ids that no broker of the cluster was
+    /// given before (idempotent and transactional producers): returns the
+    /// first. Durable before it returns, so a restart never hands one out twice.
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64, CoordinatorError>;
 }
 
 /// Checks an ISR change against the current state of the partition: it

@@ -28,6 +28,10 @@ pub struct ClusterMetadata {
     /// Grows with every change (etcd's revision in cluster mode).
     #[serde(skip)]
     pub revision: i64,
+    /// Standalone mode: the first producer id not yet handed out (in
+    /// cluster mode it is kept in an etcd key of its own).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// A live broker as it registered itself.
@@ -217,6 +221,7 @@ impl ClusterMetadata {
             brokers: BTreeMap::new(),
             controller: None,
             revision: 0,
+            next_producer_id: 0,
         }
     }
 

@@ -105,6 +105,16 @@ impl StandaloneStore {
 
 #[async_trait]
 impl MetadataStore for StandaloneStore {
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64, CoordinatorError> {
+        self.mutate(|metadata| {
+            let first = metadata.next_producer_id;
+            metadata.next_producer_id = first.checked_add(count).ok_or_else(|| {
+                CoordinatorError::Unavailable("producer ids are exhausted".into())
+            })?;
+            Ok(first)
+        })
+    }
+
     fn snapshot(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()
     }

@@ -10,7 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteGroupsRequest, DeleteGroupsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeProducersRequest, DescribeProducersResponse,
+    InitProducerIdRequest, InitProducerIdResponse, DeleteRecordsRequest, DeleteRecordsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeTopicPartitionsRequest,
@@ -103,6 +104,8 @@ messages! {
     DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse),
+    InitProducerId(InitProducerIdRequest, InitProducerIdResponse),
+    DescribeProducers(DescribeProducersRequest, DescribeProducersResponse),
 }
 
 /// Why a request frame could not be decoded. Every variant but

@@ -21,6 +21,12 @@ pub enum StorageError {
     /// `message.timestamp.after.max.ms` of the broker's clock.
     #[error("timestamp {timestamp} of a batch is out of range [{low}, {high}]")]
     InvalidTimestamp { timestamp: i64, low: i64, high: i64 },
+    /// A producer batch at an epoch older than its producer's current one.
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
+    /// A producer batch whose sequence does not follow its producer's last.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {
         offset: i64,

@@ -86,6 +86,7 @@ pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod producer;
 pub mod records;
 pub mod scan;
 pub mod segment;

@@ -23,6 +23,7 @@ use crate::cleaner::{self, CleanStats, CleanedGroup, Pass};
 use crate::config::{LogConfig, READ_BYTES_MAX, RECOVERY_CHUNK_BYTES};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
+use crate::producer::{parse_marker, ProducerEntry, ProducerState, Verdict};
 use crate::records::walk_records;
 use crate::segment::{
     parse_segment_file_name, segment_file_name, PreparedBatch, Segment, SegmentSync, LOG_SUFFIX,
@@ -42,6 +43,9 @@ pub struct AppendInfo {
     /// The timestamp given to the batches with LogAppendTime, else -1.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The batch was a producer's retry of one the log holds: nothing was
+    /// written, and the offsets are those it got the first time.
+    pub duplicate: bool,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,10 @@ pub struct PartitionLog {
     /// the log start); persisted in `cleaner-offset-checkpoint`.
     cleaner_checkpoint: i64,
     epochs: LeaderEpochCache,
+    /// Idempotent and transactional producers (see [`crate::producer`]).
+    producers: ProducerState,
+    /// A segment rolled since the last producer snapshot.
+    producer_snapshot_due: bool,
     /// A roll left its sealed segments to fsync, up to this offset.
     roll_sync_due: Option<i64>,
     /// Records appended since the last fsync (`flush.messages`).
@@ -125,6 +133,8 @@ impl PartitionLog {
             recovery_point: log_end_offset,
             cleaner_checkpoint: cleaner_checkpoint.unwrap_or(0).min(log_end_offset),
             epochs: LeaderEpochCache::default(),
+            producers: ProducerState::default(),
+            producer_snapshot_due: false,
             roll_sync_due: None,
             unflushed_records: 0,
             last_flush_ms: now_ms,
@@ -141,6 +151,7 @@ impl PartitionLog {
         let below = log.count_oldest(|segment, _| segment.next_offset() <= log_start_offset);
         log.delete_oldest(below)?;
         log.load_epochs()?;
+        log.load_producer_state()?;
         // Trusted segments were fsynced before; recovered ones just were.
         checkpoint::write_offset(dir, RECOVERY_POINT_FILE, log_end_offset)?;
         log.check_invariants();
@@ -212,6 +223,15 @@ impl PartitionLog {
     ) -> Result<AppendInfo, StorageError> {
         self.last_now_ms = now_ms;
         let batches = self.validate(&records, now_ms)?;
+        if let Some(duplicate) = self.check_producers(&batches)? {
+            return Ok(AppendInfo {
+                first_offset: duplicate.first_offset,
+                last_offset: duplicate.last_offset,
+                log_append_time_ms: -1,
+                log_start_offset: self.log_start_offset,
+                duplicate: true,
+            });
+        }
         let first_offset = self.log_end_offset();
         let log_append_time_ms = match self.config.message_timestamp_type {
             TimestampType::LogAppendTime => now_ms,
@@ -222,12 +242,126 @@ impl PartitionLog {
         if self.epochs.assign(leader_epoch, first_offset) {
             self.epochs.persist(&self.dir)?;
         }
+        self.apply_producers(&prepared, &[])?;
         Ok(AppendInfo {
             first_offset,
             last_offset: self.log_end_offset() - 1,
             log_append_time_ms,
             log_start_offset: self.log_start_offset,
+            duplicate: false,
         })
+    }
+
+    /// The producer checks of a leader append (see [`crate::producer`]):
+    /// an error refuses the whole append; a duplicate (only as the append's
+    /// one batch, as Produce sends them) is answered with its first offsets.
+    fn check_producers(
+        &self,
+        batches: &[(BatchHeader, Bytes)],
+    ) -> Result<Option<crate::producer::BatchMetadata>, StorageError> {
+        let mut pending: std::collections::HashMap<i64, ProducerEntry> = Default::default();
+        for (header, _) in batches {
+            match self.producers.check(&pending, header)? {
+                Verdict::Append => {}
+                Verdict::Duplicate(original) if batches.len() == 1 => return Ok(Some(original)),
+                Verdict::Duplicate(_) => {
+                    return Err(StorageError::OutOfOrderSequence(format!(
+                        "a retried batch of producer {} among {} batches",
+                        header.producer_id,
+                        batches.len()
+                    )))
+                }
+            }
+            if header.producer_id >= 0 && batches.len() > 1 {
+                let entry = self.producers.pending_entry(&pending, header);
+                pending.insert(header.producer_id, entry);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies written batches to the producer state (markers are read from
+    /// `bytes`, the whole batches, where given, else from the log) and takes
+    /// a snapshot if a segment rolled meanwhile.
+    fn apply_producers(
+        &mut self,
+        prepared: &[PreparedBatch],
+        bytes: &[Bytes],
+    ) -> Result<(), StorageError> {
+        for (index, batch) in prepared.iter().enumerate() {
+            let header = &batch.header;
+            let marker = if header.is_control() && header.producer_id >= 0 {
+                match bytes.get(index) {
+                    Some(bytes) => parse_marker(bytes, header),
+                    None => self.read_marker(header)?,
+                }
+            } else {
+                None
+            };
+            self.producers.apply(header, marker);
+        }
+        if std::mem::take(&mut self.producer_snapshot_due) {
+            self.producers.write_snapshot(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The marker of the control batch `header` describes, read from the log.
+    fn read_marker(
+        &self,
+        header: &BatchHeader,
+    ) -> Result<Option<crate::producer::Marker>, StorageError> {
+        let index = self
+            .segments
+            .partition_point(|segment| segment.base_offset() <= header.base_offset)
+            .saturating_sub(1);
+        let segment = &self.segments[index];
+        let Some((position, found)) = segment.find_batch(header.base_offset)? else {
+            return Ok(None);
+        };
+        let batch = segment.read_bytes(position, found.total_size())?;
+        Ok(parse_marker(&batch, &found))
+    }
+
+    /// The producer state after a recovery or a truncation: the newest
+    /// snapshot at or below the log end, then the batches after it.
+    fn load_producer_state(&mut self) -> Result<(), StorageError> {
+        let log_end_offset = self.log_end_offset();
+        let mut state = ProducerState::load_snapshot(&self.dir, log_end_offset)?
+            .unwrap_or_else(|| ProducerState::new(self.log_start_offset));
+        let from = state.end_offset().max(self.log_start_offset);
+        let first = self
+            .segments
+            .partition_point(|segment| segment.base_offset() <= from)
+            .saturating_sub(1);
+        let mut replayed = 0usize;
+        for segment in &self.segments[first..] {
+            let Some((start, _)) = segment.find_batch(from)? else {
+                continue;
+            };
+            let failed = segment.scan_headers(start, RECOVERY_CHUNK_BYTES, |position, header| {
+                if header.next_offset() <= from {
+                    return ControlFlow::Continue(());
+                }
+                let mut marker = None;
+                if header.is_control() && header.producer_id >= 0 {
+                    match segment.read_bytes(position, header.total_size()) {
+                        Ok(batch) => marker = parse_marker(&batch, header),
+                        Err(error) => return ControlFlow::Break(error),
+                    }
+                }
+                state.apply(header, marker);
+                replayed += 1;
+                ControlFlow::Continue(())
+            })?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+        }
+        state.on_log_start(self.log_start_offset);
+        tracing::debug!(dir = %self.dir.display(), from, replayed, "producer state loaded");
+        self.producers = state;
+        Ok(())
     }
 
     /// Appends batches a follower fetched from its leader, byte for byte:
@@ -288,6 +422,8 @@ impl PartitionLog {
         if epochs_changed {
             self.epochs.persist(&self.dir)?;
         }
+        let whole: Vec<Bytes> = batches.into_iter().map(|(_, bytes)| bytes).collect();
+        self.apply_producers(&prepared, &whole)?;
         Ok(prepared.len())
     }
 
@@ -465,6 +601,7 @@ impl PartitionLog {
         checkpoint::sync_dir(&self.dir)?;
         self.segments.push(segment);
         self.roll_sync_due = Some(log_end_offset);
+        self.producer_snapshot_due = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = log_end_offset, "rolled a new segment");
         Ok(())
     }
@@ -675,6 +812,7 @@ impl PartitionLog {
         checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
         self.epochs = LeaderEpochCache::default();
         self.epochs.persist(&self.dir)?;
+        ProducerState::remove_snapshots(&self.dir)?;
         self.after_truncation()
     }
 
@@ -700,6 +838,9 @@ impl PartitionLog {
             self.cleaner_checkpoint = log_end_offset;
             checkpoint::write_offset(&self.dir, CLEANER_OFFSET_FILE, log_end_offset)?;
         }
+        // What the removed batches did to the producers is undone by
+        // rebuilding from a snapshot below the new end.
+        self.load_producer_state()?;
         self.check_invariants();
         Ok(())
     }
@@ -881,6 +1022,7 @@ impl PartitionLog {
         if self.epochs.truncate_from_start(offset) {
             self.epochs.persist(&self.dir)?;
         }
+        self.producers.on_log_start(offset);
         Ok(())
     }
 
@@ -911,6 +1053,7 @@ impl PartitionLog {
         self.active_mut().seal()?;
         self.flush()?;
         self.epochs.persist(&self.dir)?;
+        self.producers.write_snapshot(&self.dir)?;
         checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
         checkpoint::write_atomically(&self.dir, CLEAN_SHUTDOWN_FILE, b"")?;
         tracing::debug!(dir = %self.dir.display(), log_end_offset = self.log_end_offset(), "closed partition log");
@@ -933,6 +1076,17 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The idempotent and transactional producers' state.
+    pub fn producers(&self) -> &ProducerState {
+        &self.producers
+    }
+
+    /// Forgets producers silent for `expiration_ms` (`producer.id.expiration.ms`)
+    /// that have no open transaction. Returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
     }
 
     pub fn config(&self) -> &LogConfig {

@@ -50,6 +50,8 @@ pub struct RecordView<'a> {
     pub key: Option<&'a [u8]>,
     /// Whether the value is null: a tombstone on a compacted log.
     pub is_tombstone: bool,
+    /// `None` for a null value.
+    pub value: Option<&'a [u8]>,
     /// The whole record, ready to be copied into a batch with the same base
     /// offset and base timestamp: as stored, except that its length varint
     /// is re-encoded in the shortest form.
@@ -119,7 +121,8 @@ pub fn walk_records<T>(
             offset: header.base_offset + fields.offset_delta as i64,
             timestamp,
             key: fields.key.map(|key| &bytes[key]),
-            is_tombstone: fields.is_tombstone,
+            is_tombstone: fields.value.is_none(),
+            value: fields.value.map(|value| &bytes[value]),
             bytes: &bytes,
         };
         if let ControlFlow::Break(value) = visit(&record) {
@@ -135,7 +138,8 @@ struct RecordFields {
     timestamp_delta: i64,
     /// Where the key lies in the record's bytes; `None` for a null key.
     key: Option<Range<usize>>,
-    is_tombstone: bool,
+    /// Where the value lies; `None` for a null value (a tombstone).
+    value: Option<Range<usize>>,
 }
 
 /// Reads one whole record (length varint included) into `record` and
@@ -165,7 +169,7 @@ fn read_record(reader: &mut impl Read, record: &mut Vec<u8>) -> io::Result<Recor
         offset_delta,
         timestamp_delta,
         key,
-        is_tombstone: value.is_none(),
+        value,
     })
 }
 

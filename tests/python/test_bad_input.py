@@ -30,8 +30,6 @@ from wire import (
     Reader,
     array,
     broker_log,
-    compact_array,
-    compact_bytes,
     compact_string,
     frame,
     int8,
@@ -39,6 +37,7 @@ from wire import (
     int32,
     int64,
     is_flexible,
+    produce,
     record_batch,
     request_frame,
     string,
@@ -147,36 +146,6 @@ def create_topics(conn: Connection, names: list[str], partitions: int = 3) -> di
     results = dict(reader.array(result))
     reader.assert_end()
     return results
-
-
-def produce(conn: Connection, topic: str, batches: dict[int, bytes]) -> dict[int, tuple[int, int]]:
-    """Produce v9 (flexible), acks=-1: {partition: (error code, base offset)}."""
-    partitions = [int32(index) + compact_bytes(data) + EMPTY_TAGS for index, data in batches.items()]
-    topic_data = compact_string(topic) + compact_array(partitions) + EMPTY_TAGS
-    body = compact_string(None) + int16(-1) + int32(10_000) + compact_array([topic_data]) + EMPTY_TAGS
-    reader = conn.call(PRODUCE, 9, body)
-
-    def partition() -> tuple[int, tuple[int, int]]:
-        index, error_code, base_offset = reader.int32(), reader.int16(), reader.int64()
-        reader.int64()  # log append time
-        reader.int64()  # log start offset
-        # Record errors: batch index, message, tagged fields.
-        reader.compact_array(lambda: (reader.int32(), reader.compact_string(), reader.tags()))
-        reader.compact_string()  # error message
-        reader.tags()
-        return index, (error_code, base_offset)
-
-    def topic_response() -> list[tuple[int, tuple[int, int]]]:
-        assert reader.compact_string() == topic
-        partitions = reader.compact_array(partition)
-        reader.tags()
-        return partitions
-
-    (results,) = reader.compact_array(topic_response)
-    reader.int32()  # throttle time
-    reader.tags()
-    reader.assert_end()
-    return dict(results)
 
 
 def list_offset(conn: Connection, topic: str, partition: int, timestamp: int) -> int:

@@ -41,7 +41,9 @@ LIST_GROUPS = 16
 API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_GROUPS = 42
+INIT_PRODUCER_ID = 22
 OFFSET_DELETE = 47
+DESCRIBE_PRODUCERS = 61
 DESCRIBE_TOPIC_PARTITIONS = 75
 
 # The first version of each API with a flexible (tagged-field) encoding.
@@ -63,6 +65,8 @@ FLEXIBLE_FROM = {
     API_VERSIONS: 3,
     CREATE_TOPICS: 5,
     DELETE_GROUPS: 2,
+    INIT_PRODUCER_ID: 2,
+    DESCRIBE_PRODUCERS: 0,
     DESCRIBE_TOPIC_PARTITIONS: 0,
 }
 
@@ -162,25 +166,38 @@ def request_frame(api_key: int, version: int, correlation_id: int, body: bytes, 
     return frame(header + body)
 
 
-def record_batch(key: bytes, value: bytes) -> bytes:
-    """A RecordBatch v2 (magic 2) holding one uncompressed record, not idempotent."""
+def record_batch(
+    key: bytes,
+    value: bytes,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+    count: int = 1,
+) -> bytes:
+    """A RecordBatch v2 (magic 2) of `count` uncompressed records with this
+    key and value; not idempotent unless given a producer id, epoch and
+    base sequence."""
     timestamp = int(time.time() * 1000)
-    record = (
-        int8(0)  # attributes
-        + varint(0)  # timestamp delta
-        + varint(0)  # offset delta
-        + varint(len(key)) + key
-        + varint(len(value)) + value
-        + varint(0)  # headers
-    )
+    records = b""
+    for delta in range(count):
+        record = (
+            int8(0)  # attributes
+            + varint(0)  # timestamp delta
+            + varint(delta)  # offset delta
+            + varint(len(key)) + key
+            + varint(len(value)) + value
+            + varint(0)  # headers
+        )
+        records += varint(len(record)) + record
     crc_covered = (
-        int16(0)  # attributes: no compression, create time
-        + int32(0)  # last offset delta
+        int16(0x10 if transactional else 0)  # attributes: no compression, create time
+        + int32(count - 1)  # last offset delta
         + int64(timestamp)  # base timestamp
         + int64(timestamp)  # max timestamp
-        + int64(-1) + int16(-1) + int32(-1)  # producer id, epoch, base sequence
-        + int32(1)  # record count
-        + varint(len(record)) + record
+        + int64(producer_id) + int16(producer_epoch) + int32(base_sequence)
+        + int32(count)  # record count
+        + records
     )
     after_length = int32(-1) + int8(2) + struct.pack(">I", crc32c.crc32c(crc_covered)) + crc_covered
     return int64(0) + int32(len(after_length)) + after_length
@@ -333,6 +350,42 @@ class Connection:
         except socket.timeout:
             raise AssertionError(f"the broker kept the connection open for {CLOSE_TIMEOUT_S} s") from None
         assert data == b"", f"expected the connection to be closed, got {data[:64]!r}"
+
+
+# ---------------------------------------------------------------------------
+# Requests several test files send
+
+
+def produce(
+    conn: Connection, topic: str, batches: dict[int, bytes], transactional_id: str | None = None
+) -> dict[int, tuple[int, int]]:
+    """Produce v9 (flexible), acks=-1: {partition: (error code, base offset)}."""
+    partitions = [int32(index) + compact_bytes(data) + EMPTY_TAGS for index, data in batches.items()]
+    topic_data = compact_string(topic) + compact_array(partitions) + EMPTY_TAGS
+    body = compact_string(transactional_id) + int16(-1) + int32(10_000) + compact_array([topic_data]) + EMPTY_TAGS
+    reader = conn.call(PRODUCE, 9, body)
+
+    def partition() -> tuple[int, tuple[int, int]]:
+        index, error_code, base_offset = reader.int32(), reader.int16(), reader.int64()
+        reader.int64()  # log append time
+        reader.int64()  # log start offset
+        # Record errors: batch index, message, tagged fields.
+        reader.compact_array(lambda: (reader.int32(), reader.compact_string(), reader.tags()))
+        reader.compact_string()  # error message
+        reader.tags()
+        return index, (error_code, base_offset)
+
+    def topic_response() -> list[tuple[int, tuple[int, int]]]:
+        assert reader.compact_string() == topic
+        partitions = reader.compact_array(partition)
+        reader.tags()
+        return partitions
+
+    (results,) = reader.compact_array(topic_response)
+    reader.int32()  # throttle time
+    reader.tags()
+    reader.assert_end()
+    return dict(results)
 
 
 # ---------------------------------------------------------------------------

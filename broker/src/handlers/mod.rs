@@ -16,6 +16,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod producers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -174,6 +175,12 @@ pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>
             Response::OffsetFetch(offsets::offset_fetch(broker, body, version))
         }
         Request::OffsetDelete(body) => Response::OffsetDelete(offsets::offset_delete(broker, body)),
+        Request::InitProducerId(body) => {
+            Response::InitProducerId(producers::init_producer_id(broker, body).await)
+        }
+        Request::DescribeProducers(body) => {
+            Response::DescribeProducers(producers::describe_producers(broker, body))
+        }
         Request::DeleteTopics(body) => {
             Response::DeleteTopics(delete_topics::handle(broker, body, version).await)
         }

@@ -231,6 +231,7 @@ impl Cache {
             brokers: self.brokers.clone(),
             controller,
             revision: self.revision,
+            next_producer_id: 0,
         });
         self.current.clone()
     }

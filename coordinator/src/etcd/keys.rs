@@ -9,6 +9,7 @@
 //!                                   absent until the first change: a new partition's state
 //!                                   follows from the assignment
 //! <p>/broker-configs/<resource>     dynamic broker configs (JSON); `cluster` is resource ""
+//! <p>/producer-ids                  {"next": N}: producer ids below N were handed out
 //! ```
 
 use std::collections::BTreeMap;
@@ -76,6 +77,11 @@ impl Keys {
         format!("{}/partitions/{}/", self.prefix, topic_id.simple())
     }
 
+    /// The producer id allocator (not part of the snapshot).
+    pub fn producer_ids(&self) -> String {
+        format!("{}/producer-ids", self.prefix)
+    }
+
     pub fn broker_configs(&self, resource: &str) -> String {
         let resource = if resource.is_empty() {
             CLUSTER_RESOURCE
@@ -128,6 +134,12 @@ pub struct TopicRecord {
     pub assigned_at: Vec<i64>,
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+}
+
+/// The value at `<p>/producer-ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdsRecord {
+    pub next: i64,
 }
 
 /// The value at `<p>/partitions/<topic id>/<n>`.

@@ -585,6 +585,51 @@ impl MetadataStore for EtcdStore {
         controller::elect(&self.inner, election, partitions).await
     }
 
+    /// Compare-and-swap on `<p>/producer-ids`: read the next free id, write
+    /// it moved on by `count` only if nobody wrote the key meanwhile.
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64, CoordinatorError> {
+        let key = self.inner.keys.producer_ids();
+        let mut backoff = BACKOFF_MIN;
+        for _ in 0..CONFLICT_RETRIES * 4 {
+            let mut client = self.inner.client.clone();
+            let current = timed(client.get(key.clone(), None))
+                .await
+                .map_err(unavailable)?;
+            let (first, guard) = match current.kvs().first() {
+                Some(kv) => {
+                    let record: keys::ProducerIdsRecord = serde_json::from_slice(kv.value())
+                        .map_err(|error| CoordinatorError::Corrupt {
+                            path: key.clone(),
+                            reason: error.to_string(),
+                        })?;
+                    let guard =
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
+                    (record.next, guard)
+                }
+                None => (0, Compare::version(key.clone(), CompareOp::Equal, 0)),
+            };
+            let next = first.checked_add(count).ok_or_else(|| {
+                CoordinatorError::Unavailable("producer ids are exhausted".into())
+            })?;
+            let record = keys::ProducerIdsRecord { next };
+            let put = TxnOp::put(
+                key.clone(),
+                serde_json::to_vec(&record).expect("a record serializes"),
+                None,
+            );
+            let response = self.inner.txn(Txn::new().when([guard]).and_then([put])).await?;
+            if response.succeeded() {
+                return Ok(first);
+            }
+            // Another broker took a block meanwhile.
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        Err(CoordinatorError::Unavailable(
+            "allocating producer ids kept conflicting with other brokers".into(),
+        ))
+    }
+
     async fn alter_isr(&self, change: IsrChange) -> Result<PartitionMetadata, CoordinatorError> {
         let inner = &self.inner;
         let lease = inner

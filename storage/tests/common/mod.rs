@@ -155,3 +155,43 @@ pub fn segment_files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// One batch of an idempotent (or, with `transactional`, a transactional)
+/// producer: `count` records from sequence `sequence`.
+pub fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    count: usize,
+    transactional: bool,
+) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional,
+            producer_id,
+            producer_epoch: epoch,
+            sequence: sequence + i as i32,
+            ..record(i as i64, NOW, format!("p{producer_id}-e{epoch}-s{}", sequence + i as i32).into_bytes())
+        })
+        .collect();
+    encode(&records, Compression::None)
+}
+
+/// A transaction marker as a coordinator writes it: a control batch whose
+/// one record has key (version 0, type 1 commit / 0 abort) and value
+/// (version 0, coordinator epoch).
+pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Bytes {
+    let mut value = vec![0u8, 0];
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        producer_id,
+        producer_epoch: epoch,
+        sequence: -1,
+        key: Some(Bytes::from(vec![0, 0, 0, commit as u8])),
+        value: Some(Bytes::from(value)),
+        ..record(0, NOW, Vec::new())
+    };
+    encode(&[record], Compression::None)
+}
