@@ -226,8 +226,14 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("transaction.state.log.replication.factor", "3"),
     ("transaction.state.log.min.isr", "2"),
     ("transaction.state.log.segment.bytes", "104857600"),
-    ("transaction.abort.timed.out.transaction.cleanup.interval.ms", "10000"),
-    ("transaction.remove.expired.transaction.cleanup.interval.ms", "3600000"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+    ),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+    ),
 ];
 
 /// Keys accepted as synonyms of ones above.

@@ -74,7 +74,10 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
     ));
     let expiring = broker.clone();
     tracker.spawn(every(
-        broker.config.transactions.producer_id_expiration_check_interval_ms,
+        broker
+            .config
+            .transactions
+            .producer_id_expiration_check_interval_ms,
         shutdown.clone(),
         move || expiring.expire_producers(now_ms()),
     ));

@@ -339,21 +339,22 @@ impl PartitionLog {
             let Some((start, _)) = segment.find_batch(from)? else {
                 continue;
             };
-            let failed = segment.scan_headers(start, RECOVERY_CHUNK_BYTES, |position, header| {
-                if header.next_offset() <= from {
-                    return ControlFlow::Continue(());
-                }
-                let mut marker = None;
-                if header.is_control() && header.producer_id >= 0 {
-                    match segment.read_bytes(position, header.total_size()) {
-                        Ok(batch) => marker = parse_marker(&batch, header),
-                        Err(error) => return ControlFlow::Break(error),
+            let failed =
+                segment.scan_headers(start, RECOVERY_CHUNK_BYTES, |position, header| {
+                    if header.next_offset() <= from {
+                        return ControlFlow::Continue(());
                     }
-                }
-                state.apply(header, marker);
-                replayed += 1;
-                ControlFlow::Continue(())
-            })?;
+                    let mut marker = None;
+                    if header.is_control() && header.producer_id >= 0 {
+                        match segment.read_bytes(position, header.total_size()) {
+                            Ok(batch) => marker = parse_marker(&batch, header),
+                            Err(error) => return ControlFlow::Break(error),
+                        }
+                    }
+                    state.apply(header, marker);
+                    replayed += 1;
+                    ControlFlow::Continue(())
+                })?;
             if let Some(error) = failed {
                 return Err(error);
             }

@@ -95,7 +95,9 @@ impl Default for ProducerEntry {
 impl ProducerEntry {
     /// The sequence of its latest batch, or [`NO_SEQUENCE`].
     pub fn last_seq(&self) -> i32 {
-        self.batches.back().map_or(NO_SEQUENCE, |batch| batch.last_seq)
+        self.batches
+            .back()
+            .map_or(NO_SEQUENCE, |batch| batch.last_seq)
     }
 
     fn duplicate_of(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
@@ -337,7 +339,8 @@ impl ProducerState {
 
     /// Forgets aborted transactions wholly below `log_start_offset`.
     pub fn on_log_start(&mut self, log_start_offset: i64) {
-        self.aborted.retain(|txn| txn.last_offset >= log_start_offset);
+        self.aborted
+            .retain(|txn| txn.last_offset >= log_start_offset);
     }
 
     /// Removes producers whose latest batch is older than `expiration_ms`
@@ -523,9 +526,9 @@ pub fn parse_marker(batch: &[u8], header: &BatchHeader) -> Option<Marker> {
         1 => true,
         _ => return None,
     };
-    let coordinator_epoch = value
-        .filter(|value| value.len() >= 6)
-        .map_or(-1, |value| i32::from_be_bytes([value[2], value[3], value[4], value[5]]));
+    let coordinator_epoch = value.filter(|value| value.len() >= 6).map_or(-1, |value| {
+        i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+    });
     Some(Marker {
         commit,
         coordinator_epoch,
@@ -605,7 +608,10 @@ impl Reader<'_> {
     fn count(&mut self, item_bytes: usize) -> Result<usize, String> {
         let count = u32::from_be_bytes(self.take()?) as usize;
         if count.saturating_mul(item_bytes) > self.bytes.len() {
-            return Err(format!("{count} items do not fit in {} bytes", self.bytes.len()));
+            return Err(format!(
+                "{count} items do not fit in {} bytes",
+                self.bytes.len()
+            ));
         }
         Ok(count)
     }
@@ -644,8 +650,14 @@ mod tests {
     #[test]
     fn sequences_follow_on_duplicates_are_found_and_gaps_refused() {
         let mut state = ProducerState::new(0);
-        assert_eq!(append(&mut state, header(7, 0, 0, 3, 0)).unwrap(), Verdict::Append);
-        assert_eq!(append(&mut state, header(7, 0, 3, 2, 3)).unwrap(), Verdict::Append);
+        assert_eq!(
+            append(&mut state, header(7, 0, 0, 3, 0)).unwrap(),
+            Verdict::Append
+        );
+        assert_eq!(
+            append(&mut state, header(7, 0, 3, 2, 3)).unwrap(),
+            Verdict::Append
+        );
         let Verdict::Duplicate(first) = append(&mut state, header(7, 0, 0, 3, 99)).unwrap() else {
             panic!("a retry is a duplicate");
         };
@@ -658,7 +670,10 @@ mod tests {
             append(&mut state, header(7, 0, 4, 1, 5)),
             Err(StorageError::OutOfOrderSequence(_))
         ));
-        assert_eq!(append(&mut state, header(7, 0, 5, 1, 5)).unwrap(), Verdict::Append);
+        assert_eq!(
+            append(&mut state, header(7, 0, 5, 1, 5)).unwrap(),
+            Verdict::Append
+        );
     }
 
     #[test]
@@ -673,10 +688,16 @@ mod tests {
             append(&mut state, header(1, 4, 5, 1, 1)),
             Err(StorageError::OutOfOrderSequence(_))
         ));
-        assert_eq!(append(&mut state, header(1, 4, 0, 1, 1)).unwrap(), Verdict::Append);
+        assert_eq!(
+            append(&mut state, header(1, 4, 0, 1, 1)).unwrap(),
+            Verdict::Append
+        );
         assert_eq!(state.producer(1).unwrap().epoch, 4);
         // An unknown producer may start anywhere (its entry may have expired).
-        assert_eq!(append(&mut state, header(2, 0, 42, 1, 2)).unwrap(), Verdict::Append);
+        assert_eq!(
+            append(&mut state, header(2, 0, 42, 1, 2)).unwrap(),
+            Verdict::Append
+        );
     }
 
     #[test]
@@ -684,7 +705,10 @@ mod tests {
         let mut state = ProducerState::new(0);
         append(&mut state, header(1, 0, i32::MAX - 1, 3, 0)).unwrap();
         assert_eq!(state.producer(1).unwrap().last_seq(), 0);
-        assert_eq!(append(&mut state, header(1, 0, 1, 1, 3)).unwrap(), Verdict::Append);
+        assert_eq!(
+            append(&mut state, header(1, 0, 1, 1, 3)).unwrap(),
+            Verdict::Append
+        );
     }
 
     #[test]
@@ -731,11 +755,22 @@ mod tests {
         let mut marker = header(1, 0, -1, 1, 13);
         marker.attributes =
             protocol::batch::ATTRIBUTE_TRANSACTIONAL | protocol::batch::ATTRIBUTE_CONTROL;
-        state.apply(&marker, Some(Marker { commit: false, coordinator_epoch: 5 }));
+        state.apply(
+            &marker,
+            Some(Marker {
+                commit: false,
+                coordinator_epoch: 5,
+            }),
+        );
         assert_eq!(state.first_unstable_offset(), Some(12));
         assert_eq!(
             state.aborted_between(0, 100),
-            vec![AbortedTxn { producer_id: 1, first_offset: 10, last_offset: 13, last_stable_offset: 12 }]
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 13,
+                last_stable_offset: 12
+            }]
         );
         assert!(state.aborted_between(14, 100).is_empty());
         assert_eq!(state.producer(1).unwrap().coordinator_epoch, 5);
@@ -752,12 +787,16 @@ mod tests {
         data.attributes = protocol::batch::ATTRIBUTE_TRANSACTIONAL;
         state.apply(&data, None);
         state.write_snapshot(dir.path()).unwrap();
-        let loaded = ProducerState::load_snapshot(dir.path(), 100).unwrap().unwrap();
+        let loaded = ProducerState::load_snapshot(dir.path(), 100)
+            .unwrap()
+            .unwrap();
         assert_eq!(loaded.producers, state.producers);
         assert_eq!(loaded.ongoing, state.ongoing);
         assert_eq!(loaded.end_offset(), 15);
         // Above the end: removed.
-        assert!(ProducerState::load_snapshot(dir.path(), 14).unwrap().is_none());
+        assert!(ProducerState::load_snapshot(dir.path(), 14)
+            .unwrap()
+            .is_none());
         assert!(list_snapshots(dir.path()).unwrap().is_empty());
         // Corrupt: ignored.
         state.write_snapshot(dir.path()).unwrap();
@@ -766,7 +805,9 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(ProducerState::load_snapshot(dir.path(), 100).unwrap().is_none());
+        assert!(ProducerState::load_snapshot(dir.path(), 100)
+            .unwrap()
+            .is_none());
         // A count larger than the file: refused before anything is allocated.
         let mut forged = MAGIC.to_vec();
         let body = u32::MAX.to_be_bytes();

@@ -8,14 +8,22 @@ mod common;
 use common::{batch, config, marker_batch, open, producer_batch, NOW};
 use storage::{LogConfig, PartitionLog, StorageError};
 
-fn append(log: &mut PartitionLog, bytes: bytes::Bytes) -> Result<storage::AppendInfo, StorageError> {
+fn append(
+    log: &mut PartitionLog,
+    bytes: bytes::Bytes,
+) -> Result<storage::AppendInfo, StorageError> {
     log.append(bytes, 0, NOW)
 }
 
 /// Everything a log holds, from its start, as a fetch returns it.
 fn all_bytes(log: &PartitionLog) -> bytes::Bytes {
-    log.read(log.log_start_offset(), usize::MAX >> 1, log.log_end_offset(), true)
-        .unwrap()
+    log.read(
+        log.log_start_offset(),
+        usize::MAX >> 1,
+        log.log_end_offset(),
+        true,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -25,11 +33,17 @@ fn a_retried_batch_gets_its_first_offsets_and_is_not_written_again() {
     append(&mut log, batch(2, 10, NOW)).unwrap();
     let first = append(&mut log, producer_batch(7, 0, 0, 3, false)).unwrap();
     let second = append(&mut log, producer_batch(7, 0, 3, 2, false)).unwrap();
-    assert_eq!((first.first_offset, first.last_offset, first.duplicate), (2, 4, false));
+    assert_eq!(
+        (first.first_offset, first.last_offset, first.duplicate),
+        (2, 4, false)
+    );
     assert_eq!((second.first_offset, second.last_offset), (5, 6));
     let end = log.log_end_offset();
     let retry = append(&mut log, producer_batch(7, 0, 0, 3, false)).unwrap();
-    assert_eq!((retry.first_offset, retry.last_offset, retry.duplicate), (2, 4, true));
+    assert_eq!(
+        (retry.first_offset, retry.last_offset, retry.duplicate),
+        (2, 4, true)
+    );
     assert_eq!(log.log_end_offset(), end, "nothing written");
     // A gap, an overlap and an older epoch are refused; the next sequence is not.
     for (epoch, sequence) in [(0, 6), (0, 4)] {
@@ -49,21 +63,40 @@ fn a_retried_batch_gets_its_first_offsets_and_is_not_written_again() {
 
 /// The state a fresh leader would check the next batches against.
 /// Its last batch had `last_count` records.
-fn expect_continues(log: &mut PartitionLog, producer_id: i64, next_sequence: i32, last_count: usize) {
+fn expect_continues(
+    log: &mut PartitionLog,
+    producer_id: i64,
+    next_sequence: i32,
+    last_count: usize,
+) {
     let retry = log
         .append(
-            producer_batch(producer_id, 0, next_sequence - last_count as i32, last_count, false),
+            producer_batch(
+                producer_id,
+                0,
+                next_sequence - last_count as i32,
+                last_count,
+                false,
+            ),
             0,
             NOW,
         )
         .unwrap();
     assert!(retry.duplicate, "the last batch is known");
     assert!(matches!(
-        log.append(producer_batch(producer_id, 0, next_sequence + 1, 1, false), 0, NOW),
+        log.append(
+            producer_batch(producer_id, 0, next_sequence + 1, 1, false),
+            0,
+            NOW
+        ),
         Err(StorageError::OutOfOrderSequence(_))
     ));
     let next = log
-        .append(producer_batch(producer_id, 0, next_sequence, 1, false), 0, NOW)
+        .append(
+            producer_batch(producer_id, 0, next_sequence, 1, false),
+            0,
+            NOW,
+        )
         .unwrap();
     assert!(!next.duplicate);
 }
@@ -140,7 +173,9 @@ fn a_follower_knows_the_producers_when_it_becomes_leader() {
             .append_as_leader(producer_batch(5, 0, sequence, 1, false), 1, NOW)
             .unwrap();
     }
-    follower.append_as_follower(all_bytes(&leader), NOW).unwrap();
+    follower
+        .append_as_follower(all_bytes(&leader), NOW)
+        .unwrap();
     // The producer retries its last batch at the new leader.
     let retry = follower
         .append_as_leader(producer_batch(5, 0, 3, 1, false), 2, NOW)
@@ -158,9 +193,15 @@ fn transactions_are_tracked_through_markers_and_restarts() {
     let (leader_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut source = open(leader_dir.path(), config());
     // Producer 8 aborts, producer 9 stays open.
-    source.append_as_leader(producer_batch(8, 0, 0, 2, true), 0, NOW).unwrap();
-    source.append_as_leader(producer_batch(9, 0, 0, 1, true), 0, NOW).unwrap();
-    source.append_as_leader(producer_batch(8, 0, 2, 1, true), 0, NOW).unwrap();
+    source
+        .append_as_leader(producer_batch(8, 0, 0, 2, true), 0, NOW)
+        .unwrap();
+    source
+        .append_as_leader(producer_batch(9, 0, 0, 1, true), 0, NOW)
+        .unwrap();
+    source
+        .append_as_leader(producer_batch(8, 0, 2, 1, true), 0, NOW)
+        .unwrap();
     let mut log = open(dir.path(), config());
     log.append_as_follower(all_bytes(&source), NOW).unwrap();
     log.append_as_follower(
@@ -174,10 +215,21 @@ fn transactions_are_tracked_through_markers_and_restarts() {
     .unwrap();
     for clean in [true, false] {
         let state = log.producers();
-        assert_eq!(state.first_unstable_offset(), Some(2), "producer 9's transaction is open");
+        assert_eq!(
+            state.first_unstable_offset(),
+            Some(2),
+            "producer 9's transaction is open"
+        );
         let aborted = state.aborted_between(0, 10);
         assert_eq!(aborted.len(), 1);
-        assert_eq!((aborted[0].producer_id, aborted[0].first_offset, aborted[0].last_offset), (8, 0, 4));
+        assert_eq!(
+            (
+                aborted[0].producer_id,
+                aborted[0].first_offset,
+                aborted[0].last_offset
+            ),
+            (8, 0, 4)
+        );
         assert_eq!(state.producer(8).unwrap().coordinator_epoch, 3);
         if clean {
             log.close().unwrap();

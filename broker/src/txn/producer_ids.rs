@@ -32,7 +32,11 @@ impl ProducerIds {
         let mut block = self.block.lock().await;
         if block.is_empty() {
             let first = self.store.allocate_producer_ids(BLOCK_SIZE).await?;
-            tracing::info!(first, count = BLOCK_SIZE, "allocated a block of producer ids");
+            tracing::info!(
+                first,
+                count = BLOCK_SIZE,
+                "allocated a block of producer ids"
+            );
             *block = first..first + BLOCK_SIZE;
         }
         let id = block.start;

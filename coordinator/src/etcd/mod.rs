@@ -617,7 +617,10 @@ impl MetadataStore for EtcdStore {
                 serde_json::to_vec(&record).expect("a record serializes"),
                 None,
             );
-            let response = self.inner.txn(Txn::new().when([guard]).and_then([put])).await?;
+            let response = self
+                .inner
+                .txn(Txn::new().when([guard]).and_then([put]))
+                .await?;
             if response.succeeded() {
                 return Ok(first);
             }

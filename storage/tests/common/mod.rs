@@ -171,7 +171,11 @@ pub fn producer_batch(
             producer_id,
             producer_epoch: epoch,
             sequence: sequence + i as i32,
-            ..record(i as i64, NOW, format!("p{producer_id}-e{epoch}-s{}", sequence + i as i32).into_bytes())
+            ..record(
+                i as i64,
+                NOW,
+                format!("p{producer_id}-e{epoch}-s{}", sequence + i as i32).into_bytes(),
+            )
         })
         .collect();
     encode(&records, Compression::None)
