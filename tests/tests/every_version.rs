@@ -62,6 +62,8 @@ fn request(api_key: ApiKey) -> Exchange {
         ApiKey::OffsetDelete => pair(OffsetDeleteRequest::default()),
         ApiKey::DescribeCluster => pair(DescribeClusterRequest::default()),
         ApiKey::DescribeTopicPartitions => pair(DescribeTopicPartitionsRequest::default()),
+        ApiKey::InitProducerId => pair(InitProducerIdRequest::default()),
+        ApiKey::DescribeProducers => pair(DescribeProducersRequest::default()),
         other => panic!("{other:?} is advertised: add a request for it here"),
     }
 }
