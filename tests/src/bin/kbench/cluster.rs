@@ -63,6 +63,15 @@ pub fn cluster_phases(
     let cpu: Vec<CpuMeter> = pids.iter().map(|pid| CpuMeter::start(*pid)).collect();
     let replicated = load::produce(&bootstrap, "cluster-1024-all", 1024, "all", false, duration)?;
     let cluster_cpu: f64 = cpu.into_iter().map(|meter| meter.read().0).sum();
+    create_replicated(runtime, &bootstrap, "cluster-1024-idempotent")?;
+    let idempotent = load::produce(
+        &bootstrap,
+        "cluster-1024-idempotent",
+        1024,
+        "idempotent",
+        false,
+        duration,
+    )?;
     create_replicated(runtime, &bootstrap, "cluster-1024-1")?;
     let replicated_acks_1 =
         load::produce(&bootstrap, "cluster-1024-1", 1024, "1", false, duration)?;
@@ -80,6 +89,7 @@ pub fn cluster_phases(
     ));
     for (produced, acks, cpu) in [
         (&replicated, "all", Some(cluster_cpu)),
+        (&idempotent, "all, idempotent", None),
         (&replicated_acks_1, "1", None),
     ] {
         report.line(format!(

@@ -68,12 +68,18 @@ impl ProducerContext for Counting {
     }
 }
 
+/// A producer with `acks` "0", "1", "all", or "idempotent" (acks=all with
+/// `enable.idempotence`).
 pub fn producer(
     bootstrap: &str,
     acks: &str,
     linger_ms: u32,
 ) -> anyhow::Result<(ThreadedProducer<Counting>, Counting)> {
     let context = Counting::default();
+    let (acks, idempotent) = match acks {
+        "idempotent" => ("all", true),
+        acks => (acks, false),
+    };
     let producer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", acks)
@@ -83,7 +89,7 @@ pub fn producer(
         .set("queue.buffering.max.messages", "2000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("compression.type", "none")
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", idempotent.to_string())
         .create_with_context(context.clone())?;
     Ok((producer, context))
 }

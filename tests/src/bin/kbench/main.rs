@@ -214,7 +214,15 @@ fn run(
     report.line("| records | acks | records/s | MB/s | of disk (buffered) | of loopback TCP | broker CPU s/GB | kbench CPU s/GB | broker peak RSS MiB |");
     report.line("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut consume = None;
-    for (record_bytes, acks) in [(1024, "1"), (1024, "all"), (100, "1"), (100, "all")] {
+    let mut plain_and_idempotent = Vec::new();
+    for (record_bytes, acks) in [
+        (1024, "1"),
+        (1024, "all"),
+        (1024, "idempotent"),
+        (100, "1"),
+        (100, "all"),
+        (100, "idempotent"),
+    ] {
         let topic = format!("produce-{record_bytes}-{acks}");
         runtime.block_on(load::create_topic(&bootstrap, &topic, 1, 1))?;
         let cpu = CpuMeter::start(pid);
@@ -233,6 +241,9 @@ fn run(
             own_cpu / gb,
             peak as f64 / MIB as f64,
         ));
+        if acks != "1" {
+            plain_and_idempotent.push((record_bytes, acks, produced.records_per_second()));
+        }
         if record_bytes == 1024 && acks == "1" {
             // Read it back now, while it is in the page cache (later
             // phases' writes would push it out on a small machine), once
@@ -242,6 +253,15 @@ fn run(
             let cpu = CpuMeter::start(pid);
             let consumed = load::consume_all(&bootstrap, &topic)?;
             consume = Some((produced, consumed, cpu.read()));
+        }
+    }
+    report.line("");
+    for pair in plain_and_idempotent.chunks(2) {
+        if let [(record_bytes, _, plain), (_, _, idempotent)] = pair {
+            report.line(format!(
+                "Idempotent against plain acks=all at {record_bytes} B: {:.2}×",
+                idempotent / plain
+            ));
         }
     }
     report.line("");
