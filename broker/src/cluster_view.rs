@@ -23,6 +23,7 @@ use crate::data_dir;
 use crate::group::OFFSETS_TOPIC;
 use crate::state::{Broker, Partition, Topic, Topics};
 use crate::topic_config;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Applies every snapshot the store publishes until shutdown.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -75,6 +76,9 @@ impl Broker {
             };
             if name == OFFSETS_TOPIC {
                 self.groups.set_offsets_topic(topic.clone());
+            }
+            if name == TRANSACTION_STATE_TOPIC {
+                self.transactions.set_state_topic(topic.clone());
             }
             next.by_id.insert(topic.topic_id, topic.clone());
             next.by_name.insert(name.clone(), topic);
@@ -289,15 +293,25 @@ impl Broker {
                 self.fetchers.unfollow(partition);
             }
         }
-        if &*partition.topic != OFFSETS_TOPIC {
-            return;
-        }
-        if acting.is_some() && (!is_leader || leads_anew) {
-            self.groups.unload_partition(partition.index);
-        }
-        if leads_anew {
-            self.groups
-                .load_partition(partition, std::time::Instant::now(), now_ms());
+        // Group and transaction coordination move with the leaders of
+        // their internal topics' partitions.
+        let lost = acting.is_some() && (!is_leader || leads_anew);
+        if &*partition.topic == OFFSETS_TOPIC {
+            if lost {
+                self.groups.unload_partition(partition.index);
+            }
+            if leads_anew {
+                self.groups
+                    .load_partition(partition, std::time::Instant::now(), now_ms());
+            }
+        } else if &*partition.topic == TRANSACTION_STATE_TOPIC {
+            if lost {
+                self.transactions.unload_partition(partition.index);
+            }
+            if leads_anew {
+                self.transactions
+                    .load_partition(partition, state.leader_epoch);
+            }
         }
     }
 
@@ -341,6 +355,9 @@ impl Broker {
         partition.stop_leading();
         if &*partition.topic == OFFSETS_TOPIC {
             self.groups.unload_partition(partition.index);
+        }
+        if &*partition.topic == TRANSACTION_STATE_TOPIC {
+            self.transactions.unload_partition(partition.index);
         }
         let Some(log) = partition.take_log() else {
             return;

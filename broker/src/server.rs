@@ -72,6 +72,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         shutdown.clone(),
         move || expiring.groups.expire_offsets(now_ms()),
     ));
+    tracker.spawn(crate::txn::markers::run(broker.clone(), shutdown.clone()));
+    tracker.spawn(transaction_timers(broker.clone(), shutdown.clone()));
     let expiring = broker.clone();
     tracker.spawn(every(
         broker
@@ -188,6 +190,27 @@ async fn every(period_ms: u64, shutdown: CancellationToken, mut action: impl FnM
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => action(),
+        }
+    }
+}
+
+/// Aborts transactions past their timeout (every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`) and
+/// forgets expired transactional ids (every
+/// `transaction.remove.expired.transaction.cleanup.interval.ms`).
+async fn transaction_timers(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let config = broker.transactions.config();
+    let mut aborts =
+        tokio::time::interval(Duration::from_millis(config.abort_timed_out_interval_ms));
+    let mut expiry =
+        tokio::time::interval(Duration::from_millis(config.remove_expired_interval_ms));
+    aborts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = aborts.tick() => broker.transactions.abort_timed_out().await,
+            _ = expiry.tick() => broker.transactions.expire_transactional_ids().await,
         }
     }
 }

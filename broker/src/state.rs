@@ -268,6 +268,41 @@ impl Partition {
         now_ms: i64,
         min_insync_replicas: Option<usize>,
     ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
+        self.append_with(min_insync_replicas, |log, leader_epoch| {
+            log.append_as_leader(records, leader_epoch, now_ms)
+        })
+    }
+
+    /// [`Self::append`] of batches a coordinator writes for a producer
+    /// (transactional offset commits): only the producer's epoch is checked.
+    pub fn append_as_coordinator(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
+        self.append_with(None, |log, leader_epoch| {
+            log.append_as_coordinator(records, leader_epoch, now_ms)
+        })
+    }
+
+    /// Appends a transaction marker (WriteTxnMarkers) as the leader.
+    pub fn append_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: storage::Marker,
+        now_ms: i64,
+    ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
+        self.append_with(None, |log, leader_epoch| {
+            log.append_marker(producer_id, producer_epoch, marker, leader_epoch, now_ms)
+        })
+    }
+
+    fn append_with(
+        self: &Arc<Self>,
+        min_insync_replicas: Option<usize>,
+        append: impl FnOnce(&mut PartitionLog, i32) -> Result<AppendInfo, StorageError>,
+    ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
         let (appended, sync) = self.lead(|log, state| {
             if min_insync_replicas.is_some_and(|min| state.isr.len() < min) {
                 return (
@@ -278,7 +313,7 @@ impl Partition {
                     Ok(None),
                 );
             }
-            let appended = log.append_as_leader(records, state.leader_epoch, now_ms);
+            let appended = append(log, state.leader_epoch);
             if appended.is_ok() {
                 self.advance_high_watermark(log, state);
             }
@@ -384,6 +419,7 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Hands out producer ids (InitProducerId).
     pub producer_ids: crate::txn::ProducerIds,
+    pub transactions: crate::txn::TransactionCoordinator,
     /// This broker's followers' fetches from their leaders.
     pub(crate) fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// The topic-config defaults: static broker configs with the dynamic
@@ -411,8 +447,10 @@ impl Broker {
             config.replica_fetch,
         );
         let producer_ids = crate::txn::ProducerIds::new(store.clone());
+        let transactions = crate::txn::TransactionCoordinator::new(config.transactions.clone());
         let broker = Broker {
             producer_ids,
+            transactions,
             fetchers,
             node: Arc::new(LocalNode {
                 node_id: config.node_id,
@@ -481,29 +519,61 @@ impl Broker {
     /// Kafka does, with `offsets.topic.replication.factor` replicas (fewer
     /// if fewer brokers are alive).
     pub async fn ensure_offsets_topic(&self) -> Result<(), TopicError> {
-        if self.topic(OFFSETS_TOPIC).is_some() {
+        let config = &self.config.groups;
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            config.offsets_topic_replication_factor,
+            config.offsets_topic_segment_bytes,
+            None,
+        )
+        .await
+    }
+
+    /// Creates `__transaction_state` the first time a transactional
+    /// producer needs it, with `transaction.state.log.replication.factor`
+    /// replicas (fewer if fewer brokers are alive) and
+    /// `transaction.state.log.min.isr` (capped by the replicas, so that a
+    /// single broker can run transactions).
+    pub async fn ensure_transaction_state_topic(&self) -> Result<(), TopicError> {
+        let config = &self.config.transactions;
+        self.ensure_internal_topic(
+            crate::txn::TRANSACTION_STATE_TOPIC,
+            config.state_log_partitions,
+            config.state_log_replication_factor,
+            config.state_log_segment_bytes,
+            Some(config.state_log_min_isr),
+        )
+        .await
+    }
+
+    /// Creates a compacted internal topic unless it exists.
+    async fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        segment_bytes: u64,
+        min_insync_replicas: Option<usize>,
+    ) -> Result<(), TopicError> {
+        if self.topic(name).is_some() {
             return Ok(());
         }
-        let config = &self.config.groups;
-        let configs = BTreeMap::from([
+        let live = self.metadata().brokers.len().max(1);
+        let replication_factor = replication_factor.min(live as i16);
+        let mut configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("compression.type".to_string(), "producer".to_string()),
-            (
-                "segment.bytes".to_string(),
-                config.offsets_topic_segment_bytes.to_string(),
-            ),
+            ("segment.bytes".to_string(), segment_bytes.to_string()),
         ]);
-        let live = self.metadata().brokers.len().max(1);
-        let replication_factor = config.offsets_topic_replication_factor.min(live as i16);
+        if let Some(min) = min_insync_replicas {
+            configs.insert(
+                "min.insync.replicas".to_string(),
+                min.min(replication_factor as usize).to_string(),
+            );
+        }
         match self
-            .create_topic(
-                OFFSETS_TOPIC,
-                config.offsets_topic_partitions,
-                replication_factor,
-                None,
-                configs,
-                false,
-            )
+            .create_topic(name, partitions, replication_factor, None, configs, false)
             .await
         {
             Ok(_) => Ok(()),
@@ -820,7 +890,7 @@ impl Broker {
 
 /// Topics the broker keeps for itself: clients may read but not write or delete them.
 pub fn is_internal(name: &str) -> bool {
-    name == OFFSETS_TOPIC
+    name == OFFSETS_TOPIC || name == crate::txn::TRANSACTION_STATE_TOPIC
 }
 
 /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.

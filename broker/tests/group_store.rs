@@ -34,6 +34,18 @@ async fn commit(
     offsets: &[(i32, i64, &str)],
     now_ms: i64,
 ) {
+    commit_for(broker, group, topic, offsets, now_ms, None).await
+}
+
+/// A commit; with `producer`, a transactional one (TxnOffsetCommit).
+async fn commit_for(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    offsets: &[(i32, i64, &str)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) {
     let results = broker
         .groups
         .commit(
@@ -52,6 +64,7 @@ async fn commit(
                         metadata: metadata.to_string(),
                     })
                     .collect(),
+                producer,
             },
             now_ms,
         )
@@ -60,9 +73,21 @@ async fn commit(
 }
 
 fn committed(broker: &Broker, group: &str, topic: &str, partition: i32) -> Option<Committed> {
-    let found = broker
-        .groups
-        .fetch_offsets(group, Some(vec![(topic.to_string(), vec![partition])]));
+    fetch(broker, group, topic, partition, false)
+}
+
+fn fetch(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    require_stable: bool,
+) -> Option<Committed> {
+    let found = broker.groups.fetch_offsets(
+        group,
+        Some(vec![(topic.to_string(), vec![partition])]),
+        require_stable,
+    );
     found[0].1[0].1.clone()
 }
 
@@ -85,7 +110,8 @@ async fn commits_and_deletions_survive_a_restart() {
         Some(Committed {
             offset: 11,
             leader_epoch: 0,
-            metadata: "c".into()
+            metadata: "c".into(),
+            unstable: false,
         })
     );
     assert_eq!(committed(&broker, "g1", "t", 1).map(|c| c.offset), Some(20));
@@ -161,4 +187,71 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Writes the marker that ends `producer`'s transaction on the group's
+/// partition of `__consumer_offsets`, as a coordinator's WriteTxnMarkers does.
+async fn end_txn(broker: &Broker, group: &str, producer: (i64, i16), commit: bool) {
+    let count = broker
+        .topic(broker::group::OFFSETS_TOPIC)
+        .unwrap()
+        .partitions
+        .len() as i32;
+    let partition = broker::group::records::partition_for(group, count);
+    let marker = broker::txn::markers::MarkerWrite {
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        commit,
+        coordinator_epoch: 0,
+    };
+    let results = broker::txn::markers::write_markers(
+        broker,
+        marker,
+        &[(broker::group::OFFSETS_TOPIC.to_string(), partition)],
+    )
+    .await;
+    assert_eq!(results, vec![0]);
+}
+
+#[tokio::test]
+async fn transactional_commits_count_once_their_transaction_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = 1_700_000_000_000;
+    {
+        let broker = open(dir.path());
+        broker.ensure_offsets_topic().await.unwrap();
+        commit(&broker, "g", "t", &[(0, 5, "")], now_ms).await;
+        commit_for(&broker, "g", "t", &[(0, 10, "")], now_ms, Some((7, 0))).await;
+        // Pending: the old offset, or UNSTABLE_OFFSET_COMMIT when asked for stable ones.
+        assert_eq!(committed(&broker, "g", "t", 0).map(|c| c.offset), Some(5));
+        assert!(fetch(&broker, "g", "t", 0, true).unwrap().unstable);
+        end_txn(&broker, "g", (7, 0), true).await;
+        assert_eq!(
+            fetch(&broker, "g", "t", 0, true).map(|c| c.offset),
+            Some(10)
+        );
+        // Aborted: never counts.
+        commit_for(&broker, "g", "t", &[(0, 20, "")], now_ms, Some((7, 1))).await;
+        end_txn(&broker, "g", (7, 1), false).await;
+        assert_eq!(
+            fetch(&broker, "g", "t", 0, true).map(|c| c.offset),
+            Some(10)
+        );
+        // Open at the crash.
+        commit_for(&broker, "g", "t", &[(1, 30, "")], now_ms, Some((8, 0))).await;
+    }
+    let broker = open(dir.path());
+    assert_eq!(
+        fetch(&broker, "g", "t", 0, true).map(|c| c.offset),
+        Some(10)
+    );
+    assert!(
+        fetch(&broker, "g", "t", 1, true).unwrap().unstable,
+        "still open after the restart"
+    );
+    end_txn(&broker, "g", (8, 0), true).await;
+    assert_eq!(
+        fetch(&broker, "g", "t", 1, true).map(|c| c.offset),
+        Some(30)
+    );
 }

@@ -27,6 +27,13 @@ pub enum StorageError {
     /// A producer batch whose sequence does not follow its producer's last.
     #[error("{0}")]
     OutOfOrderSequence(String),
+    /// A producer batch that does not fit the producer's transaction (a
+    /// plain batch while its transaction is open).
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// A transaction marker from a coordinator older than the last one.
+    #[error("{0}")]
+    TransactionCoordinatorFenced(String),
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {
         offset: i64,

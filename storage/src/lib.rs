@@ -98,3 +98,4 @@ pub use cleaner::CleanStats;
 pub use config::{LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog, RollSync};
+pub use producer::Marker;

@@ -23,7 +23,7 @@ use crate::cleaner::{self, CleanStats, CleanedGroup, Pass};
 use crate::config::{LogConfig, READ_BYTES_MAX, RECOVERY_CHUNK_BYTES};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
-use crate::producer::{parse_marker, ProducerEntry, ProducerState, Verdict};
+use crate::producer::{marker_batch, parse_marker, Marker, ProducerEntry, ProducerState, Verdict};
 use crate::records::walk_records;
 use crate::segment::{
     parse_segment_file_name, segment_file_name, PreparedBatch, Segment, SegmentSync, LOG_SUFFIX,
@@ -34,6 +34,15 @@ const _: fn() = || {
     fn shareable<T: Send + Sync>() {}
     shareable::<PartitionLog>();
 };
+
+/// Who appends as the leader, and so which producer checks apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppendOrigin {
+    /// A producer: idempotence and transaction checks.
+    Client,
+    /// A coordinator writing for a producer: only its epoch is checked.
+    Coordinator,
+}
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,9 +230,72 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
+        self.append_leader(records, leader_epoch, now_ms, AppendOrigin::Client)
+    }
+
+    /// Appends batches a coordinator writes for a producer (transactional
+    /// offset commits to `__consumer_offsets`), as the leader: validated as
+    /// producer batches, but of the producer checks only the epoch applies.
+    pub fn append_as_coordinator(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_leader(records, leader_epoch, now_ms, AppendOrigin::Coordinator)
+    }
+
+    /// Appends a transaction marker (WriteTxnMarkers) as the leader: a
+    /// control batch that ends the producer's transaction in this partition.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.last_now_ms = now_ms;
+        self.producers
+            .check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let bytes = marker_batch(producer_id, producer_epoch, marker, now_ms)?;
+        let header = BatchHeader::parse(&bytes).map_err(StorageError::from_producer_batch)?;
+        let first_offset = self.log_end_offset();
+        let prepared = prepare(&[(header, bytes.clone())], first_offset, leader_epoch, -1)?;
+        self.write_prepared(&prepared, first_offset, now_ms)?;
+        if self.epochs.assign(leader_epoch, first_offset) {
+            self.epochs.persist(&self.dir)?;
+        }
+        self.apply_producers(&prepared, &[bytes])?;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: first_offset,
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// The last stable offset: below it every transaction has ended (read
+    /// committed consumers read up to here). The first offset of the oldest
+    /// open transaction, capped by the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(self.high_watermark, |first| first.min(self.high_watermark))
+            .max(self.log_start_offset)
+    }
+
+    fn append_leader(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, StorageError> {
         self.last_now_ms = now_ms;
         let batches = self.validate(&records, now_ms)?;
-        if let Some(duplicate) = self.check_producers(&batches)? {
+        if let Some(duplicate) = self.check_producers(&batches, origin)? {
             return Ok(AppendInfo {
                 first_offset: duplicate.first_offset,
                 last_offset: duplicate.last_offset,
@@ -258,7 +330,14 @@ impl PartitionLog {
     fn check_producers(
         &self,
         batches: &[(BatchHeader, Bytes)],
+        origin: AppendOrigin,
     ) -> Result<Option<crate::producer::BatchMetadata>, StorageError> {
+        if origin == AppendOrigin::Coordinator {
+            for (header, _) in batches {
+                self.producers.check_coordinator(header)?;
+            }
+            return Ok(None);
+        }
         let mut pending: std::collections::HashMap<i64, ProducerEntry> = Default::default();
         for (header, _) in batches {
             match self.producers.check(&pending, header)? {

@@ -245,6 +245,11 @@ impl ProducerState {
             // Unknown (new, or expired): any sequence starts it.
             return Ok(Verdict::Append);
         };
+        if !header.is_transactional() && entry.txn_first_offset.is_some() {
+            return Err(StorageError::InvalidTxnState(format!(
+                "a non-transactional batch of producer {producer_id} while its transaction is open"
+            )));
+        }
         let (epoch, first_seq, last_seq) = (
             header.producer_epoch,
             header.base_sequence,
@@ -273,6 +278,47 @@ impl ProducerState {
             )));
         }
         Ok(Verdict::Append)
+    }
+
+    /// Checks a batch a coordinator writes for a producer (transactional
+    /// offset commits): only that its epoch is not older than the current.
+    pub fn check_coordinator(&self, header: &BatchHeader) -> Result<(), StorageError> {
+        match self.producers.get(&header.producer_id) {
+            Some(entry) if header.producer_epoch < entry.epoch => {
+                Err(StorageError::InvalidProducerEpoch(format!(
+                    "epoch {} of producer {} is older than its current epoch {}",
+                    header.producer_epoch, header.producer_id, entry.epoch
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a transaction marker: from the producer's current epoch or a
+    /// newer one (a coordinator fencing it), and from a coordinator at
+    /// least as new as the last one that wrote a marker.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), StorageError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.epoch {
+            return Err(StorageError::InvalidProducerEpoch(format!(
+                "a transaction marker at epoch {producer_epoch} of producer {producer_id}, older than its current epoch {}",
+                entry.epoch
+            )));
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(StorageError::TransactionCoordinatorFenced(format!(
+                "a transaction marker of producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {}",
+                entry.coordinator_epoch
+            )));
+        }
+        Ok(())
     }
 
     /// What applying `header` would make of its producer's entry, for the
@@ -503,6 +549,49 @@ fn update_data_entry(entry: &mut ProducerEntry, header: &BatchHeader) {
         entry.batches.pop_front();
     }
     entry.last_timestamp = header.max_timestamp;
+}
+
+/// A transaction marker as a control batch of one record, as Kafka writes
+/// it: transactional and control attributes, the producer's id and epoch,
+/// no sequence; key (version 0, type 0 abort / 1 commit), value (version 0,
+/// coordinator epoch).
+pub fn marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: Marker,
+    timestamp_ms: i64,
+) -> Result<bytes::Bytes, StorageError> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut value = vec![0u8, 0];
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: NO_SEQUENCE,
+        timestamp: timestamp_ms,
+        key: Some(bytes::Bytes::from(vec![0, 0, 0, marker.commit as u8])),
+        value: Some(bytes::Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|error| StorageError::InvalidRecord(format!("encoding a marker: {error}")))?;
+    Ok(buf.freeze())
 }
 
 /// The marker in a control batch (the whole stored batch): its record's key

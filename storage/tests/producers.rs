@@ -239,3 +239,107 @@ fn transactions_are_tracked_through_markers_and_restarts() {
         log = open(dir.path(), config());
     }
 }
+
+#[test]
+fn markers_end_transactions_and_move_the_last_stable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config());
+    append(&mut log, batch(2, 10, NOW)).unwrap();
+    append(&mut log, producer_batch(1, 0, 0, 2, true)).unwrap(); // offsets 2-3
+    append(&mut log, producer_batch(2, 0, 0, 1, true)).unwrap(); // offset 4
+    assert_eq!(
+        log.last_stable_offset(),
+        2,
+        "producer 1's transaction is open"
+    );
+    // A plain batch from a producer inside a transaction is refused.
+    assert!(matches!(
+        append(&mut log, producer_batch(1, 0, 2, 1, false)),
+        Err(StorageError::InvalidTxnState(_))
+    ));
+    let abort = storage::Marker {
+        commit: false,
+        coordinator_epoch: 7,
+    };
+    let info = log.append_marker(1, 0, abort, 0, NOW).unwrap();
+    log.set_high_watermark(log.log_end_offset());
+    assert_eq!(info.first_offset, 5);
+    assert_eq!(log.last_stable_offset(), 4, "producer 2's is still open");
+    let aborted = log.producers().aborted_between(0, 100);
+    assert_eq!(
+        (
+            aborted[0].producer_id,
+            aborted[0].first_offset,
+            aborted[0].last_offset
+        ),
+        (1, 2, 5)
+    );
+    // Markers from older epochs or older coordinators are fenced (the
+    // coordinator epochs are per producer: 6 is new for producer 2).
+    log.append_marker(
+        2,
+        0,
+        storage::Marker {
+            commit: true,
+            coordinator_epoch: 6,
+        },
+        0,
+        NOW,
+    )
+    .unwrap();
+    assert!(matches!(
+        log.append_marker(
+            1,
+            0,
+            storage::Marker {
+                commit: true,
+                coordinator_epoch: 6
+            },
+            0,
+            NOW
+        ),
+        Err(StorageError::TransactionCoordinatorFenced(_))
+    ));
+    append(&mut log, producer_batch(1, 1, 0, 1, true)).unwrap();
+    assert!(matches!(
+        log.append_marker(
+            1,
+            0,
+            storage::Marker {
+                commit: true,
+                coordinator_epoch: 8
+            },
+            0,
+            NOW
+        ),
+        Err(StorageError::InvalidProducerEpoch(_))
+    ));
+    log.set_high_watermark(log.log_end_offset());
+    assert_eq!(log.last_stable_offset(), 7);
+    // The markers are control batches in the log, read back as such.
+    let headers = common::headers(&all_bytes(&log));
+    assert_eq!(headers.iter().filter(|h| h.is_control()).count(), 2);
+    // And the state comes back from the log alone.
+    log.close().unwrap();
+    for snapshot in common::segment_files(dir.path(), ".snapshot") {
+        std::fs::remove_file(snapshot).unwrap();
+    }
+    let log = open(dir.path(), config());
+    assert_eq!(log.producers().first_unstable_offset(), Some(7));
+    assert_eq!(log.producers().aborted_between(0, 100).len(), 1);
+    assert_eq!(log.producers().producer(2).unwrap().coordinator_epoch, 6);
+}
+
+#[test]
+fn a_coordinator_append_checks_only_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config());
+    append(&mut log, producer_batch(3, 2, 0, 1, true)).unwrap();
+    // Any sequence (a coordinator writes none), but not an older epoch.
+    log.append_as_coordinator(producer_batch(3, 2, 40, 1, true), 0, NOW)
+        .unwrap();
+    assert!(matches!(
+        log.append_as_coordinator(producer_batch(3, 1, 0, 1, true), 0, NOW),
+        Err(StorageError::InvalidProducerEpoch(_))
+    ));
+}

@@ -64,6 +64,13 @@ fn request(api_key: ApiKey) -> Exchange {
         ApiKey::DescribeTopicPartitions => pair(DescribeTopicPartitionsRequest::default()),
         ApiKey::InitProducerId => pair(InitProducerIdRequest::default()),
         ApiKey::DescribeProducers => pair(DescribeProducersRequest::default()),
+        ApiKey::AddPartitionsToTxn => pair(AddPartitionsToTxnRequest::default()),
+        ApiKey::AddOffsetsToTxn => pair(AddOffsetsToTxnRequest::default()),
+        ApiKey::EndTxn => pair(EndTxnRequest::default()),
+        ApiKey::WriteTxnMarkers => pair(WriteTxnMarkersRequest::default()),
+        ApiKey::TxnOffsetCommit => pair(TxnOffsetCommitRequest::default()),
+        ApiKey::DescribeTransactions => pair(DescribeTransactionsRequest::default()),
+        ApiKey::ListTransactions => pair(ListTransactionsRequest::default()),
         other => panic!("{other:?} is advertised: add a request for it here"),
     }
 }

@@ -26,11 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Record;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -182,6 +180,9 @@ pub struct CommitRequest {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub offsets: Vec<CommitOffset>,
+    /// TxnOffsetCommit: the producer id and epoch whose transaction the
+    /// offsets belong to (they count once it commits).
+    pub producer: Option<(i64, i16)>,
 }
 
 /// A committed offset as OffsetFetch returns it.
@@ -190,6 +191,9 @@ pub struct Committed {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// A transaction that commits an offset for the partition is open
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
+    pub unstable: bool,
 }
 
 /// OffsetFetch's answer: per topic, each partition's committed offset (if any).
@@ -289,6 +293,10 @@ struct Group {
     initial_delay_until: Option<Instant>,
     sync_deadline: Option<Instant>,
     offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Transactional offset commits (TxnOffsetCommit) by producer id, until
+    /// the producer's transaction ends: a commit marker makes them the
+    /// committed offsets, an abort marker drops them.
+    pending_txn: HashMap<i64, BTreeMap<(String, i32), OffsetValue>>,
 }
 
 impl Group {
@@ -309,6 +317,7 @@ impl Group {
             initial_delay_until: None,
             sync_deadline: None,
             offsets: BTreeMap::new(),
+            pending_txn: HashMap::new(),
         }
     }
 
@@ -586,46 +595,62 @@ impl GroupCoordinator {
     /// of that partition.
     pub fn load_partition(&self, partition: &Partition, now: Instant, now_ms: i64) {
         let mut groups = self.lock();
-        let records = partition.with_log(|log| {
-            let mut records = Vec::new();
-            let mut offset = log.log_start_offset();
-            let end = log.log_end_offset();
-            while offset < end {
-                let chunk = match log.read(offset, 1 << 20, end, true) {
-                    Ok(chunk) if !chunk.is_empty() => chunk,
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::error!(partition = partition.index, %error, "reading __consumer_offsets failed");
-                        break;
-                    }
-                };
-                let mut buf = chunk;
-                match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
-                    Ok(sets) => {
-                        for set in sets {
-                            for record in set.records {
-                                offset = offset.max(record.offset + 1);
-                                records.push(record);
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(partition = partition.index, offset, %error, "undecodable batch in __consumer_offsets; stopping this partition");
-                        break;
-                    }
-                }
-            }
-            records
-        });
+        let records = partition.with_log(read_all_records);
         let Ok(records) = records else {
             return;
         };
         let loaded = records.len();
+        // Transactional offset commits wait for their producer's marker.
+        let mut open: HashMap<i64, Vec<(RecordKey, Option<Bytes>)>> = HashMap::new();
         for record in records {
             let Some(key) = record.key else { continue };
-            match RecordKey::decode(key) {
-                Ok(key) => replay(&mut groups, key, record.value, now, now_ms),
-                Err(error) => tracing::warn!(%error, "skipping a record of __consumer_offsets"),
+            if record.control {
+                // A marker: key (version, type 0 abort / 1 commit).
+                let commit = key.len() >= 4 && key[3] == 1;
+                for (key, value) in open.remove(&record.producer_id).unwrap_or_default() {
+                    if commit {
+                        replay(&mut groups, key, value, now, now_ms);
+                    }
+                }
+                continue;
+            }
+            let key = match RecordKey::decode(key) {
+                Ok(key) => key,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a record of __consumer_offsets");
+                    continue;
+                }
+            };
+            if record.transactional {
+                open.entry(record.producer_id)
+                    .or_default()
+                    .push((key, record.value));
+            } else {
+                replay(&mut groups, key, record.value, now, now_ms);
+            }
+        }
+        for (producer_id, entries) in open {
+            for (key, value) in entries {
+                let (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    },
+                    Some(value),
+                ) = (key, value)
+                else {
+                    continue;
+                };
+                if let Ok(value) = OffsetValue::decode(value) {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms))
+                        .pending_txn
+                        .entry(producer_id)
+                        .or_default()
+                        .insert((topic, partition), value);
+                }
             }
         }
         self.owned
@@ -700,6 +725,17 @@ impl GroupCoordinator {
         group: &str,
         entries: Vec<(RecordKey, Option<Bytes>)>,
     ) -> Result<Option<Appended>, i16> {
+        self.persist_for(group, entries, None)
+    }
+
+    /// [`Self::persist`]; with `producer`, as a transactional batch of that
+    /// producer (TxnOffsetCommit), whose epoch the log checks.
+    fn persist_for(
+        &self,
+        group: &str,
+        entries: Vec<(RecordKey, Option<Bytes>)>,
+        producer: Option<(i64, i16)>,
+    ) -> Result<Option<Appended>, i16> {
         if entries.is_empty() {
             return Ok(None);
         }
@@ -711,36 +747,21 @@ impl GroupCoordinator {
             return Err(code(ResponseError::CoordinatorNotAvailable));
         };
         let now = crate::clock::now_ms();
-        let batch: Vec<Record> = entries
+        let entries = entries
             .into_iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                // The append stamps the leader epoch.
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(key.encode()),
-                value,
-                headers: Default::default(),
-            })
+            .map(|(key, value)| (key.encode(), value))
             .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
+        let batch = match records::internal_batch(entries, now, producer) {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(group, %error, "encoding a __consumer_offsets batch failed");
+                return Err(code(ResponseError::UnknownServerError));
+            }
         };
-        if let Err(error) = RecordBatchEncoder::encode(&mut buf, batch.iter(), &options) {
-            tracing::error!(group, %error, "encoding a __consumer_offsets batch failed");
-            return Err(code(ResponseError::UnknownServerError));
-        }
-        let appended = partition.append(buf.freeze(), now, None);
+        let appended = match producer {
+            None => partition.append(batch, now, None),
+            Some(_) => partition.append_as_coordinator(batch, now),
+        };
         match appended {
             Ok(Ok((info, leader_epoch))) => Ok(Some(Appended {
                 partition: partition.clone(),
@@ -749,6 +770,10 @@ impl GroupCoordinator {
             })),
             Ok(Err(AppendError::Storage(storage::StorageError::MessageTooLarge { .. }))) => {
                 Err(code(ResponseError::InvalidCommitOffsetSize))
+            }
+            Ok(Err(AppendError::Storage(storage::StorageError::InvalidProducerEpoch(message)))) => {
+                tracing::info!(group, %message, "transactional offset commit fenced");
+                Err(code(ResponseError::InvalidProducerEpoch))
             }
             Ok(Err(error)) => {
                 tracing::error!(group, %error, "appending to __consumer_offsets failed");
@@ -1312,15 +1337,33 @@ impl GroupCoordinator {
             return all(ResponseError::NotCoordinator);
         }
         let mut groups = self.lock();
+        let transactional = request.producer.is_some();
         let group = match groups.get_mut(&request.group_id) {
             Some(group) => group,
-            // Commits outside group management create the group (as Kafka does).
-            None if request.generation_id < 0 => groups
+            // Commits outside group management create the group (as Kafka
+            // does), and so do transactional ones.
+            None if request.generation_id < 0 || transactional => groups
                 .entry(request.group_id.clone())
                 .or_insert_with(|| Group::new(&request.group_id, now_ms)),
             None => return all(ResponseError::IllegalGeneration),
         };
-        let error = if group.state == GroupState::Dead {
+        // Kafka's checks for TxnOffsetCommit (v3+ names the member, KIP-447):
+        // a member id and a generation are checked only when given.
+        let error = if transactional {
+            if group.state == GroupState::Dead {
+                Some(ResponseError::CoordinatorNotAvailable)
+            } else if group.fenced(request.group_instance_id.as_deref(), &request.member_id) {
+                Some(ResponseError::FencedInstanceId)
+            } else if !request.member_id.is_empty()
+                && !group.members.contains_key(&request.member_id)
+            {
+                Some(ResponseError::UnknownMemberId)
+            } else if request.generation_id >= 0 && request.generation_id != group.generation {
+                Some(ResponseError::IllegalGeneration)
+            } else {
+                None
+            }
+        } else if group.state == GroupState::Dead {
             Some(ResponseError::CoordinatorNotAvailable)
         } else if group.fenced(request.group_instance_id.as_deref(), &request.member_id) {
             Some(ResponseError::FencedInstanceId)
@@ -1366,7 +1409,7 @@ impl GroupCoordinator {
             ));
             accepted.push((i, value));
         }
-        let appended = match self.persist(&request.group_id, entries) {
+        let appended = match self.persist_for(&request.group_id, entries, request.producer) {
             Ok(appended) => appended,
             Err(error_code) => {
                 for (i, _) in &accepted {
@@ -1377,11 +1420,42 @@ impl GroupCoordinator {
         };
         for (i, value) in accepted {
             let commit = &request.offsets[i];
-            group
-                .offsets
-                .insert((commit.topic.clone(), commit.partition), value);
+            let key = (commit.topic.clone(), commit.partition);
+            match request.producer {
+                Some((producer_id, _)) => {
+                    group
+                        .pending_txn
+                        .entry(producer_id)
+                        .or_default()
+                        .insert(key, value);
+                }
+                None => {
+                    group.offsets.insert(key, value);
+                }
+            }
         }
         (results, appended)
+    }
+
+    /// A transaction marker for `producer_id` was written to partition
+    /// `index` of `__consumer_offsets`: its transactional offset commits in
+    /// the groups of that partition count now (commit) or never (abort).
+    pub fn complete_txn(&self, index: i32, producer_id: i64, commit: bool) {
+        let Some(count) = self.partition_count() else {
+            return;
+        };
+        let mut groups = self.lock();
+        for (id, group) in groups.iter_mut() {
+            if records::partition_for(id, count) != index {
+                continue;
+            }
+            if let Some(pending) = group.pending_txn.remove(&producer_id) {
+                tracing::debug!(group = %id, producer_id, commit, offsets = pending.len(), "transactional offsets settled");
+                if commit {
+                    group.offsets.extend(pending);
+                }
+            }
+        }
     }
 
     /// Committed offsets of `group_id`: of the given partitions (None where
@@ -1390,17 +1464,29 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
     ) -> CommittedByTopic {
         let groups = self.lock();
-        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        let group = groups.get(group_id);
+        let offsets = group.map(|g| &g.offsets);
         let committed = |topic: &str, partition: i32| {
-            offsets
-                .and_then(|o| o.get(&(topic.to_string(), partition)))
-                .map(|v| Committed {
-                    offset: v.offset,
-                    leader_epoch: v.leader_epoch,
-                    metadata: v.metadata.clone(),
-                })
+            let key = (topic.to_string(), partition);
+            let unstable = require_stable
+                && group.is_some_and(|g| g.pending_txn.values().any(|p| p.contains_key(&key)));
+            if unstable {
+                return Some(Committed {
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    unstable: true,
+                });
+            }
+            offsets.and_then(|o| o.get(&key)).map(|v| Committed {
+                offset: v.offset,
+                leader_epoch: v.leader_epoch,
+                metadata: v.metadata.clone(),
+                unstable: false,
+            })
         };
         match wanted {
             Some(wanted) => wanted
@@ -1701,6 +1787,41 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// Every record of an internal topic's partition, from its log start to its
+/// log end, in offset order (what a new leader replays). An undecodable
+/// batch ends the read, with an error logged.
+pub(crate) fn read_all_records(log: &mut storage::PartitionLog) -> Vec<Record> {
+    let mut records = Vec::new();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let chunk = match log.read(offset, 1 << 20, end, true) {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            Ok(_) => break,
+            Err(error) => {
+                tracing::error!(dir = %log.dir().display(), %error, "reading an internal topic failed");
+                break;
+            }
+        };
+        let mut buf = chunk;
+        match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
+            Ok(sets) => {
+                for set in sets {
+                    for record in set.records {
+                        offset = offset.max(record.offset + 1);
+                        records.push(record);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(dir = %log.dir().display(), offset, %error, "undecodable batch in an internal topic; stopping here");
+                break;
+            }
+        }
+    }
+    records
 }
 
 /// The record that deletes a committed offset.

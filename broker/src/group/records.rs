@@ -60,8 +60,8 @@ pub struct MemberValue {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("malformed __consumer_offsets record: {0}")]
-pub struct RecordError(String);
+#[error("malformed internal topic record: {0}")]
+pub struct RecordError(pub(crate) String);
 
 impl RecordKey {
     pub fn group(&self) -> &str {
@@ -219,7 +219,7 @@ impl GroupValue {
     }
 }
 
-fn put_string(buf: &mut BytesMut, text: &str) {
+pub(crate) fn put_string(buf: &mut BytesMut, text: &str) {
     buf.put_i16(text.len() as i16);
     buf.put_slice(text.as_bytes());
 }
@@ -236,7 +236,7 @@ fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
     buf.put_slice(bytes);
 }
 
-fn need(buf: &Bytes, bytes: usize) -> Result<(), RecordError> {
+pub(crate) fn need(buf: &Bytes, bytes: usize) -> Result<(), RecordError> {
     if buf.remaining() < bytes {
         return Err(RecordError(format!(
             "needs {bytes} more bytes, {} left",
@@ -246,22 +246,22 @@ fn need(buf: &Bytes, bytes: usize) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn get_i16(buf: &mut Bytes) -> Result<i16, RecordError> {
+pub(crate) fn get_i16(buf: &mut Bytes) -> Result<i16, RecordError> {
     need(buf, 2)?;
     Ok(buf.get_i16())
 }
 
-fn get_i32(buf: &mut Bytes) -> Result<i32, RecordError> {
+pub(crate) fn get_i32(buf: &mut Bytes) -> Result<i32, RecordError> {
     need(buf, 4)?;
     Ok(buf.get_i32())
 }
 
-fn get_i64(buf: &mut Bytes) -> Result<i64, RecordError> {
+pub(crate) fn get_i64(buf: &mut Bytes) -> Result<i64, RecordError> {
     need(buf, 8)?;
     Ok(buf.get_i64())
 }
 
-fn get_nullable_string(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
+pub(crate) fn get_nullable_string(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
     let len = get_i16(buf)?;
     if len < 0 {
         return Ok(None);
@@ -273,7 +273,7 @@ fn get_nullable_string(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
         .map_err(|_| RecordError("string is not UTF-8".into()))
 }
 
-fn get_string(buf: &mut Bytes) -> Result<String, RecordError> {
+pub(crate) fn get_string(buf: &mut Bytes) -> Result<String, RecordError> {
     get_nullable_string(buf)?.ok_or_else(|| RecordError("null where a string is required".into()))
 }
 
@@ -284,6 +284,51 @@ fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
     }
     need(buf, len as usize)?;
     Ok(buf.split_to(len as usize))
+}
+
+/// Key-value records as one uncompressed batch for an internal topic
+/// (`__consumer_offsets`, `__transaction_state`), timestamped `now_ms`; with
+/// `producer`, a transactional batch of that producer id and epoch (no
+/// sequence: a coordinator writes it for the producer).
+pub fn internal_batch(
+    entries: Vec<(Bytes, Option<Bytes>)>,
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> anyhow::Result<Bytes> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            // The append stamps the leader epoch.
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The batch's base sequence is the first record's: -1, none.
+            // (The encoder keeps records in one batch while offset -
+            // sequence stays the same.)
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)?;
+    Ok(buf.freeze())
 }
 
 /// The `__consumer_offsets` partition of a group, as Kafka computes it:

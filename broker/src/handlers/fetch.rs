@@ -13,9 +13,10 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::time::Instant;
 
 use super::Origin;
@@ -220,7 +221,10 @@ enum Read {
     Records {
         records: Result<Bytes, StorageError>,
         high_watermark: i64,
+        last_stable_offset: i64,
         log_start_offset: i64,
+        /// For read_committed: the aborted transactions among what was read.
+        aborted: Option<Vec<storage::producer::AbortedTxn>>,
     },
     /// The follower's log diverges from the leader's after this epoch's end.
     Diverging {
@@ -251,12 +255,26 @@ fn read_partition(
     }
     let limit = limit.min(usize::try_from(request.partition_max_bytes).unwrap_or(0));
     let result = partition.lead(|log, state| match reader {
-        Reader::Consumer { .. } => {
+        Reader::Consumer { read_committed } => {
             let high_watermark = log.high_watermark();
+            let last_stable_offset = log.last_stable_offset();
+            // read_committed reads up to the last stable offset, and is told
+            // which transactions below it were aborted (all that overlap
+            // what it may read: a superset of what this answer holds).
+            let (max_offset, aborted) = if read_committed {
+                let aborted = log
+                    .producers()
+                    .aborted_between(request.fetch_offset, last_stable_offset);
+                (last_stable_offset, Some(aborted))
+            } else {
+                (high_watermark, None)
+            };
             Read::Records {
-                records: log.read(request.fetch_offset, limit, high_watermark, min_one),
+                records: log.read(request.fetch_offset, limit, max_offset, min_one),
                 high_watermark,
+                last_stable_offset,
                 log_start_offset: log.log_start_offset(),
+                aborted,
             }
         }
         Reader::Follower {
@@ -293,7 +311,9 @@ fn read_partition(
             Read::Records {
                 records: log.read(request.fetch_offset, limit, log_end_offset, min_one),
                 high_watermark: log.high_watermark(),
+                last_stable_offset: log.last_stable_offset(),
                 log_start_offset: log.log_start_offset(),
+                aborted: None,
             }
         }
     });
@@ -306,12 +326,20 @@ fn read_partition(
                 .with_current_leader(current_leader(broker, &topic.name, request.partition))
         }
     };
-    let (records, high_watermark, log_start_offset) = match read {
+    let (records, high_watermark, last_stable_offset, log_start_offset, aborted) = match read {
         Read::Records {
             records,
             high_watermark,
+            last_stable_offset,
             log_start_offset,
-        } => (records, high_watermark, log_start_offset),
+            aborted,
+        } => (
+            records,
+            high_watermark,
+            last_stable_offset,
+            log_start_offset,
+            aborted,
+        ),
         Read::Diverging { epoch, end_offset } => {
             return data
                 .with_high_watermark(-1)
@@ -326,18 +354,22 @@ fn read_partition(
             return data.with_error_code(error_code).with_high_watermark(-1)
         }
     };
-    let read_committed = matches!(
-        reader,
-        Reader::Consumer {
-            read_committed: true
-        }
-    );
+    // Null unless read_committed, as Kafka sends it.
+    let aborted = aborted.map(|aborted| {
+        aborted
+            .into_iter()
+            .map(|txn| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(txn.producer_id))
+                    .with_first_offset(txn.first_offset)
+            })
+            .collect()
+    });
     let data = data
         .with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark)
+        .with_last_stable_offset(last_stable_offset)
         .with_log_start_offset(log_start_offset)
-        // No transactions yet: nothing aborted; null unless read_committed, as Kafka sends.
-        .with_aborted_transactions(read_committed.then(Vec::new));
+        .with_aborted_transactions(aborted);
     match records {
         Ok(records) => data.with_records(Some(records)),
         Err(error) => {

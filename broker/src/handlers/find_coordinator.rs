@@ -1,6 +1,7 @@
-//! FindCoordinator: which broker coordinates a consumer group (or, later, a
-//! transactional id): the leader of the group's `__consumer_offsets`
-//! partition, as in Kafka.
+//! FindCoordinator: which broker coordinates a consumer group or a
+//! transactional id: the leader of the group's `__consumer_offsets`
+//! partition, or of the id's `__transaction_state` partition, as in Kafka.
+//! Each topic is created when first needed.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -11,6 +12,7 @@ use super::Origin;
 use crate::errors::{code, NONE};
 use crate::group::{records::partition_for, OFFSETS_TOPIC};
 use crate::state::Broker;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -25,17 +27,17 @@ pub async fn handle(
     version: i16,
     origin: Origin<'_>,
 ) -> FindCoordinatorResponse {
-    // Groups live in __consumer_offsets: it is created on first need.
-    let available = if request.key_type == KEY_TYPE_GROUP {
-        match broker.ensure_offsets_topic().await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::error!(%error, "creating __consumer_offsets failed");
-                false
-            }
+    let ensured = match request.key_type {
+        KEY_TYPE_GROUP => Some(broker.ensure_offsets_topic().await),
+        KEY_TYPE_TRANSACTION => Some(broker.ensure_transaction_state_topic().await),
+        _ => None,
+    };
+    let available = match ensured {
+        Some(Err(error)) => {
+            tracing::error!(%error, key_type = request.key_type, "creating a coordinator topic failed");
+            false
         }
-    } else {
-        true
+        _ => true,
     };
     let keys = if version >= BATCHED_VERSION_MIN {
         request.coordinator_keys
@@ -73,27 +75,22 @@ fn coordinator(
             .with_error_code(code(error))
             .with_error_message(Some(StrBytes::from_string(message.to_owned())))
     };
-    match key_type {
-        KEY_TYPE_GROUP if !available => {
-            return failed(
-                ResponseError::CoordinatorNotAvailable,
-                "the group coordinator is not available",
-            )
-        }
-        KEY_TYPE_GROUP => {}
-        KEY_TYPE_TRANSACTION => {
-            return failed(
-                ResponseError::CoordinatorNotAvailable,
-                "transactions are not implemented yet",
-            )
-        }
+    let topic = match key_type {
+        KEY_TYPE_GROUP => OFFSETS_TOPIC,
+        KEY_TYPE_TRANSACTION => TRANSACTION_STATE_TOPIC,
         other => {
             tracing::info!(key_type = other, "FindCoordinator with an unknown key type");
             return failed(ResponseError::InvalidRequest, "unknown key type");
         }
+    };
+    if !available {
+        return failed(
+            ResponseError::CoordinatorNotAvailable,
+            "the coordinator is not available",
+        );
     }
     let metadata = broker.metadata();
-    let leader = metadata.topic(OFFSETS_TOPIC).and_then(|topic| {
+    let leader = metadata.topic(topic).and_then(|topic| {
         let index = partition_for(key.as_str(), topic.partitions.len() as i32);
         topic.partitions.get(index as usize).map(|p| p.leader)
     });
@@ -102,7 +99,7 @@ fn coordinator(
     else {
         return failed(
             ResponseError::CoordinatorNotAvailable,
-            "the group's coordinator is not available: its partition has no live leader",
+            "the coordinator is not available: its partition has no live leader",
         );
     };
     Coordinator::default()

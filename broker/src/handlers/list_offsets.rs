@@ -15,10 +15,13 @@ const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+/// `isolation_level` of read_committed consumers.
+const READ_COMMITTED: i8 = 1;
 /// The response carries the leader epoch from v4 on.
 const LEADER_EPOCH_VERSION_MIN: i16 = 4;
 
 pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = request
         .topics
         .into_iter()
@@ -31,7 +34,9 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                 .map(|partition_request| {
                     let index = partition_request.partition_index;
                     match topic.as_ref().and_then(|topic| topic.partition(index)) {
-                        Some(partition) => list_partition(partition, partition_request, version),
+                        Some(partition) => {
+                            list_partition(partition, partition_request, version, read_committed)
+                        }
                         None if broker.metadata().partition(name, index).is_some() => {
                             failed(partition_request, code(ResponseError::NotLeaderOrFollower))
                         }
@@ -62,6 +67,7 @@ fn list_partition(
     partition: &Partition,
     request: &ListOffsetsPartition,
     version: i16,
+    read_committed: bool,
 ) -> ListOffsetsPartitionResponse {
     let epoch_error =
         errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch());
@@ -70,6 +76,8 @@ fn list_partition(
     }
     let found = partition.lead(|log, state| {
         let found = match request.timestamp {
+            // read_committed consumers end at the last stable offset.
+            LATEST_TIMESTAMP if read_committed => Ok(Some((log.last_stable_offset(), -1))),
             LATEST_TIMESTAMP => Ok(Some((log.high_watermark(), -1))),
             EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
             MAX_TIMESTAMP => log.max_timestamp(),

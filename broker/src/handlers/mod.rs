@@ -17,6 +17,7 @@ mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod producers;
+mod txn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -176,7 +177,26 @@ pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>
         }
         Request::OffsetDelete(body) => Response::OffsetDelete(offsets::offset_delete(broker, body)),
         Request::InitProducerId(body) => {
-            Response::InitProducerId(producers::init_producer_id(broker, body).await)
+            Response::InitProducerId(producers::init_producer_id(broker, body, version).await)
+        }
+        Request::AddPartitionsToTxn(body) => {
+            Response::AddPartitionsToTxn(txn::add_partitions_to_txn(broker, body, version).await)
+        }
+        Request::AddOffsetsToTxn(body) => {
+            Response::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, body, version).await)
+        }
+        Request::EndTxn(body) => Response::EndTxn(txn::end_txn(broker, body, version).await),
+        Request::WriteTxnMarkers(body) => {
+            Response::WriteTxnMarkers(txn::write_txn_markers(broker, body).await)
+        }
+        Request::TxnOffsetCommit(body) => {
+            Response::TxnOffsetCommit(txn::txn_offset_commit(broker, body, version).await)
+        }
+        Request::DescribeTransactions(body) => {
+            Response::DescribeTransactions(txn::describe_transactions(broker, body))
+        }
+        Request::ListTransactions(body) => {
+            Response::ListTransactions(txn::list_transactions(broker, body))
         }
         Request::DescribeProducers(body) => {
             Response::DescribeProducers(producers::describe_producers(broker, body))

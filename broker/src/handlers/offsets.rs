@@ -82,6 +82,7 @@ pub async fn offset_commit(
                     member_id: request.member_id.to_string(),
                     group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
                     offsets: commits,
+                    producer: None,
                 },
                 now_ms(),
             )
@@ -110,7 +111,13 @@ pub async fn offset_commit(
 /// the same fields) for a partition and its committed offset, if any.
 macro_rules! fetched_partition {
     ($kind:ty, $index:expr, $committed:expr, $version:expr) => {{
-        let (offset, epoch, metadata) = match $committed {
+        let (offset, epoch, metadata, error_code) = match $committed {
+            Some(c) if c.unstable => (
+                -1,
+                -1,
+                String::new(),
+                code(ResponseError::UnstableOffsetCommit),
+            ),
             Some(c) => (
                 c.offset,
                 if $version >= LEADER_EPOCH_FETCH_VERSION_MIN {
@@ -119,15 +126,16 @@ macro_rules! fetched_partition {
                     -1
                 },
                 c.metadata,
+                NONE,
             ),
-            None => (-1, -1, String::new()),
+            None => (-1, -1, String::new(), NONE),
         };
         <$kind>::default()
             .with_partition_index($index)
             .with_committed_offset(offset)
             .with_committed_leader_epoch(epoch)
             .with_metadata(Some(StrBytes::from_string(metadata)))
-            .with_error_code(NONE)
+            .with_error_code(error_code)
     }};
 }
 
@@ -154,7 +162,7 @@ pub fn offset_fetch(
                 });
                 let topics = broker
                     .groups
-                    .fetch_offsets(group.group_id.0.as_str(), wanted)
+                    .fetch_offsets(group.group_id.0.as_str(), wanted, request.require_stable)
                     .into_iter()
                     .map(|(topic, partitions)| {
                         OffsetFetchResponseTopics::default()
@@ -193,7 +201,7 @@ pub fn offset_fetch(
     });
     let topics = broker
         .groups
-        .fetch_offsets(request.group_id.0.as_str(), wanted)
+        .fetch_offsets(request.group_id.0.as_str(), wanted, request.require_stable)
         .into_iter()
         .map(|(topic, partitions)| {
             OffsetFetchResponseTopic::default()

@@ -14,16 +14,36 @@ use kafka_protocol::protocol::StrBytes;
 use crate::errors::{self, code};
 use crate::state::Broker;
 
+/// InitProducerId v3+ carries the producer id and epoch the producer had (KIP-360).
+const KEEP_PRODUCER_VERSION_MIN: i16 = 3;
+
 pub async fn init_producer_id(
     broker: &Broker,
     request: InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        tracing::info!("InitProducerId for a transactional id: transactions are not built yet");
-        return response.with_error_code(code(ResponseError::InvalidRequest));
+    if let Some(transactional_id) = &request.transactional_id {
+        let expected = (version >= KEEP_PRODUCER_VERSION_MIN)
+            .then_some((request.producer_id.0, request.producer_epoch));
+        return match broker
+            .transactions
+            .init_producer_id(
+                broker,
+                transactional_id,
+                request.transaction_timeout_ms,
+                expected,
+                version,
+            )
+            .await
+        {
+            Ok((producer_id, epoch)) => response
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            Err(error_code) => response.with_error_code(error_code),
+        };
     }
     // An idempotent producer: a new id at epoch 0, whatever it had (Kafka
     // does the same when it asks with its old id and epoch, KIP-360).

@@ -1,7 +1,14 @@
 //! Idempotent and transactional producers, the broker's side: producer ids
-//! (`producer_ids`). The per-partition producer state (sequences, epochs,
-//! open transactions) lives with each log, in `storage::producer`.
+//! (`producer_ids`), the transaction coordinator (`coordinator`) with its
+//! `__transaction_state` records (`log`), and the writing of transaction
+//! markers to the partitions of a transaction (`markers`). The
+//! per-partition producer state (sequences, epochs, open transactions, the
+//! last stable offset) lives with each log, in `storage::producer`.
 
+pub mod coordinator;
+pub mod log;
+pub mod markers;
 pub mod producer_ids;
 
+pub use coordinator::{TransactionCoordinator, TRANSACTION_STATE_TOPIC};
 pub use producer_ids::ProducerIds;

@@ -1,0 +1,473 @@
+//! The transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn (on the
+//! transaction coordinator), TxnOffsetCommit (on the group coordinator),
+//! WriteTxnMarkers (on partition leaders, from coordinators), and
+//! DescribeTransactions / ListTransactions for operators.
+
+use std::collections::BTreeSet;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::clock::now_ms;
+use crate::errors::{code, NONE};
+use crate::group::{records::partition_for, CommitOffset, CommitRequest, OFFSETS_TOPIC};
+use crate::state::Broker;
+use crate::txn::markers::{self, MarkerWrite};
+
+/// AddPartitionsToTxn v4+ batches transactions (brokers verifying them, KIP-890).
+const ADD_PARTITIONS_BATCHED_VERSION_MIN: i16 = 4;
+/// PRODUCER_FENCED is known to AddPartitionsToTxn, AddOffsetsToTxn and
+/// EndTxn from v2, older versions get INVALID_PRODUCER_EPOCH (KIP-588).
+const PRODUCER_FENCED_VERSION_MIN: i16 = 2;
+/// TxnOffsetCommit v3+ names the group member (KIP-447).
+const TXN_COMMIT_MEMBER_VERSION_MIN: i16 = 3;
+
+type TopicPartition = (String, i32);
+
+/// The partitions of a request's topics, and those the cluster lacks.
+fn partitions_of(
+    broker: &Broker,
+    topics: &[AddPartitionsToTxnTopic],
+) -> (Vec<TopicPartition>, BTreeSet<TopicPartition>) {
+    let metadata = broker.metadata();
+    let mut all = Vec::new();
+    let mut unknown = BTreeSet::new();
+    for topic in topics {
+        for index in &topic.partitions {
+            let partition = (topic.name.0.to_string(), *index);
+            if metadata.partition(&partition.0, *index).is_none() {
+                unknown.insert(partition.clone());
+            }
+            all.push(partition);
+        }
+    }
+    (all, unknown)
+}
+
+/// Per-topic results: `unknown` partitions get UNKNOWN_TOPIC_OR_PARTITION
+/// and the others OPERATION_NOT_ATTEMPTED when some are unknown, else every
+/// partition gets `error_code`.
+fn topic_results(
+    topics: &[AddPartitionsToTxnTopic],
+    unknown: &BTreeSet<(String, i32)>,
+    error_code: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
+        .iter()
+        .map(|topic| {
+            let results = topic
+                .partitions
+                .iter()
+                .map(|index| {
+                    let error_code = if unknown.is_empty() {
+                        error_code
+                    } else if unknown.contains(&(topic.name.0.to_string(), *index)) {
+                        code(ResponseError::UnknownTopicOrPartition)
+                    } else {
+                        code(ResponseError::OperationNotAttempted)
+                    };
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*index)
+                        .with_partition_error_code(error_code)
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_results_by_partition(results)
+        })
+        .collect()
+}
+
+pub async fn add_partitions_to_txn(
+    broker: &Broker,
+    request: AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    let knows_fenced = version >= PRODUCER_FENCED_VERSION_MIN;
+    if version < ADD_PARTITIONS_BATCHED_VERSION_MIN {
+        let (partitions, unknown) = partitions_of(broker, &request.v3_and_below_topics);
+        let error_code = if unknown.is_empty() {
+            broker
+                .transactions
+                .add_partitions(
+                    &request.v3_and_below_transactional_id.0,
+                    request.v3_and_below_producer_id.0,
+                    request.v3_and_below_producer_epoch,
+                    &partitions,
+                    knows_fenced,
+                )
+                .await
+                .err()
+                .unwrap_or(NONE)
+        } else {
+            NONE
+        };
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+            topic_results(&request.v3_and_below_topics, &unknown, error_code),
+        );
+    }
+    // v4+: several transactions; with verify_only, a leader asks whether
+    // the partitions are in the transaction already (KIP-890).
+    let mut results = Vec::with_capacity(request.transactions.len());
+    for transaction in request.transactions {
+        let (partitions, unknown) = partitions_of(broker, &transaction.topics);
+        let id = transaction.transactional_id.0.to_string();
+        let topic_results = if transaction.verify_only {
+            let in_txn = broker.transactions.describe(&id).ok().filter(|txn| {
+                txn.producer_id == transaction.producer_id.0
+                    && txn.producer_epoch == transaction.producer_epoch
+                    && txn.state == crate::txn::log::TxnState::Ongoing
+            });
+            transaction
+                .topics
+                .iter()
+                .map(|topic| {
+                    let results = topic
+                        .partitions
+                        .iter()
+                        .map(|index| {
+                            let added = in_txn.as_ref().is_some_and(|txn| {
+                                txn.partitions.contains(&(topic.name.0.to_string(), *index))
+                            });
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*index)
+                                .with_partition_error_code(if added {
+                                    NONE
+                                } else {
+                                    code(ResponseError::InvalidTxnState)
+                                })
+                        })
+                        .collect();
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(topic.name.clone())
+                        .with_results_by_partition(results)
+                })
+                .collect()
+        } else {
+            let error_code = if unknown.is_empty() {
+                broker
+                    .transactions
+                    .add_partitions(
+                        &id,
+                        transaction.producer_id.0,
+                        transaction.producer_epoch,
+                        &partitions,
+                        true,
+                    )
+                    .await
+                    .err()
+                    .unwrap_or(NONE)
+            } else {
+                NONE
+            };
+            topic_results(&transaction.topics, &unknown, error_code)
+        };
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(transaction.transactional_id)
+                .with_topic_results(topic_results),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+pub async fn add_offsets_to_txn(
+    broker: &Broker,
+    request: AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
+    let response = AddOffsetsToTxnResponse::default();
+    if let Err(error) = broker.ensure_offsets_topic().await {
+        tracing::error!(%error, "creating __consumer_offsets failed");
+        return response.with_error_code(code(ResponseError::CoordinatorNotAvailable));
+    }
+    let Some(count) = broker
+        .topic(OFFSETS_TOPIC)
+        .map(|topic| topic.partitions.len() as i32)
+    else {
+        return response.with_error_code(code(ResponseError::CoordinatorNotAvailable));
+    };
+    // The group's partition of __consumer_offsets joins the transaction.
+    let partition = (
+        OFFSETS_TOPIC.to_string(),
+        partition_for(&request.group_id.0, count),
+    );
+    let result = broker
+        .transactions
+        .add_partitions(
+            &request.transactional_id.0,
+            request.producer_id.0,
+            request.producer_epoch,
+            &[partition],
+            version >= PRODUCER_FENCED_VERSION_MIN,
+        )
+        .await;
+    response.with_error_code(result.err().unwrap_or(NONE))
+}
+
+pub async fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnResponse {
+    let result = broker
+        .transactions
+        .end_txn(
+            &request.transactional_id.0,
+            request.producer_id.0,
+            request.producer_epoch,
+            request.committed,
+            version >= PRODUCER_FENCED_VERSION_MIN,
+        )
+        .await;
+    EndTxnResponse::default()
+        .with_error_code(result.err().unwrap_or(NONE))
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+pub async fn write_txn_markers(
+    broker: &Broker,
+    request: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    let mut results = Vec::with_capacity(request.markers.len());
+    for marker in request.markers {
+        let partitions: Vec<(String, i32)> = marker
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partition_indexes
+                    .iter()
+                    .map(|index| (topic.name.0.to_string(), *index))
+            })
+            .collect();
+        let write = MarkerWrite {
+            producer_id: marker.producer_id.0,
+            producer_epoch: marker.producer_epoch,
+            commit: marker.transaction_result,
+            coordinator_epoch: marker.coordinator_epoch,
+        };
+        let mut codes = markers::write_markers(broker, write, &partitions)
+            .await
+            .into_iter();
+        let topics = marker
+            .topics
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partition_indexes
+                    .iter()
+                    .map(|index| {
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(*index)
+                            .with_error_code(codes.next().unwrap_or(NONE))
+                    })
+                    .collect();
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(topic.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        results.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(marker.producer_id)
+                .with_topics(topics),
+        );
+    }
+    WriteTxnMarkersResponse::default().with_markers(results)
+}
+
+pub async fn txn_offset_commit(
+    broker: &Broker,
+    request: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let metadata = broker.metadata();
+    let mut commits = Vec::new();
+    let mut placed = Vec::new(); // (topic, partition, Ok(commit index) | Err(code))
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            let known = metadata
+                .partition(&topic.name.0, partition.partition_index)
+                .is_some();
+            if !known {
+                placed.push((
+                    topic.name.clone(),
+                    partition.partition_index,
+                    Err(code(ResponseError::UnknownTopicOrPartition)),
+                ));
+                continue;
+            }
+            placed.push((
+                topic.name.clone(),
+                partition.partition_index,
+                Ok(commits.len()),
+            ));
+            commits.push(CommitOffset {
+                topic: topic.name.0.to_string(),
+                partition: partition.partition_index,
+                offset: partition.committed_offset,
+                leader_epoch: partition.committed_leader_epoch,
+                metadata: partition
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let results = if commits.is_empty() {
+        Vec::new()
+    } else {
+        let member = version >= TXN_COMMIT_MEMBER_VERSION_MIN;
+        broker
+            .groups
+            .commit(
+                CommitRequest {
+                    group_id: request.group_id.0.to_string(),
+                    generation_id: if member { request.generation_id } else { -1 },
+                    member_id: if member {
+                        request.member_id.to_string()
+                    } else {
+                        String::new()
+                    },
+                    group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                    offsets: commits,
+                    producer: Some((request.producer_id.0, request.producer_epoch)),
+                },
+                now_ms(),
+            )
+            .await
+    };
+    let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
+    for (name, index, outcome) in placed {
+        let error_code = match outcome {
+            Ok(i) => results[i],
+            Err(error_code) => error_code,
+        };
+        if topics.last().is_none_or(|topic| topic.name != name) {
+            topics.push(TxnOffsetCommitResponseTopic::default().with_name(name));
+        }
+        topics.last_mut().expect("just pushed").partitions.push(
+            TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(error_code),
+        );
+    }
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+fn partitions_by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<TopicData> {
+    let mut topics: Vec<TopicData> = Vec::new();
+    for (topic, index) in partitions {
+        match topics.last_mut() {
+            Some(last) if last.topic.0.as_str() == topic => last.partitions.push(*index),
+            _ => topics.push(
+                TopicData::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions(vec![*index]),
+            ),
+        }
+    }
+    topics
+}
+
+pub fn describe_transactions(
+    broker: &Broker,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let states = request
+        .transactional_ids
+        .into_iter()
+        .map(|id| {
+            let state = TransactionState::default().with_transactional_id(id.clone());
+            match broker.transactions.describe(&id.0) {
+                Ok(txn) => state
+                    .with_transaction_state(StrBytes::from_static_str(txn.state.name()))
+                    .with_transaction_timeout_ms(txn.timeout_ms)
+                    .with_transaction_start_time_ms(txn.start_ms)
+                    .with_producer_id(ProducerId(txn.producer_id))
+                    .with_producer_epoch(txn.producer_epoch)
+                    .with_topics(partitions_by_topic(&txn.partitions)),
+                Err(error_code) => state
+                    .with_error_code(error_code)
+                    .with_transaction_state(StrBytes::from_static_str(""))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            }
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+pub fn list_transactions(
+    broker: &Broker,
+    request: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    const STATES: [&str; 8] = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+        "Dead",
+        "PrepareEpochFence",
+    ];
+    let unknown_filters: Vec<StrBytes> = request
+        .state_filters
+        .iter()
+        .filter(|filter| !STATES.contains(&filter.as_str()))
+        .cloned()
+        .collect();
+    let now = now_ms();
+    let listed = broker
+        .transactions
+        .listings()
+        .into_iter()
+        .filter(|listing| {
+            let txn = &listing.metadata;
+            (request.state_filters.is_empty()
+                || request
+                    .state_filters
+                    .iter()
+                    .any(|filter| filter.as_str() == txn.state.name()))
+                && (request.producer_id_filters.is_empty()
+                    || request
+                        .producer_id_filters
+                        .iter()
+                        .any(|id| id.0 == txn.producer_id))
+                // v1: only transactions open longer than this (-1: all).
+                && (request.duration_filter < 0
+                    || (txn.state == crate::txn::log::TxnState::Ongoing
+                        && now.saturating_sub(txn.start_ms) > request.duration_filter))
+        })
+        .map(|listing| {
+            ListedState::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(
+                    listing.transactional_id,
+                )))
+                .with_producer_id(ProducerId(listing.metadata.producer_id))
+                .with_transaction_state(StrBytes::from_static_str(listing.metadata.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown_filters)
+        .with_transaction_states(listed)
+}

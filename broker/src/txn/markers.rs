@@ -1,0 +1,300 @@
+//! Transaction markers: the coordinator's side (finishing a transaction in
+//! PrepareCommit or PrepareAbort by having a commit or abort marker written
+//! to each of its partitions, then writing CompleteCommit/CompleteAbort) and
+//! the partition leader's side (`write_markers`, which WriteTxnMarkers and
+//! the coordinator itself, for partitions it leads, call).
+//!
+//! The coordinator sends WriteTxnMarkers to each partition's leader over
+//! the inter-broker listener (one connection per broker, shared), and
+//! retries what fails — a leader moving, a broker down — with backoff until
+//! every partition has its marker, the partition is gone, or this broker no
+//! longer coordinates the transaction (the new coordinator takes over from
+//! the PrepareCommit/PrepareAbort it finds in the log).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+use kafka_protocol::protocol::StrBytes;
+use tokio_util::sync::CancellationToken;
+
+use super::coordinator::Completion;
+use crate::admin::client::Client;
+use crate::clock::now_ms;
+use crate::errors::{self, code, NONE};
+use crate::group::OFFSETS_TOPIC;
+use crate::state::{AppendError, Broker};
+
+/// Longest a marker waits for the partition's in-sync replicas.
+const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+const CLIENT_ID: &str = "kbroker-txn-markers";
+
+/// One marker to write: which producer's transaction ends, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerWrite {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// The leader's side: appends the marker to each of `partitions` this
+/// broker leads and waits until their in-sync replicas have it. One error
+/// code per partition. A marker on `__consumer_offsets` also settles the
+/// producer's transactional offset commits there.
+pub async fn write_markers(
+    broker: &Broker,
+    marker: MarkerWrite,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    let mut results = Vec::with_capacity(partitions.len());
+    for (topic, index) in partitions {
+        let Some(partition) = broker
+            .topic(topic)
+            .and_then(|topic| topic.partition(*index).cloned())
+        else {
+            results.push(code(ResponseError::UnknownTopicOrPartition));
+            continue;
+        };
+        let appended = partition.append_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            storage::Marker {
+                commit: marker.commit,
+                coordinator_epoch: marker.coordinator_epoch,
+            },
+            now_ms(),
+        );
+        let (info, leader_epoch) = match appended {
+            Ok(Ok(appended)) => appended,
+            Ok(Err(AppendError::Storage(error))) => {
+                tracing::info!(%topic, partition = index, %error, "transaction marker refused");
+                results.push(errors::storage_error_code(&error));
+                continue;
+            }
+            Ok(Err(error)) => {
+                results.push(errors::append_error_code(&error));
+                continue;
+            }
+            Err(not_leader) => {
+                results.push(errors::not_leader_code(&not_leader));
+                continue;
+            }
+        };
+        broker.notify_appended();
+        if topic == OFFSETS_TOPIC {
+            broker
+                .groups
+                .complete_txn(*index, marker.producer_id, marker.commit);
+        }
+        let deadline = tokio::time::Instant::now() + MARKER_REPLICATION_TIMEOUT;
+        let replicated = partition
+            .wait_replicated(info.last_offset + 1, leader_epoch, 1, deadline)
+            .await;
+        results.push(replicated.err().unwrap_or(NONE));
+    }
+    results
+}
+
+/// Finishes the transactions the coordinator hands over, until shutdown.
+pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let Some(mut completions) = broker.transactions.take_completions() else {
+        return;
+    };
+    let connections = Arc::new(Connections::default());
+    loop {
+        let completion = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            completion = completions.recv() => match completion {
+                Some(completion) => completion,
+                None => return,
+            },
+        };
+        let broker = broker.clone();
+        let connections = connections.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            complete(&broker, &connections, completion, &shutdown).await;
+        });
+    }
+}
+
+/// Writes every marker of `completion`, then completes the transaction.
+async fn complete(
+    broker: &Broker,
+    connections: &Connections,
+    completion: Completion,
+    shutdown: &CancellationToken,
+) {
+    let marker = MarkerWrite {
+        producer_id: completion.producer_id,
+        producer_epoch: completion.producer_epoch,
+        commit: completion.commit,
+        coordinator_epoch: completion.coordinator_epoch,
+    };
+    let mut remaining = completion.partitions.clone();
+    let mut backoff = BACKOFF_MIN;
+    while !remaining.is_empty() {
+        if shutdown.is_cancelled() || !broker.transactions.still_completing(&completion) {
+            return;
+        }
+        let metadata = broker.metadata();
+        let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        for (topic, index) in remaining.drain(..) {
+            match metadata.partition(&topic, index) {
+                // Deleted: nothing to end there.
+                None => {}
+                Some(state) => by_leader
+                    .entry(state.leader)
+                    .or_default()
+                    .push((topic, index)),
+            }
+        }
+        for (leader, partitions) in by_leader {
+            let results = if leader == broker.node_id() {
+                write_markers(broker, marker, &partitions).await
+            } else if leader < 0 {
+                vec![code(ResponseError::LeaderNotAvailable); partitions.len()]
+            } else {
+                connections.send(broker, leader, marker, &partitions).await
+            };
+            for (partition, error_code) in partitions.into_iter().zip(results) {
+                if error_code == NONE
+                    || error_code == code(ResponseError::UnknownTopicOrPartition)
+                    || error_code == code(ResponseError::InvalidProducerEpoch)
+                {
+                    // Written; or gone; or a newer epoch's marker supersedes it.
+                    continue;
+                }
+                if error_code == code(ResponseError::TransactionCoordinatorFenced) {
+                    tracing::warn!(transactional_id = %completion.transactional_id, "a newer coordinator wrote markers: stopping");
+                    return;
+                }
+                tracing::debug!(transactional_id = %completion.transactional_id, topic = %partition.0, partition = partition.1, error_code, "marker not written yet; retrying");
+                remaining.push(partition);
+            }
+        }
+        if !remaining.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+    match broker.transactions.complete(&completion).await {
+        Ok(()) => {
+            tracing::debug!(transactional_id = %completion.transactional_id, commit = completion.commit, "transaction complete")
+        }
+        Err(error_code) => {
+            tracing::info!(transactional_id = %completion.transactional_id, error_code, "completing a transaction failed; the next coordinator finishes it")
+        }
+    }
+}
+
+/// One inter-broker connection per broker, for WriteTxnMarkers.
+#[derive(Default)]
+struct Connections {
+    clients: tokio::sync::Mutex<HashMap<i32, Client>>,
+}
+
+impl Connections {
+    /// Sends the marker for `partitions` to `leader`: one error code per
+    /// partition (NETWORK_EXCEPTION for all if the request failed).
+    async fn send(
+        &self,
+        broker: &Broker,
+        leader: i32,
+        marker: MarkerWrite,
+        partitions: &[(String, i32)],
+    ) -> Vec<i16> {
+        let failed = vec![code(ResponseError::NetworkException); partitions.len()];
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, index) in partitions {
+            topics.entry(topic).or_default().push(*index);
+        }
+        let request =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(marker.producer_id))
+                .with_producer_epoch(marker.producer_epoch)
+                .with_transaction_result(marker.commit)
+                .with_coordinator_epoch(marker.coordinator_epoch)
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|(topic, indexes)| {
+                            WritableTxnMarkerTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                                .with_partition_indexes(indexes.clone())
+                        })
+                        .collect(),
+                )]);
+        let mut clients = self.clients.lock().await;
+        let client = match clients.entry(leader) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let Some(endpoint) = broker
+                    .metadata()
+                    .brokers
+                    .get(&leader)
+                    .and_then(|registration| registration.inter_broker_endpoint())
+                    .map(|endpoint| format!("{}:{}", endpoint.host, endpoint.port))
+                else {
+                    return failed;
+                };
+                match Client::connect_as(&endpoint, CLIENT_ID).await {
+                    Ok(client) => entry.insert(client),
+                    Err(error) => {
+                        tracing::debug!(leader, %error, "connecting for transaction markers failed");
+                        return failed;
+                    }
+                }
+            }
+        };
+        let response = tokio::time::timeout(
+            MARKER_REPLICATION_TIMEOUT * 2,
+            client.call(request, WRITE_TXN_MARKERS_VERSION),
+        )
+        .await;
+        let response = match response {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::debug!(leader, %error, "WriteTxnMarkers failed");
+                clients.remove(&leader);
+                return failed;
+            }
+            Err(_) => {
+                clients.remove(&leader);
+                return failed;
+            }
+        };
+        let mut by_partition: HashMap<(String, i32), i16> = HashMap::new();
+        for result in response.markers {
+            for topic in result.topics {
+                for partition in topic.partitions {
+                    by_partition.insert(
+                        (topic.name.0.to_string(), partition.partition_index),
+                        partition.error_code,
+                    );
+                }
+            }
+        }
+        partitions
+            .iter()
+            .map(|partition| {
+                by_partition
+                    .get(partition)
+                    .copied()
+                    .unwrap_or(code(ResponseError::UnknownServerError))
+            })
+            .collect()
+    }
+}
