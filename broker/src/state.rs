@@ -324,6 +324,11 @@ impl Partition {
                 log.take_roll_sync(),
             )
         })?;
+        if matches!(appended, Ok(_)) {
+            // Waiting fetches (consumers, and followers, which replicate
+            // it: acks=all and internal writes wait for them) look again.
+            self.node.notify_appended();
+        }
         // The log's lock is released: the sync may take it again.
         match sync {
             Ok(Some(sync)) => self.spawn_roll_sync(sync),

@@ -423,3 +423,43 @@ def test_misuse_gets_kafkas_errors(broker):
         assert (error, pid2, epoch2) == (NONE, pid, epoch + 1)
         assert add_partitions(conn, tx, pid, epoch, {topic: [0]}) == {(topic, 0): INVALID_PRODUCER_EPOCH}
     assert read_all(broker.bootstrap, topic, 1, "read_committed") == [b"in-txn"]
+
+
+def test_consume_transform_produce_in_a_cluster_through_rolling_kill9(cluster_factory):
+    """100,000 records through consume-transform-produce on three brokers
+    (RF=3, min.insync.replicas=2, __transaction_state and
+    __consumer_offsets replicated the same), each broker killed with
+    SIGKILL and restarted in turn: the coordinators, the group and the
+    partitions' leaders move, and the output is the input exactly once."""
+    from test_replication import start, wait_full_isr
+
+    cluster = start(cluster_factory, "min.insync.replicas=2")
+    source, sink = unique_topic("source"), unique_topic("sink")
+    create_topic(cluster.bootstrap, source, 3, replication_factor=3)
+    create_topic(cluster.bootstrap, sink, 3, replication_factor=3)
+    wait_full_isr(cluster, source)
+    wait_full_isr(cluster, sink)
+    count = 100_000
+    started = time.monotonic()
+    fill(cluster.bootstrap, source, count)
+    filled = time.monotonic()
+
+    def rolling() -> None:
+        for victim in (1, 2, 3):
+            time.sleep(2.5)
+            cluster.brokers[victim].kill9()
+            time.sleep(0.5)
+            cluster.brokers[victim].start()
+
+    faults = threading.Thread(target=rolling)
+    faults.start()
+    try:
+        stats = transform(cluster.bootstrap, source, sink, unique_topic("group"), count)
+    finally:
+        faults.join()
+    transformed = time.monotonic()
+    out = read_all(cluster.bootstrap, sink, 3, "read_committed", settle=3)
+    duplicates = len(out) - len(set(out))
+    print(stats, f"fill {filled - started:.1f} s, transform {transformed - filled:.1f} s, read {time.monotonic() - transformed:.1f} s")
+    assert duplicates == 0, f"{duplicates} records written twice ({stats})"
+    assert sorted(out) == [b"out-%08d" % i for i in range(count)], stats

@@ -58,7 +58,6 @@ struct Pending {
 /// not held to one replication round trip per request.
 pub fn handle(broker: &Broker, request: ProduceRequest, version: i16, origin: Origin<'_>) -> Reply {
     let acks = request.acks;
-    let mut appended = false;
     let mut redirects = BTreeSet::new();
     let mut pending = Vec::new();
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
@@ -77,7 +76,6 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16, origin: Or
             if response.current_leader.leader_id.0 >= 0 {
                 redirects.insert(response.current_leader.leader_id.0);
             }
-            appended |= response.error_code == errors::NONE;
             if let Some(waiting) = waiting {
                 pending.push((responses.len(), partition_responses.len(), waiting));
             }
@@ -88,9 +86,6 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16, origin: Or
                 .with_name(topic_data.name)
                 .with_partition_responses(partition_responses),
         );
-    }
-    if appended {
-        broker.notify_appended();
     }
     if acks == 0 {
         return Reply::Nothing;

@@ -89,7 +89,6 @@ pub async fn write_markers(
                 continue;
             }
         };
-        broker.notify_appended();
         if topic == OFFSETS_TOPIC {
             broker
                 .groups
