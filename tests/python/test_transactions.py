@@ -463,3 +463,34 @@ def test_consume_transform_produce_in_a_cluster_through_rolling_kill9(cluster_fa
     print(stats, f"fill {filled - started:.1f} s, transform {transformed - filled:.1f} s, read {time.monotonic() - transformed:.1f} s")
     assert duplicates == 0, f"{duplicates} records written twice ({stats})"
     assert sorted(out) == [b"out-%08d" % i for i in range(count)], stats
+
+
+def test_the_admin_tool_shows_transactions_and_producers(broker):
+    from test_admin_tool import admin_json
+
+    topic = unique_topic("observed")
+    create_topic(broker.bootstrap, topic, 2)
+    transactional_id = unique_topic("watched")
+    producer = transactional(broker.bootstrap, transactional_id)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"x", partition=1)
+    producer.flush(30)
+
+    listed, _ = admin_json(broker, "transactions", "list")
+    (mine,) = [t for t in listed if t["transactional_id"] == transactional_id]
+    assert mine["state"] == "Ongoing"
+    (described,), _ = admin_json(broker, "transactions", "describe", transactional_id)
+    assert described["state"] == "Ongoing" and described["partitions"] == [f"{topic}-1"]
+    assert described["producer_id"] == mine["producer_id"] and described["producer_epoch"] == 0
+    producers, _ = admin_json(broker, "producers", "describe", topic)
+    assert [(p["partition"], p["producer_id"], p["current_txn_start_offset"]) for p in producers] == [
+        (1, mine["producer_id"], 0)
+    ]
+
+    producer.commit_transaction(30)
+    deadline = time.monotonic() + 10
+    while (state := admin_json(broker, "transactions", "describe", transactional_id)[0][0]["state"]) != "CompleteCommit":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    producers, _ = admin_json(broker, "producers", "describe", topic, "--partition", "1")
+    assert producers[0]["current_txn_start_offset"] == -1

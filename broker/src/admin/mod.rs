@@ -2,7 +2,8 @@
 //! topics (list, describe, create, alter configs, delete, delete records),
 //! configs (describe a topic's or a broker's), consumer groups (list,
 //! describe with committed offsets and lag, delete), the cluster (brokers,
-//! controller) and leader elections. Output is a table for people, or JSON
+//! controller), leader elections, transactions (list, describe) and the
+//! producers partitions know. Output is a table for people, or JSON
 //! with `--json` for scripts. It talks to any broker that speaks Kafka's
 //! protocol, this one or Apache Kafka, and sends each request where Kafka
 //! wants it: group requests to the group's coordinator, partition requests
@@ -10,6 +11,7 @@
 
 pub mod client;
 mod routing;
+mod transactions;
 
 use std::collections::BTreeMap;
 
@@ -91,6 +93,31 @@ enum Command {
     /// Leader elections (sent to the controller).
     #[command(subcommand)]
     Leaders(LeaderCommand),
+    /// Transactions as their coordinators know them: list, describe.
+    #[command(subcommand)]
+    Transactions(TransactionCommand),
+    /// Idempotent and transactional producers as partition leaders know them.
+    #[command(subcommand)]
+    Producers(ProducerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TransactionCommand {
+    List,
+    Describe {
+        #[arg(required = true)]
+        transactional_ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProducerCommand {
+    /// The producers of a topic's partitions (all, or `--partition`).
+    Describe {
+        topic: String,
+        #[arg(long)]
+        partition: Vec<i32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,6 +272,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             delete_groups(&mut brokers, &groups).await?
         }
         Command::Cluster(ClusterCommand::Describe) => routing::describe_cluster(client).await?,
+        Command::Transactions(TransactionCommand::List) => transactions::list(&mut brokers).await?,
+        Command::Transactions(TransactionCommand::Describe { transactional_ids }) => {
+            transactions::describe(&mut brokers, &transactional_ids).await?
+        }
+        Command::Producers(ProducerCommand::Describe { topic, partition }) => {
+            transactions::describe_producers(&mut brokers, &topic, &partition).await?
+        }
         Command::Leaders(LeaderCommand::Elect {
             kind,
             topic,
@@ -310,6 +344,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         text.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     text
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(string(name))
 }
 
 fn string(text: &str) -> StrBytes {

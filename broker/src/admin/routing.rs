@@ -17,6 +17,9 @@ use serde_json::json;
 use super::client::Client;
 use super::{error_name, string, table, Output, METADATA_VERSION, REQUEST_TIMEOUT_MS};
 
+/// FindCoordinator's key types.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 const FIND_COORDINATOR_VERSION: i16 = 3;
 const DESCRIBE_CLUSTER_VERSION: i16 = 1;
 const ELECT_LEADERS_VERSION: i16 = 2;
@@ -85,6 +88,19 @@ impl Brokers {
         Ok(self.open.get_mut(&node_id).expect("just opened"))
     }
 
+    /// The partition indexes of `topic`.
+    pub async fn partitions(&mut self, topic: &str) -> anyhow::Result<Vec<i32>> {
+        let metadata = self.metadata(false).await?;
+        let found = metadata
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .with_context(|| format!("no topic {topic}"))?;
+        let mut indexes: Vec<i32> = found.partitions.iter().map(|p| p.partition_index).collect();
+        indexes.sort_unstable();
+        Ok(indexes)
+    }
+
     /// The leader of `topic`-`partition`, if it has one.
     pub async fn leader_id(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i32>> {
         let metadata = self.metadata(false).await?;
@@ -107,18 +123,31 @@ impl Brokers {
 
     /// The coordinator of `group`.
     pub async fn coordinator(&mut self, group: &str) -> anyhow::Result<&mut Client> {
+        self.coordinator_of(group, KEY_TYPE_GROUP).await
+    }
+
+    /// The transaction coordinator of `transactional_id`.
+    pub async fn transaction_coordinator(
+        &mut self,
+        transactional_id: &str,
+    ) -> anyhow::Result<&mut Client> {
+        self.coordinator_of(transactional_id, KEY_TYPE_TRANSACTION)
+            .await
+    }
+
+    async fn coordinator_of(&mut self, key: &str, key_type: i8) -> anyhow::Result<&mut Client> {
         let answer = self
             .bootstrap
             .call(
                 FindCoordinatorRequest::default()
-                    .with_key(string(group))
-                    .with_key_type(0),
+                    .with_key(string(key))
+                    .with_key_type(key_type),
                 FIND_COORDINATOR_VERSION,
             )
             .await?;
         if answer.error_code != 0 {
             bail!(
-                "no coordinator for group {group}: {}",
+                "no coordinator for {key}: {}",
                 error_name(answer.error_code)
             );
         }
