@@ -324,7 +324,7 @@ impl Partition {
                 log.take_roll_sync(),
             )
         })?;
-        if matches!(appended, Ok(_)) {
+        if appended.is_ok() {
             // Waiting fetches (consumers, and followers, which replicate
             // it: acks=all and internal writes wait for them) look again.
             self.node.notify_appended();
