@@ -12,6 +12,9 @@
 //! - [`records`]: walking the records of one batch for offsets and
 //!   timestamps (decompressing, bounded).
 //! - [`epoch`]: the leader-epoch cache.
+//! - [`producer`]: idempotent and transactional producers' state: duplicate
+//!   detection, sequence and epoch checks, open transactions, the last stable
+//!   offset, aborted transactions, markers.
 //! - [`checkpoint`]: the small files of a partition directory.
 //! - [`config`]: [`LogConfig`] and the limits; [`error`]: [`StorageError`].
 //!
@@ -56,6 +59,8 @@
 //! recovery-point-checkpoint       "0\n<offset>\n": everything below is fsynced
 //! log-start-offset-checkpoint     "0\n<offset>\n"
 //! leader-epoch-checkpoint         "0\n<count>\n<epoch> <start offset>\n..."
+//! 00000000000000012345.snapshot   producer state as of that offset (see [`producer`]):
+//!                                 written at each roll and on close, the newest three kept
 //! clean-shutdown                  empty; present only between close and the next open
 //! ```
 //!
