@@ -28,6 +28,7 @@ pub mod data_dir;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod peers;
 pub mod replica_fetcher;
 pub mod replication;
 pub mod server;

@@ -268,8 +268,22 @@ impl Partition {
         now_ms: i64,
         min_insync_replicas: Option<usize>,
     ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
-        self.append_with(min_insync_replicas, |log, leader_epoch| {
-            log.append_as_leader(records, leader_epoch, now_ms)
+        self.append_verified(records, now_ms, min_insync_replicas, None)
+    }
+
+    /// [`Self::append`]; `verified` is the guard of a transaction verified
+    /// with its coordinator, for a transactional batch that starts its
+    /// transaction in this partition.
+    pub fn append_verified(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+        min_insync_replicas: Option<usize>,
+        verified: Option<u64>,
+    ) -> Result<Result<(AppendInfo, i32), AppendError>, NotLeader> {
+        self.append_with(min_insync_replicas, |log, leader_epoch| match verified {
+            None => log.append_as_leader(records, leader_epoch, now_ms),
+            Some(guard) => log.append_as_leader_verified(records, leader_epoch, now_ms, guard),
         })
     }
 
@@ -425,6 +439,8 @@ pub struct Broker {
     /// Hands out producer ids (InitProducerId).
     pub producer_ids: crate::txn::ProducerIds,
     pub transactions: crate::txn::TransactionCoordinator,
+    /// Connections to the other brokers (markers, transaction verification).
+    pub peers: crate::peers::Peers,
     /// This broker's followers' fetches from their leaders.
     pub(crate) fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// The topic-config defaults: static broker configs with the dynamic
@@ -456,6 +472,7 @@ impl Broker {
         let broker = Broker {
             producer_ids,
             transactions,
+            peers: Default::default(),
             fetchers,
             node: Arc::new(LocalNode {
                 node_id: config.node_id,

@@ -38,8 +38,9 @@ const _: fn() = || {
 /// Who appends as the leader, and so which producer checks apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AppendOrigin {
-    /// A producer: idempotence and transaction checks.
-    Client,
+    /// A producer: idempotence and transaction checks, with the guard of a
+    /// transaction verified with its coordinator.
+    Client(Option<u64>),
     /// A coordinator writing for a producer: only its epoch is checked.
     Coordinator,
 }
@@ -230,7 +231,26 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        self.append_leader(records, leader_epoch, now_ms, AppendOrigin::Client)
+        self.append_leader(records, leader_epoch, now_ms, AppendOrigin::Client(None))
+    }
+
+    /// [`Self::append_as_leader`] of a transactional batch that starts its
+    /// producer's transaction here, verified with the transaction
+    /// coordinator: `guard` is what [`ProducerState::verification_guard`]
+    /// gave before the verification (a marker written since voids it).
+    pub fn append_as_leader_verified(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+        guard: u64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_leader(
+            records,
+            leader_epoch,
+            now_ms,
+            AppendOrigin::Client(Some(guard)),
+        )
     }
 
     /// Appends batches a coordinator writes for a producer (transactional
@@ -332,15 +352,18 @@ impl PartitionLog {
         batches: &[(BatchHeader, Bytes)],
         origin: AppendOrigin,
     ) -> Result<Option<crate::producer::BatchMetadata>, StorageError> {
-        if origin == AppendOrigin::Coordinator {
-            for (header, _) in batches {
-                self.producers.check_coordinator(header)?;
+        let verified = match origin {
+            AppendOrigin::Coordinator => {
+                for (header, _) in batches {
+                    self.producers.check_coordinator(header)?;
+                }
+                return Ok(None);
             }
-            return Ok(None);
-        }
+            AppendOrigin::Client(verified) => verified,
+        };
         let mut pending: std::collections::HashMap<i64, ProducerEntry> = Default::default();
         for (header, _) in batches {
-            match self.producers.check(&pending, header)? {
+            match self.producers.check(&pending, header, verified)? {
                 Verdict::Append => {}
                 Verdict::Duplicate(original) if batches.len() == 1 => return Ok(Some(original)),
                 Verdict::Duplicate(_) => {

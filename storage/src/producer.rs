@@ -78,6 +78,9 @@ pub struct ProducerEntry {
     pub coordinator_epoch: i32,
     /// The first offset of its open transaction in this partition.
     pub txn_first_offset: Option<i64>,
+    /// Markers applied since the state was loaded: a verification of a
+    /// transaction made before a marker does not hold after it.
+    pub marker_serial: u64,
 }
 
 impl Default for ProducerEntry {
@@ -88,6 +91,7 @@ impl Default for ProducerEntry {
             last_timestamp: -1,
             coordinator_epoch: -1,
             txn_first_offset: None,
+            marker_serial: 0,
         }
     }
 }
@@ -216,12 +220,29 @@ impl ProducerState {
             .collect()
     }
 
+    /// Whether a transactional batch of `producer_id` at `epoch` must be
+    /// verified with the transaction coordinator before it is appended (its
+    /// transaction is not open in this partition yet, KIP-890): the guard to
+    /// append it with once verified, or `None` when it continues an open
+    /// transaction.
+    pub fn verification_guard(&self, producer_id: i64, epoch: i16) -> Option<u64> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if entry.txn_first_offset.is_some() && entry.epoch == epoch => None,
+            Some(entry) => Some(entry.marker_serial),
+            None => Some(0),
+        }
+    }
+
     /// Checks a producer batch the leader is about to append, given what
-    /// earlier batches of the same append did (`pending`).
+    /// earlier batches of the same append did (`pending`). A transactional
+    /// batch that starts the producer's transaction in this partition needs
+    /// `verified`: the guard of a verification with the coordinator, still
+    /// valid (no marker written since).
     pub fn check(
         &self,
         pending: &HashMap<i64, ProducerEntry>,
         header: &BatchHeader,
+        verified: Option<u64>,
     ) -> Result<Verdict, StorageError> {
         let producer_id = header.producer_id;
         if producer_id < 0 {
@@ -238,10 +259,22 @@ impl ProducerState {
                 header.base_sequence, header.producer_epoch
             )));
         }
-        let Some(entry) = pending
+        let known = pending
             .get(&producer_id)
-            .or_else(|| self.producers.get(&producer_id))
-        else {
+            .or_else(|| self.producers.get(&producer_id));
+        if header.is_transactional() {
+            let open = known.is_some_and(|entry| {
+                entry.txn_first_offset.is_some() && entry.epoch == header.producer_epoch
+            });
+            let guard = known.map_or(0, |entry| entry.marker_serial);
+            if !open && verified != Some(guard) {
+                return Err(StorageError::InvalidTxnState(format!(
+                    "a transactional batch of producer {producer_id} at epoch {} that its coordinator has not verified to be in an open transaction",
+                    header.producer_epoch
+                )));
+            }
+        }
+        let Some(entry) = known else {
             // Unknown (new, or expired): any sequence starts it.
             return Ok(Verdict::Append);
         };
@@ -356,6 +389,7 @@ impl ProducerState {
                 }
             }
             (true, Some(marker)) => {
+                entry.marker_serial += 1;
                 entry.enter_epoch(header.producer_epoch);
                 entry.last_timestamp = header.max_timestamp;
                 entry.coordinator_epoch = marker.coordinator_epoch;
@@ -463,6 +497,7 @@ impl ProducerState {
                 last_timestamp,
                 coordinator_epoch,
                 txn_first_offset,
+                marker_serial: 0,
             };
             for _ in 0..batches {
                 entry.batches.push_back(BatchMetadata {
@@ -729,7 +764,7 @@ mod tests {
     }
 
     fn append(state: &mut ProducerState, header: BatchHeader) -> Result<Verdict, StorageError> {
-        let verdict = state.check(&HashMap::new(), &header)?;
+        let verdict = state.check(&HashMap::new(), &header, None)?;
         if verdict == Verdict::Append {
             state.apply(&header, None);
         }
@@ -820,13 +855,13 @@ mod tests {
     fn bad_producer_fields_are_invalid_records() {
         let state = ProducerState::new(0);
         assert!(matches!(
-            state.check(&HashMap::new(), &header(1, 0, -1, 1, 0)),
+            state.check(&HashMap::new(), &header(1, 0, -1, 1, 0), None),
             Err(StorageError::InvalidRecord(_))
         ));
         let mut transactional = header(-1, -1, -1, 1, 0);
         transactional.attributes = protocol::batch::ATTRIBUTE_TRANSACTIONAL;
         assert!(matches!(
-            state.check(&HashMap::new(), &transactional),
+            state.check(&HashMap::new(), &transactional, None),
             Err(StorageError::InvalidRecord(_))
         ));
     }

@@ -15,6 +15,22 @@ fn append(
     log.append(bytes, 0, NOW)
 }
 
+/// Appends a transactional batch that starts its transaction here, as the
+/// leader does once the coordinator verified it.
+fn append_txn(
+    log: &mut PartitionLog,
+    bytes: bytes::Bytes,
+) -> Result<storage::AppendInfo, StorageError> {
+    let header = common::headers(&bytes)[0];
+    let guard = log
+        .producers()
+        .verification_guard(header.producer_id, header.producer_epoch)
+        .unwrap_or(0);
+    let info = log.append_as_leader_verified(bytes, 0, NOW, guard)?;
+    log.set_high_watermark(log.log_end_offset());
+    Ok(info)
+}
+
 /// Everything a log holds, from its start, as a fetch returns it.
 fn all_bytes(log: &PartitionLog) -> bytes::Bytes {
     log.read(
@@ -194,10 +210,10 @@ fn transactions_are_tracked_through_markers_and_restarts() {
     let mut source = open(leader_dir.path(), config());
     // Producer 8 aborts, producer 9 stays open.
     source
-        .append_as_leader(producer_batch(8, 0, 0, 2, true), 0, NOW)
+        .append_as_leader_verified(producer_batch(8, 0, 0, 2, true), 0, NOW, 0)
         .unwrap();
     source
-        .append_as_leader(producer_batch(9, 0, 0, 1, true), 0, NOW)
+        .append_as_leader_verified(producer_batch(9, 0, 0, 1, true), 0, NOW, 0)
         .unwrap();
     source
         .append_as_leader(producer_batch(8, 0, 2, 1, true), 0, NOW)
@@ -245,8 +261,8 @@ fn markers_end_transactions_and_move_the_last_stable_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config());
     append(&mut log, batch(2, 10, NOW)).unwrap();
-    append(&mut log, producer_batch(1, 0, 0, 2, true)).unwrap(); // offsets 2-3
-    append(&mut log, producer_batch(2, 0, 0, 1, true)).unwrap(); // offset 4
+    append_txn(&mut log, producer_batch(1, 0, 0, 2, true)).unwrap(); // offsets 2-3
+    append_txn(&mut log, producer_batch(2, 0, 0, 1, true)).unwrap(); // offset 4
     assert_eq!(
         log.last_stable_offset(),
         2,
@@ -300,7 +316,7 @@ fn markers_end_transactions_and_move_the_last_stable_offset() {
         ),
         Err(StorageError::TransactionCoordinatorFenced(_))
     ));
-    append(&mut log, producer_batch(1, 1, 0, 1, true)).unwrap();
+    append_txn(&mut log, producer_batch(1, 1, 0, 1, true)).unwrap();
     assert!(matches!(
         log.append_marker(
             1,
@@ -334,7 +350,7 @@ fn markers_end_transactions_and_move_the_last_stable_offset() {
 fn a_coordinator_append_checks_only_the_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), config());
-    append(&mut log, producer_batch(3, 2, 0, 1, true)).unwrap();
+    append_txn(&mut log, producer_batch(3, 2, 0, 1, true)).unwrap();
     // Any sequence (a coordinator writes none), but not an older epoch.
     log.append_as_coordinator(producer_batch(3, 2, 40, 1, true), 0, NOW)
         .unwrap();
@@ -342,4 +358,41 @@ fn a_coordinator_append_checks_only_the_epoch() {
         log.append_as_coordinator(producer_batch(3, 1, 0, 1, true), 0, NOW),
         Err(StorageError::InvalidProducerEpoch(_))
     ));
+}
+
+#[test]
+fn a_transaction_starts_in_a_partition_only_once_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), config());
+    // Unverified: refused (a batch arriving after its transaction ended).
+    assert!(matches!(
+        append(&mut log, producer_batch(6, 0, 0, 1, true)),
+        Err(StorageError::InvalidTxnState(_))
+    ));
+    let guard = log.producers().verification_guard(6, 0).unwrap();
+    log.append_as_leader_verified(producer_batch(6, 0, 0, 1, true), 0, NOW, guard)
+        .unwrap();
+    // The transaction is open: no verification needed to go on.
+    assert_eq!(log.producers().verification_guard(6, 0), None);
+    append(&mut log, producer_batch(6, 0, 1, 1, true)).unwrap();
+    // A guard taken before a marker does not hold after it.
+    let stale = log.producers().verification_guard(6, 1).unwrap();
+    log.append_marker(
+        6,
+        0,
+        storage::Marker {
+            commit: false,
+            coordinator_epoch: 0,
+        },
+        0,
+        NOW,
+    )
+    .unwrap();
+    assert!(matches!(
+        log.append_as_leader_verified(producer_batch(6, 1, 0, 1, true), 0, NOW, stale),
+        Err(StorageError::InvalidTxnState(_))
+    ));
+    let fresh = log.producers().verification_guard(6, 1).unwrap();
+    log.append_as_leader_verified(producer_batch(6, 1, 0, 1, true), 0, NOW, fresh)
+        .unwrap();
 }

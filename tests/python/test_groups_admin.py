@@ -66,6 +66,7 @@ NONE = 0
 UNKNOWN_TOPIC_OR_PARTITION = 3
 OFFSET_METADATA_TOO_LARGE = 12
 COORDINATOR_NOT_AVAILABLE = 15
+INVALID_REQUEST = 42
 NOT_COORDINATOR = 16
 ILLEGAL_GENERATION = 22
 INCONSISTENT_GROUP_PROTOCOL = 23
@@ -705,9 +706,10 @@ def test_find_coordinator(gbroker):
     with Connection(gbroker) as conn:
         found = find_coordinator(conn, "any-group", 0)
         assert (found["error"], found["node_id"], found["host"], found["port"]) == (NONE, NODE_ID, gbroker.host, gbroker.port)
+        # A transactional id's coordinator: the leader of its __transaction_state partition.
         txn = find_coordinator(conn, "some-transactional-id", 1)
-        assert txn["error"] == COORDINATOR_NOT_AVAILABLE
-        assert txn["node_id"] == -1
+        assert (txn["error"], txn["node_id"], txn["port"]) == (NONE, NODE_ID, gbroker.port)
+        assert find_coordinator(conn, "x", 7)["error"] == INVALID_REQUEST
 
 
 def test_group_requests_before_offsets_topic_exists_get_not_coordinator(gbroker):

@@ -399,6 +399,10 @@ def test_misuse_gets_kafkas_errors(broker):
             (topic, 7): UNKNOWN_TOPIC_OR_PARTITION,
             ("no-such-topic", 0): UNKNOWN_TOPIC_OR_PARTITION,
         }
+        # A transactional batch for a partition not added to the
+        # transaction is refused (KIP-890: the leader asks the coordinator).
+        early = wire.record_batch(b"k", b"early", pid, epoch, 0, transactional=True)
+        assert wire.produce(conn, topic, {0: early}, transactional_id=tx)[0][0] == INVALID_TXN_STATE
         assert add_partitions(conn, tx, pid, epoch, {topic: [0]}) == {(topic, 0): NONE}
 
         # In the transaction: transactional batches go in, a plain batch
@@ -417,6 +421,10 @@ def test_misuse_gets_kafkas_errors(broker):
             time.sleep(0.05)
         assert error == NONE
         assert end_txn(conn, tx, pid, epoch, False) == INVALID_TXN_STATE, "abort after commit"
+        # A batch that arrives after its transaction ended opens nothing.
+        late = wire.record_batch(b"k", b"late", pid, epoch, 1, transactional=True)
+        assert wire.produce(conn, topic, {0: late}, transactional_id=tx)[0][0] == INVALID_TXN_STATE
+        assert end_offsets(broker.bootstrap, topic, 0, "read_committed")[1] == 2, "the LSO passed the marker"
 
         # A new instance bumps the epoch; the old one is fenced.
         error, pid2, epoch2 = init_producer_id(conn, tx)

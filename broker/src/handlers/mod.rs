@@ -110,7 +110,7 @@ pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>
             Response::Metadata(metadata::handle(broker, body, version, origin).await)
         }
         Request::Produce(body) => {
-            return produce::handle(broker, body, version, origin);
+            return produce::handle(broker, body, version, origin).await;
         }
         Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version, origin).await),
         Request::ListOffsets(body) => {

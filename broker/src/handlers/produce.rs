@@ -15,18 +15,25 @@
 //! Produce v0-v2 carry message sets v0/v1: each partition's is up-converted
 //! into one record batch before it is appended (`protocol::legacy`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, BrokerId, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
+use protocol::batch::BatchHeader;
 
 use protocol::api::PRODUCE_RECORD_BATCH_VERSION_MIN;
 use protocol::codec::Response;
@@ -35,7 +42,12 @@ use protocol::legacy;
 use super::{Origin, Reply};
 use crate::clock::now_ms;
 use crate::errors::{self, code};
+use crate::group::records::partition_for;
 use crate::state::{Broker, Partition, Topic};
+use crate::txn::TRANSACTION_STATE_TOPIC;
+
+/// AddPartitionsToTxn v4 carries the verification of brokers (KIP-890).
+const VERIFY_VERSION: i16 = 4;
 
 /// Clients before Produce v8 do not know INVALID_RECORD (KIP-467); they get CORRUPT_MESSAGE.
 const INVALID_RECORD_VERSION_MIN: i16 = 8;
@@ -56,7 +68,13 @@ struct Pending {
 /// the connection reads and appends the requests after this one meanwhile
 /// and sends the responses in request order, so a pipelining producer is
 /// not held to one replication round trip per request.
-pub fn handle(broker: &Broker, request: ProduceRequest, version: i16, origin: Origin<'_>) -> Reply {
+pub async fn handle(
+    broker: &Broker,
+    request: ProduceRequest,
+    version: i16,
+    origin: Origin<'_>,
+) -> Reply {
+    let verified = verify_transactions(broker, &request).await;
     let acks = request.acks;
     let mut redirects = BTreeSet::new();
     let mut pending = Vec::new();
@@ -66,8 +84,16 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16, origin: Or
         let topic = broker.topic(name);
         let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
-            let (mut response, waiting) =
-                produce_partition(broker, name, topic.as_deref(), data, acks, version);
+            let verification = verified.get(&(name.to_string(), data.index)).copied();
+            let (mut response, waiting) = produce_partition(
+                broker,
+                name,
+                topic.as_deref(),
+                data,
+                acks,
+                version,
+                verification,
+            );
             if version < INVALID_RECORD_VERSION_MIN
                 && response.error_code == code(ResponseError::InvalidRecord)
             {
@@ -133,6 +159,8 @@ async fn wait_replicated(
 }
 
 /// Appends one partition's batch; with acks=all, also what to wait for.
+/// `verification`: the outcome of verifying the batch's transaction with
+/// its coordinator, when it starts the transaction in this partition.
 fn produce_partition(
     broker: &Broker,
     name: &str,
@@ -140,6 +168,7 @@ fn produce_partition(
     data: PartitionProduceData,
     acks: i16,
     version: i16,
+    verification: Option<Result<u64, i16>>,
 ) -> (PartitionProduceResponse, Option<Pending>) {
     let response = PartitionProduceResponse::default()
         .with_index(data.index)
@@ -182,7 +211,19 @@ fn produce_partition(
     if let Err(message) = exactly_one_batch(&records) {
         return (fail(ResponseError::InvalidRecord, message), None);
     }
-    match partition.append(records, now_ms(), min_insync_replicas) {
+    let guard = match verification {
+        Some(Err(error_code)) => {
+            let response = response
+                .with_error_code(error_code)
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "the transaction coordinator did not verify this transaction",
+                )));
+            return (response, None);
+        }
+        Some(Ok(guard)) => Some(guard),
+        None => None,
+    };
+    match partition.append_verified(records, now_ms(), min_insync_replicas, guard) {
         Ok(Ok((info, leader_epoch))) => {
             let pending = min_insync_replicas.map(|min_insync_replicas| Pending {
                 partition: partition.clone(),
@@ -279,4 +320,178 @@ fn exactly_one_batch(records: &Bytes) -> Result<(), String> {
         // The full validation, with the precise error, happens in the log.
         Err(_) => Ok(()),
     }
+}
+
+/// Where a transactional batch stands before it is appended.
+type Verified = HashMap<(String, i32), Result<u64, i16>>;
+
+/// KIP-890: the first transactional batch of a producer's transaction in a
+/// partition is appended only once the transaction coordinator confirms
+/// that the partition is in the producer's open transaction at that epoch
+/// (so a batch that arrives after its transaction was aborted cannot open a
+/// transaction that nothing will end). For each such partition, the guard
+/// to append with, or the error to answer: coordinator trouble is
+/// NOT_ENOUGH_REPLICAS (retriable, as Kafka answers), a fenced producer
+/// INVALID_PRODUCER_EPOCH, anything else INVALID_TXN_STATE.
+async fn verify_transactions(broker: &Broker, request: &ProduceRequest) -> Verified {
+    let mut needed: Vec<((String, i32), i64, i16, u64)> = Vec::new();
+    for topic_data in &request.topic_data {
+        let Some(topic) = broker.topic(&topic_data.name.0) else {
+            continue;
+        };
+        for data in &topic_data.partition_data {
+            let Some(header) = data
+                .records
+                .as_ref()
+                .and_then(|records| BatchHeader::parse(records).ok())
+            else {
+                continue;
+            };
+            if !header.is_transactional() || header.is_control() || header.producer_id < 0 {
+                continue;
+            }
+            let Some(partition) = topic.partition(data.index) else {
+                continue;
+            };
+            let guard = partition.with_log(|log| {
+                log.producers()
+                    .verification_guard(header.producer_id, header.producer_epoch)
+            });
+            if let Ok(Some(guard)) = guard {
+                let key = (topic_data.name.0.to_string(), data.index);
+                needed.push((key, header.producer_id, header.producer_epoch, guard));
+            }
+        }
+    }
+    let mut verified = Verified::new();
+    if needed.is_empty() {
+        return verified;
+    }
+    let Some(transactional_id) = request.transactional_id.as_ref().map(|id| id.0.to_string())
+    else {
+        tracing::info!("transactional batches in a produce request without a transactional id");
+        for (key, ..) in needed {
+            verified.insert(key, Err(code(ResponseError::InvalidTxnState)));
+        }
+        return verified;
+    };
+    // One producer per request in practice; grouped in case of several.
+    let mut by_producer: BTreeMap<(i64, i16), Vec<((String, i32), u64)>> = BTreeMap::new();
+    for (key, producer_id, epoch, guard) in needed {
+        by_producer
+            .entry((producer_id, epoch))
+            .or_default()
+            .push((key, guard));
+    }
+    for ((producer_id, epoch), partitions) in by_producer {
+        let keys: Vec<(String, i32)> = partitions.iter().map(|(key, _)| key.clone()).collect();
+        let codes = ask_coordinator(broker, &transactional_id, producer_id, epoch, &keys).await;
+        for ((key, guard), error_code) in partitions.into_iter().zip(codes) {
+            let outcome = match ResponseError::try_from_code(error_code) {
+                None if error_code == errors::NONE => Ok(guard),
+                Some(ResponseError::ProducerFenced) | Some(ResponseError::InvalidProducerEpoch) => {
+                    Err(code(ResponseError::InvalidProducerEpoch))
+                }
+                Some(
+                    ResponseError::NotCoordinator
+                    | ResponseError::CoordinatorNotAvailable
+                    | ResponseError::CoordinatorLoadInProgress
+                    | ResponseError::ConcurrentTransactions
+                    | ResponseError::NetworkException
+                    | ResponseError::RequestTimedOut,
+                ) => Err(code(ResponseError::NotEnoughReplicas)),
+                _ => Err(code(ResponseError::InvalidTxnState)),
+            };
+            if let Err(error_code) = outcome {
+                tracing::info!(transactional_id, producer_id, epoch, topic = %key.0, partition = key.1, error_code, "transactional batch not verified");
+            }
+            verified.insert(key, outcome);
+        }
+    }
+    verified
+}
+
+/// The coordinator's verification of `partitions`: asked directly when this
+/// broker coordinates `transactional_id`, else with AddPartitionsToTxn v4
+/// (verify only) at the leader of its `__transaction_state` partition.
+async fn ask_coordinator(
+    broker: &Broker,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    if broker.transactions.coordinates(transactional_id) {
+        return broker
+            .transactions
+            .verify(transactional_id, producer_id, epoch, partitions);
+    }
+    let unavailable = vec![code(ResponseError::CoordinatorNotAvailable); partitions.len()];
+    let metadata = broker.metadata();
+    let Some(coordinator) = metadata.topic(TRANSACTION_STATE_TOPIC).and_then(|topic| {
+        let index = partition_for(transactional_id, topic.partitions.len() as i32);
+        topic.partitions.get(index as usize).map(|p| p.leader)
+    }) else {
+        return unavailable;
+    };
+    if coordinator < 0 || coordinator == broker.node_id() {
+        return unavailable;
+    }
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in partitions {
+        topics.entry(topic).or_default().push(*index);
+    }
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            )))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|(topic, indexes)| {
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                            .with_partitions(indexes.clone())
+                    })
+                    .collect(),
+            ),
+    ]);
+    let response = match broker
+        .peers
+        .call(broker, coordinator, request, VERIFY_VERSION)
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::info!(coordinator, %error, "verifying a transaction failed");
+            return unavailable;
+        }
+    };
+    if response.error_code != errors::NONE {
+        return vec![response.error_code; partitions.len()];
+    }
+    let mut codes: HashMap<(String, i32), i16> = HashMap::new();
+    for result in response.results_by_transaction {
+        for topic in result.topic_results {
+            for partition in topic.results_by_partition {
+                codes.insert(
+                    (topic.name.0.to_string(), partition.partition_index),
+                    partition.partition_error_code,
+                );
+            }
+        }
+    }
+    partitions
+        .iter()
+        .map(|key| {
+            codes
+                .get(key)
+                .copied()
+                .unwrap_or(code(ResponseError::UnknownServerError))
+        })
+        .collect()
 }

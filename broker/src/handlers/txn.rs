@@ -132,11 +132,13 @@ pub async fn add_partitions_to_txn(
         let (partitions, unknown) = partitions_of(broker, &transaction.topics);
         let id = transaction.transactional_id.0.to_string();
         let topic_results = if transaction.verify_only {
-            let in_txn = broker.transactions.describe(&id).ok().filter(|txn| {
-                txn.producer_id == transaction.producer_id.0
-                    && txn.producer_epoch == transaction.producer_epoch
-                    && txn.state == crate::txn::log::TxnState::Ongoing
-            });
+            let codes = broker.transactions.verify(
+                &id,
+                transaction.producer_id.0,
+                transaction.producer_epoch,
+                &partitions,
+            );
+            let mut codes = codes.into_iter();
             transaction
                 .topics
                 .iter()
@@ -145,16 +147,9 @@ pub async fn add_partitions_to_txn(
                         .partitions
                         .iter()
                         .map(|index| {
-                            let added = in_txn.as_ref().is_some_and(|txn| {
-                                txn.partitions.contains(&(topic.name.0.to_string(), *index))
-                            });
                             AddPartitionsToTxnPartitionResult::default()
                                 .with_partition_index(*index)
-                                .with_partition_error_code(if added {
-                                    NONE
-                                } else {
-                                    code(ResponseError::InvalidTxnState)
-                                })
+                                .with_partition_error_code(codes.next().unwrap_or(NONE))
                         })
                         .collect();
                     AddPartitionsToTxnTopicResult::default()

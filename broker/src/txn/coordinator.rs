@@ -759,6 +759,44 @@ impl TransactionCoordinator {
         }
     }
 
+    /// KIP-890 verification, for a partition leader about to append a
+    /// producer's first transactional batch: for each partition, NONE if it
+    /// is in the producer's open transaction at that epoch, else Kafka's
+    /// error (NOT_COORDINATOR, INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED,
+    /// INVALID_TXN_STATE).
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<i16> {
+        let all = |error: ResponseError| vec![code(error); partitions.len()];
+        if !self.coordinates(transactional_id) {
+            return all(ResponseError::NotCoordinator);
+        }
+        let txns = self.lock();
+        let Some(txn) = txns.get(transactional_id) else {
+            return all(ResponseError::InvalidProducerIdMapping);
+        };
+        if txn.producer_id != producer_id {
+            return all(ResponseError::InvalidProducerIdMapping);
+        }
+        if txn.producer_epoch != epoch {
+            return all(ResponseError::ProducerFenced);
+        }
+        partitions
+            .iter()
+            .map(|partition| {
+                if txn.state == TxnState::Ongoing && txn.partitions.contains(partition) {
+                    0
+                } else {
+                    code(ResponseError::InvalidTxnState)
+                }
+            })
+            .collect()
+    }
+
     /// The transactional ids this broker coordinates, with their state.
     pub fn listings(&self) -> Vec<TxnListing> {
         let mut listed: Vec<TxnListing> = self

@@ -5,7 +5,7 @@
 //! the coordinator itself, for partitions it leads, call).
 //!
 //! The coordinator sends WriteTxnMarkers to each partition's leader over
-//! the inter-broker listener (one connection per broker, shared), and
+//! the inter-broker listener (`crate::peers`), and
 //! retries what fails — a leader moving, a broker down — with backoff until
 //! every partition has its marker, the partition is gone, or this broker no
 //! longer coordinates the transaction (the new coordinator takes over from
@@ -24,7 +24,6 @@ use kafka_protocol::protocol::StrBytes;
 use tokio_util::sync::CancellationToken;
 
 use super::coordinator::Completion;
-use crate::admin::client::Client;
 use crate::clock::now_ms;
 use crate::errors::{self, code, NONE};
 use crate::group::OFFSETS_TOPIC;
@@ -35,7 +34,6 @@ const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
-const CLIENT_ID: &str = "kbroker-txn-markers";
 
 /// One marker to write: which producer's transaction ends, and how.
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +106,6 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
     let Some(mut completions) = broker.transactions.take_completions() else {
         return;
     };
-    let connections = Arc::new(Connections::default());
     loop {
         let completion = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -118,21 +115,15 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
             },
         };
         let broker = broker.clone();
-        let connections = connections.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            complete(&broker, &connections, completion, &shutdown).await;
+            complete(&broker, completion, &shutdown).await;
         });
     }
 }
 
 /// Writes every marker of `completion`, then completes the transaction.
-async fn complete(
-    broker: &Broker,
-    connections: &Connections,
-    completion: Completion,
-    shutdown: &CancellationToken,
-) {
+async fn complete(broker: &Broker, completion: Completion, shutdown: &CancellationToken) {
     let marker = MarkerWrite {
         producer_id: completion.producer_id,
         producer_epoch: completion.producer_epoch,
@@ -163,7 +154,7 @@ async fn complete(
             } else if leader < 0 {
                 vec![code(ResponseError::LeaderNotAvailable); partitions.len()]
             } else {
-                connections.send(broker, leader, marker, &partitions).await
+                send(broker, leader, marker, &partitions).await
             };
             for (partition, error_code) in partitions.into_iter().zip(results) {
                 if error_code == NONE
@@ -199,101 +190,63 @@ async fn complete(
     }
 }
 
-/// One inter-broker connection per broker, for WriteTxnMarkers.
-#[derive(Default)]
-struct Connections {
-    clients: tokio::sync::Mutex<HashMap<i32, Client>>,
-}
-
-impl Connections {
-    /// Sends the marker for `partitions` to `leader`: one error code per
-    /// partition (NETWORK_EXCEPTION for all if the request failed).
-    async fn send(
-        &self,
-        broker: &Broker,
-        leader: i32,
-        marker: MarkerWrite,
-        partitions: &[(String, i32)],
-    ) -> Vec<i16> {
-        let failed = vec![code(ResponseError::NetworkException); partitions.len()];
-        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (topic, index) in partitions {
-            topics.entry(topic).or_default().push(*index);
-        }
-        let request =
-            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
-                .with_producer_id(ProducerId(marker.producer_id))
-                .with_producer_epoch(marker.producer_epoch)
-                .with_transaction_result(marker.commit)
-                .with_coordinator_epoch(marker.coordinator_epoch)
-                .with_topics(
-                    topics
-                        .iter()
-                        .map(|(topic, indexes)| {
-                            WritableTxnMarkerTopic::default()
-                                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                                .with_partition_indexes(indexes.clone())
-                        })
-                        .collect(),
-                )]);
-        let mut clients = self.clients.lock().await;
-        let client = match clients.entry(leader) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let Some(endpoint) = broker
-                    .metadata()
-                    .brokers
-                    .get(&leader)
-                    .and_then(|registration| registration.inter_broker_endpoint())
-                    .map(|endpoint| format!("{}:{}", endpoint.host, endpoint.port))
-                else {
-                    return failed;
-                };
-                match Client::connect_as(&endpoint, CLIENT_ID).await {
-                    Ok(client) => entry.insert(client),
-                    Err(error) => {
-                        tracing::debug!(leader, %error, "connecting for transaction markers failed");
-                        return failed;
-                    }
-                }
-            }
-        };
-        let response = tokio::time::timeout(
-            MARKER_REPLICATION_TIMEOUT * 2,
-            client.call(request, WRITE_TXN_MARKERS_VERSION),
-        )
-        .await;
-        let response = match response {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                tracing::debug!(leader, %error, "WriteTxnMarkers failed");
-                clients.remove(&leader);
-                return failed;
-            }
-            Err(_) => {
-                clients.remove(&leader);
-                return failed;
-            }
-        };
-        let mut by_partition: HashMap<(String, i32), i16> = HashMap::new();
-        for result in response.markers {
-            for topic in result.topics {
-                for partition in topic.partitions {
-                    by_partition.insert(
-                        (topic.name.0.to_string(), partition.partition_index),
-                        partition.error_code,
-                    );
-                }
-            }
-        }
-        partitions
-            .iter()
-            .map(|partition| {
-                by_partition
-                    .get(partition)
-                    .copied()
-                    .unwrap_or(code(ResponseError::UnknownServerError))
-            })
-            .collect()
+/// Sends the marker for `partitions` to `leader`: one error code per
+/// partition (NETWORK_EXCEPTION for all if the request failed).
+async fn send(
+    broker: &Broker,
+    leader: i32,
+    marker: MarkerWrite,
+    partitions: &[(String, i32)],
+) -> Vec<i16> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in partitions {
+        topics.entry(topic).or_default().push(*index);
     }
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(marker.producer_id))
+            .with_producer_epoch(marker.producer_epoch)
+            .with_transaction_result(marker.commit)
+            .with_coordinator_epoch(marker.coordinator_epoch)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|(topic, indexes)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                            .with_partition_indexes(indexes.clone())
+                    })
+                    .collect(),
+            )]);
+    let response = match broker
+        .peers
+        .call(broker, leader, request, WRITE_TXN_MARKERS_VERSION)
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(leader, %error, "WriteTxnMarkers failed");
+            return vec![code(ResponseError::NetworkException); partitions.len()];
+        }
+    };
+    let mut by_partition: HashMap<(String, i32), i16> = HashMap::new();
+    for result in response.markers {
+        for topic in result.topics {
+            for partition in topic.partitions {
+                by_partition.insert(
+                    (topic.name.0.to_string(), partition.partition_index),
+                    partition.error_code,
+                );
+            }
+        }
+    }
+    partitions
+        .iter()
+        .map(|partition| {
+            by_partition
+                .get(partition)
+                .copied()
+                .unwrap_or(code(ResponseError::UnknownServerError))
+        })
+        .collect()
 }

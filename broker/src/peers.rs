@@ -1,0 +1,67 @@
+//! Requests from this broker to the others (transaction markers to
+//! partition leaders, transaction verification to coordinators): one
+//! connection per broker over its inter-broker listener, opened when first
+//! needed, dropped when a request on it fails. Requests to one broker take
+//! turns on its connection; requests to different brokers do not wait for
+//! each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use kafka_protocol::protocol::Request;
+
+use crate::admin::client::Client;
+use crate::state::Broker;
+
+const CLIENT_ID: &str = "kbroker-peer";
+/// Longest a request to another broker may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct Peers {
+    connections: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Client>>>>>,
+}
+
+impl Peers {
+    /// Sends `request` at `version` to broker `node_id` and waits for its answer.
+    pub async fn call<R: Request>(
+        &self,
+        broker: &Broker,
+        node_id: i32,
+        request: R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
+        let slot = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node_id)
+            .or_default()
+            .clone();
+        let mut connection = slot.lock().await;
+        if connection.is_none() {
+            let endpoint = broker
+                .metadata()
+                .brokers
+                .get(&node_id)
+                .and_then(|registration| registration.inter_broker_endpoint())
+                .map(|endpoint| format!("{}:{}", endpoint.host, endpoint.port))
+                .with_context(|| format!("broker {node_id} is not alive"))?;
+            *connection = Some(Client::connect_as(&endpoint, CLIENT_ID).await?);
+        }
+        let client = connection.as_mut().expect("connected above");
+        match tokio::time::timeout(REQUEST_TIMEOUT, client.call(request, version)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => {
+                *connection = None;
+                Err(error)
+            }
+            Err(_) => {
+                *connection = None;
+                anyhow::bail!("broker {node_id} did not answer within {REQUEST_TIMEOUT:?}")
+            }
+        }
+    }
+}
