@@ -322,8 +322,10 @@ fn exactly_one_batch(records: &Bytes) -> Result<(), String> {
     }
 }
 
+type TopicPartition = (String, i32);
+
 /// Where a transactional batch stands before it is appended.
-type Verified = HashMap<(String, i32), Result<u64, i16>>;
+type Verified = HashMap<TopicPartition, Result<u64, i16>>;
 
 /// KIP-890: the first transactional batch of a producer's transaction in a
 /// partition is appended only once the transaction coordinator confirms
@@ -334,7 +336,7 @@ type Verified = HashMap<(String, i32), Result<u64, i16>>;
 /// NOT_ENOUGH_REPLICAS (retriable, as Kafka answers), a fenced producer
 /// INVALID_PRODUCER_EPOCH, anything else INVALID_TXN_STATE.
 async fn verify_transactions(broker: &Broker, request: &ProduceRequest) -> Verified {
-    let mut needed: Vec<((String, i32), i64, i16, u64)> = Vec::new();
+    let mut needed: Vec<(TopicPartition, i64, i16, u64)> = Vec::new();
     for topic_data in &request.topic_data {
         let Some(topic) = broker.topic(&topic_data.name.0) else {
             continue;
@@ -376,7 +378,7 @@ async fn verify_transactions(broker: &Broker, request: &ProduceRequest) -> Verif
         return verified;
     };
     // One producer per request in practice; grouped in case of several.
-    let mut by_producer: BTreeMap<(i64, i16), Vec<((String, i32), u64)>> = BTreeMap::new();
+    let mut by_producer: BTreeMap<(i64, i16), Vec<(TopicPartition, u64)>> = BTreeMap::new();
     for (key, producer_id, epoch, guard) in needed {
         by_producer
             .entry((producer_id, epoch))
