@@ -47,6 +47,7 @@ SYSTEM_TOOLS=(
 SYSTEM_PACKAGES=(
     golang-github-shopify-sarama-dev # Sarama 1.22
     golang-github-segmentio-kafka-go-dev
+    rapidjson-dev # librdkafka's own test runner (scripts/librdkafka-tests.sh)
 )
 
 install_system_tools() {

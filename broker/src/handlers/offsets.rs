@@ -150,9 +150,10 @@ pub fn offset_fetch(
             .into_iter()
             .map(|group| {
                 if !broker.groups.coordinates(group.group_id.0.as_str()) {
+                    let error = not_coordinating(broker, group.group_id.0.as_str());
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(group.group_id)
-                        .with_error_code(code(ResponseError::NotCoordinator));
+                        .with_error_code(error);
                 }
                 let wanted = group.topics.map(|topics| {
                     topics
@@ -191,7 +192,8 @@ pub fn offset_fetch(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     if !broker.groups.coordinates(request.group_id.0.as_str()) {
-        return not_coordinator(request, version);
+        let error = not_coordinating(broker, request.group_id.0.as_str());
+        return not_coordinator(request, version, error);
     }
     let wanted = request.topics.map(|topics| {
         topics
@@ -229,10 +231,31 @@ pub fn offset_fetch(
     }
 }
 
-/// NOT_COORDINATOR for a single-group OffsetFetch: top-level from v2, on
-/// every requested partition before.
-fn not_coordinator(request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
-    let error = code(ResponseError::NotCoordinator);
+/// Why this broker does not coordinate `group`: COORDINATOR_LOAD_IN_PROGRESS
+/// while the freshest metadata names it the leader of the group's
+/// partition of `__consumer_offsets` but it has not loaded the partition
+/// yet (as Kafka answers while loading: clients wait and ask again),
+/// NOT_COORDINATOR otherwise (clients look the coordinator up again).
+fn not_coordinating(broker: &Broker, group: &str) -> i16 {
+    let metadata = broker.metadata();
+    let named = metadata
+        .topic(crate::group::OFFSETS_TOPIC)
+        .and_then(|topic| {
+            let index = crate::group::records::partition_for(group, topic.partitions.len() as i32);
+            topic.partitions.get(index as usize)
+        })
+        .is_some_and(|partition| partition.leader == broker.node_id());
+    if named {
+        code(ResponseError::CoordinatorLoadInProgress)
+    } else {
+        code(ResponseError::NotCoordinator)
+    }
+}
+
+/// An error (NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS) for a
+/// single-group OffsetFetch: top-level from v2, on every requested
+/// partition before.
+fn not_coordinator(request: OffsetFetchRequest, version: i16, error: i16) -> OffsetFetchResponse {
     if version >= FETCH_ERROR_CODE_VERSION_MIN {
         return OffsetFetchResponse::default().with_error_code(error);
     }
