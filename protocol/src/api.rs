@@ -48,7 +48,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 0, 7),
-    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DeleteTopics, 0, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),

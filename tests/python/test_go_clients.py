@@ -103,6 +103,14 @@ def test_sarama_group_admin(broker, sarama_check):
     run_check(sarama_check, broker, "group-admin")
 
 
+def test_sarama_idempotent_producer(broker, sarama_check):
+    """Sarama's idempotent producer (it crashed on the closed connection
+    while InitProducerId was not implemented): 500 records acknowledged at
+    consecutive offsets and read back in order."""
+    out = run_check(sarama_check, broker, "idempotent")
+    assert "500 records written once each, in order" in out
+
+
 def test_kafka_go_topics(broker, kafkago_check):
     """CreateTopics v0 (twice: kafka-go takes TOPIC_ALREADY_EXISTS as done),
     Metadata v1, DeleteTopics v1."""

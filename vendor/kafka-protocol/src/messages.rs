@@ -1539,7 +1539,7 @@ impl ApiKey {
             ApiKey::SaslHandshake => VersionRange { min: 0, max: 1 },
             ApiKey::ApiVersions => VersionRange { min: 0, max: 4 },
             ApiKey::CreateTopics => VersionRange { min: 0, max: 7 }, // Patched: v0-1
-            ApiKey::DeleteTopics => VersionRange { min: 1, max: 6 },
+            ApiKey::DeleteTopics => VersionRange { min: 0, max: 6 }, // Patched: v0
             ApiKey::DeleteRecords => VersionRange { min: 0, max: 2 },
             ApiKey::InitProducerId => VersionRange { min: 0, max: 6 },
             ApiKey::OffsetForLeaderEpoch => VersionRange { min: 2, max: 4 },
