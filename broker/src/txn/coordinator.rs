@@ -37,6 +37,13 @@ pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 
 /// Longest a write to `__transaction_state` waits for its replicas.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest EndTxn waits for the markers after PrepareCommit/PrepareAbort is
+/// written. Kafka answers at once and lets the producer's next request meet
+/// CONCURRENT_TRANSACTIONS (librdkafka then backs off 100 ms: ten
+/// transactions a second); answering once the markers are in costs the
+/// markers' round trips and no more. Past this the answer goes anyway: the
+/// outcome is decided, and the markers follow in the background.
+const END_TXN_MARKER_WAIT: Duration = Duration::from_secs(5);
 /// An epoch this high is not bumped: the producer gets a new id instead.
 const EPOCH_MAX: i16 = i16::MAX - 1;
 
@@ -138,6 +145,8 @@ pub struct TransactionCoordinator {
     owned: Mutex<BTreeMap<i32, i32>>,
     completions: mpsc::UnboundedSender<Completion>,
     completions_rx: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
+    /// Bumped after every state change, for requests that wait on one.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl TransactionCoordinator {
@@ -150,6 +159,7 @@ impl TransactionCoordinator {
             owned: Mutex::new(BTreeMap::new()),
             completions,
             completions_rx: Mutex::new(Some(completions_rx)),
+            changes: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -346,6 +356,9 @@ impl TransactionCoordinator {
                 return written.and(Err(code(ResponseError::NotCoordinator)));
             }
         }
+        drop(txns);
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
         written
     }
 
@@ -618,7 +631,29 @@ impl TransactionCoordinator {
         };
         self.transition(transactional_id, next).await?;
         self.complete_later(transactional_id);
+        self.wait_completed(transactional_id, END_TXN_MARKER_WAIT)
+            .await;
         Ok(())
+    }
+
+    /// Waits, at most `limit`, until `transactional_id` is no longer being
+    /// ended (its markers are written and Complete* with them).
+    async fn wait_completed(&self, transactional_id: &str, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changes = self.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let ending = self.lock().get(transactional_id).is_some_and(|txn| {
+                matches!(txn.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+            });
+            if !ending {
+                return;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
     }
 
     /// Hands the transaction, now in PrepareCommit or PrepareAbort, to the

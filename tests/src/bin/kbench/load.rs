@@ -318,3 +318,68 @@ pub fn latency(
         sent,
     })
 }
+
+/// What a transactions phase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Transactions {
+    pub commits: u64,
+    pub records: u64,
+    pub seconds: f64,
+}
+
+/// One transactional producer, one transaction after the other for
+/// `duration`: each writes `records_per_partition` records of 100 B to
+/// each of `partitions` partitions of `topic`, then commits.
+pub fn transactions(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    records_per_partition: usize,
+    duration: Duration,
+) -> anyhow::Result<Transactions> {
+    let (producer, deliveries) = {
+        let context = Counting::default();
+        // A BaseProducer: its commit serves the delivery reports itself
+        // (a ThreadedProducer's thread polls every 100 ms, which a commit
+        // would wait for).
+        let producer: rdkafka::producer::BaseProducer<Counting> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("transactional.id", format!("kbench-{topic}"))
+            .set("linger.ms", "0")
+            .create_with_context(context.clone())?;
+        (producer, context)
+    };
+    producer.init_transactions(Timeout::After(Duration::from_secs(30)))?;
+    let payload = [b'x'; 100];
+    let started = Instant::now();
+    let mut commits = 0u64;
+    while started.elapsed() < duration {
+        producer.begin_transaction()?;
+        for partition in 0..partitions {
+            for _ in 0..records_per_partition {
+                producer
+                    .send(
+                        BaseRecord::<(), [u8]>::to(topic)
+                            .partition(partition)
+                            .payload(&payload),
+                    )
+                    .map_err(|(error, _)| anyhow::anyhow!("produce: {error}"))?;
+            }
+        }
+        // The crate's flush serves the delivery reports as they come; left
+        // to the commit, librdkafka's own flush waits in 100 ms steps.
+        producer.flush(Timeout::After(Duration::from_secs(60)))?;
+        producer.commit_transaction(Timeout::After(Duration::from_secs(60)))?;
+        commits += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let failed = deliveries.0.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} transactional records failed");
+    }
+    Ok(Transactions {
+        commits,
+        records: deliveries.0.acked.load(Ordering::Relaxed),
+        seconds,
+    })
+}

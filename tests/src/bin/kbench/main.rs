@@ -16,6 +16,7 @@ mod load;
 mod machine;
 mod procstat;
 mod scale;
+mod txn;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -266,6 +267,8 @@ fn run(
     }
     report.line("");
 
+    transactions_table(runtime, report, &bootstrap, pid, duration)?;
+
     let (produced, consumed, (broker_cpu, own_cpu)) = consume.expect("the 1 KiB acks=1 phase ran");
     let gb = consumed.bytes as f64 / GB;
     report.line("## Consume from the start of a topic (page cache)");
@@ -465,4 +468,47 @@ fn machine_description() -> String {
             .trim()
     );
     text
+}
+
+/// Transactions back to back from one producer, with 1 and 10 partitions
+/// in each (10 records of 100 B per partition): commits/s, from a minimal
+/// protocol-level producer (the broker's figure) and from librdkafka (what
+/// an application sees; librdkafka 2.12 adds up to 100 ms per transaction
+/// of its own, see txn.rs).
+pub(crate) fn transactions_table(
+    runtime: &tokio::runtime::Runtime,
+    report: &mut Report,
+    bootstrap: &str,
+    pid: u32,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    report.line("## Transactions (one producer, transactions back to back, 10 × 100 B records per partition per transaction)");
+    report.line("");
+    report.line("| producer | partitions per transaction | commits/s | records/s | ms per transaction | broker CPU ms per commit |");
+    report.line("|---|---:|---:|---:|---:|---:|");
+    for partitions in [1, 10] {
+        let topic = format!("transactions-{partitions}");
+        runtime.block_on(load::create_topic(bootstrap, &topic, partitions, 1))?;
+        for client in ["protocol", "librdkafka"] {
+            let cpu = CpuMeter::start(pid);
+            let (commits, records, seconds) = if client == "protocol" {
+                let done =
+                    runtime.block_on(txn::run(bootstrap, &topic, partitions, 10, duration))?;
+                (done.commits, done.records, done.seconds)
+            } else {
+                let done = load::transactions(bootstrap, &topic, partitions, 10, duration)?;
+                (done.commits, done.records, done.seconds)
+            };
+            let (broker_cpu, _) = cpu.read();
+            report.line(format!(
+                "| {client} | {partitions} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                commits as f64 / seconds,
+                records as f64 / seconds,
+                1000.0 * seconds / commits.max(1) as f64,
+                1000.0 * broker_cpu / commits.max(1) as f64,
+            ));
+        }
+    }
+    report.line("");
+    Ok(())
 }

@@ -1,0 +1,182 @@
+//! Transactions measured at the protocol: a minimal transactional producer
+//! on one connection (FindCoordinator, InitProducerId, then per
+//! transaction AddPartitionsToTxn, one Produce with a transactional batch
+//! per partition, EndTxn), so that the figure is the broker's and not a
+//! client library's timers (librdkafka 2.12 waits up to 100 ms before
+//! registering a transaction's partitions when nothing else wakes it).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    ProduceRequest, ProducerId, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use broker::admin::client::Client;
+
+/// What a transactions phase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Transactions {
+    pub commits: u64,
+    pub records: u64,
+    pub seconds: f64,
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+/// One transaction after the other for `duration`, each writing
+/// `records_per_partition` records of 100 B to each of `partitions`
+/// partitions of `topic` and committing. A single broker (it coordinates
+/// every transactional id and leads every partition).
+pub async fn run(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    records_per_partition: usize,
+    duration: Duration,
+) -> anyhow::Result<Transactions> {
+    let mut client = Client::connect(bootstrap).await?;
+    let transactional_id = format!("kbench-raw-{topic}");
+    let found = client
+        .call(
+            FindCoordinatorRequest::default()
+                .with_key(text(&transactional_id))
+                .with_key_type(1),
+            3,
+        )
+        .await?;
+    if found.error_code != 0 {
+        bail!("FindCoordinator: error {}", found.error_code);
+    }
+    let init = client
+        .call(
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(text(&transactional_id))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        )
+        .await?;
+    if init.error_code != 0 {
+        bail!("InitProducerId: error {}", init.error_code);
+    }
+    let (producer_id, epoch) = (init.producer_id.0, init.producer_epoch);
+    let mut sequences = vec![0i32; partitions as usize];
+    let payload = bytes::Bytes::from(vec![b'x'; 100]);
+    let started = Instant::now();
+    let mut commits = 0u64;
+    while started.elapsed() < duration {
+        let added = client
+            .call(
+                AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(TransactionalId(text(&transactional_id)))
+                    .with_v3_and_below_producer_id(ProducerId(producer_id))
+                    .with_v3_and_below_producer_epoch(epoch)
+                    .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(text(topic)))
+                        .with_partitions((0..partitions).collect())]),
+                3,
+            )
+            .await?;
+        for result in added
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| &t.results_by_partition)
+        {
+            if result.partition_error_code != 0 {
+                bail!("AddPartitionsToTxn: error {}", result.partition_error_code);
+            }
+        }
+        let mut data = Vec::with_capacity(partitions as usize);
+        for (partition, sequence) in sequences.iter_mut().enumerate() {
+            let records: Vec<Record> = (0..records_per_partition)
+                .map(|i| Record {
+                    transactional: true,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id,
+                    producer_epoch: epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: *sequence + i as i32,
+                    timestamp: 0,
+                    key: None,
+                    value: Some(payload.clone()),
+                    headers: Default::default(),
+                })
+                .collect();
+            *sequence += records_per_partition as i32;
+            let mut batch = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut batch,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )?;
+            data.push(
+                PartitionProduceData::default()
+                    .with_index(partition as i32)
+                    .with_records(Some(batch.freeze())),
+            );
+        }
+        let produced = client
+            .call(
+                ProduceRequest::default()
+                    .with_transactional_id(Some(TransactionalId(text(&transactional_id))))
+                    .with_acks(-1)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(text(topic)))
+                        .with_partition_data(data)]),
+                9,
+            )
+            .await?;
+        for partition in produced
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+        {
+            if partition.error_code != 0 {
+                bail!(
+                    "Produce to partition {}: error {}",
+                    partition.index,
+                    partition.error_code
+                );
+            }
+        }
+        let ended = client
+            .call(
+                EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(text(&transactional_id)))
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch)
+                    .with_committed(true),
+                3,
+            )
+            .await
+            .context("EndTxn")?;
+        if ended.error_code != 0 {
+            bail!("EndTxn: error {}", ended.error_code);
+        }
+        commits += 1;
+    }
+    Ok(Transactions {
+        commits,
+        records: commits * partitions as u64 * records_per_partition as u64,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
