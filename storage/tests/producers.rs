@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{batch, config, marker_batch, open, producer_batch, NOW};
+use common::{all_bytes, batch, config, marker_batch, open, producer_batch, NOW};
 use storage::{LogConfig, PartitionLog, StorageError};
 
 fn append(
@@ -29,17 +29,6 @@ fn append_txn(
     let info = log.append_as_leader_verified(bytes, 0, NOW, guard)?;
     log.set_high_watermark(log.log_end_offset());
     Ok(info)
-}
-
-/// Everything a log holds, from its start, as a fetch returns it.
-fn all_bytes(log: &PartitionLog) -> bytes::Bytes {
-    log.read(
-        log.log_start_offset(),
-        usize::MAX >> 1,
-        log.log_end_offset(),
-        true,
-    )
-    .unwrap()
 }
 
 #[test]

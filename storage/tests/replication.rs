@@ -5,18 +5,7 @@
 
 mod common;
 
-use common::{batch, config, headers, open, NOW};
-
-/// Everything a log holds, from its start, as the bytes a fetch returns.
-fn all_bytes(log: &storage::PartitionLog) -> bytes::Bytes {
-    log.read(
-        log.log_start_offset(),
-        usize::MAX >> 1,
-        log.log_end_offset(),
-        true,
-    )
-    .unwrap()
-}
+use common::{all_bytes, batch, config, headers, open, NOW};
 
 #[test]
 fn a_follower_holds_the_leaders_batches_byte_for_byte() {

@@ -179,9 +179,13 @@ def describe_partitions(cluster, topic: str) -> dict[int, dict]:
         client.close()
 
 
-def produce_while(cluster, topic: str, count: int, during) -> tuple[list, list]:
-    """Produces `count` unique values with librdkafka (acks=all, retries) while
-    `during()` runs in another thread; returns (acknowledged, failed)."""
+def produce_while(
+    target, topic: str, count: int, during, every: int = 200, pause: float = 0.01, **config
+) -> tuple[list, list]:
+    """Produces `count` unique values with librdkafka (acks=all, retries;
+    `config` added to the producer's) to `target` (a broker or a cluster),
+    `every` values then a `pause`, while `during()` runs in another thread;
+    returns (acknowledged, failed)."""
     acked, failed = [], []
 
     def report(err, msg):
@@ -189,11 +193,12 @@ def produce_while(cluster, topic: str, count: int, during) -> tuple[list, list]:
 
     producer = Producer(
         {
-            "bootstrap.servers": cluster.bootstrap,
+            "bootstrap.servers": target.bootstrap,
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": 60000,
             "topic.metadata.refresh.interval.ms": 500,
+            **config,
         }
     )
     fault = threading.Thread(target=during)
@@ -205,11 +210,11 @@ def produce_while(cluster, topic: str, count: int, during) -> tuple[list, list]:
                 break
             except BufferError:
                 producer.poll(0.05)
-        if i % 200 == 0:
+        if i % every == 0:
             producer.poll(0)
-            time.sleep(0.01)
+            time.sleep(pause)
     fault.join()
-    assert producer.flush(90) == 0, "messages left undelivered"
+    assert producer.flush(120) == 0, "messages left undelivered"
     return acked, failed
 
 

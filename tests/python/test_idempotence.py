@@ -9,14 +9,14 @@ once, in order, while the broker or the partition's leader is killed.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import unique_topic
+from test_cluster import produce_while
 from wire import (
     DESCRIBE_PRODUCERS,
     EMPTY_TAGS,
@@ -167,38 +167,14 @@ def test_a_retry_after_kill9_is_still_recognised(broker):
             assert produce(conn, topic, {0: gap})[0][0] == OUT_OF_ORDER_SEQUENCE_NUMBER
 
 
-def produce_exactly_once(bootstrap: str, topic: str, count: int, fault, **extra) -> list:
-    """librdkafka with enable.idempotence while `fault()` runs in another
-    thread; returns the acknowledged (partition, offset, value)."""
-    acked, failed = [], []
-
-    def report(err, msg):
-        (failed if err else acked).append(err or (msg.partition(), msg.offset(), msg.value()))
-
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "message.timeout.ms": 120000,
-            "topic.metadata.refresh.interval.ms": 500,
-            **extra,
-        }
+def produce_exactly_once(target, topic: str, count: int, fault, **extra) -> list:
+    """librdkafka with enable.idempotence, 100 records then 20 ms, while
+    `fault()` runs in another thread; returns the acknowledged (partition,
+    offset, value), having checked that everything was acknowledged."""
+    acked, failed = produce_while(
+        target, topic, count, fault, every=100, pause=0.02,
+        **{"enable.idempotence": True, "message.timeout.ms": 120000, **extra},
     )
-    thread = threading.Thread(target=fault)
-    thread.start()
-    for i in range(count):
-        while True:
-            try:
-                producer.produce(topic, value=b"v%08d" % i, callback=report)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i % 100 == 0:
-            producer.poll(0)
-            time.sleep(0.02)
-    thread.join()
-    assert producer.flush(120) == 0, "messages left undelivered"
     assert not failed, failed[:5]
     assert len(acked) == count
     return acked
@@ -253,7 +229,7 @@ def test_librdkafka_writes_exactly_once_through_pauses_and_kill9(broker):
             time.sleep(0.3)
             broker.start()
 
-    acked = produce_exactly_once(broker.bootstrap, topic, 30000, faults, **{"socket.timeout.ms": 300})
+    acked = produce_exactly_once(broker, topic, 30000, faults, **{"socket.timeout.ms": 300})
     assert_exactly_once_in_order(read_everything(broker.bootstrap, topic, 3), acked, 30000)
 
 
@@ -303,7 +279,7 @@ def test_librdkafka_writes_exactly_once_through_leader_failover(cluster_factory)
         time.sleep(0.5)
         cluster.brokers[stalled].resume()
 
-    acked = produce_exactly_once(cluster.bootstrap, topic, 20000, kill_leader)
+    acked = produce_exactly_once(cluster, topic, 20000, kill_leader)
     assert_exactly_once_in_order(read_everything(cluster.bootstrap, topic, 3), acked, 20000)
     # The new leader of partition 0 knows the producer (it was a follower).
     leader = states(cluster, topic)[0][0]

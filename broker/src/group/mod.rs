@@ -174,6 +174,25 @@ pub struct CommitOffset {
     pub metadata: String,
 }
 
+impl CommitOffset {
+    /// As OffsetCommit and TxnOffsetCommit carry it (a null metadata is empty).
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        leader_epoch: i32,
+        metadata: Option<&kafka_protocol::protocol::StrBytes>,
+    ) -> CommitOffset {
+        CommitOffset {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            leader_epoch,
+            metadata: metadata.map(|m| m.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
 pub struct CommitRequest {
     pub group_id: String,
     pub generation_id: i32,

@@ -53,21 +53,18 @@ pub async fn offset_commit(
                 continue;
             }
             placed.push((t, p, Ok(commits.len())));
-            commits.push(CommitOffset {
-                topic: topic.name.0.to_string(),
-                partition: partition.partition_index,
-                offset: partition.committed_offset,
-                leader_epoch: if version >= COMMIT_LEADER_EPOCH_VERSION_MIN {
-                    partition.committed_leader_epoch
-                } else {
-                    -1
-                },
-                metadata: partition
-                    .committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            });
+            let leader_epoch = if version >= COMMIT_LEADER_EPOCH_VERSION_MIN {
+                partition.committed_leader_epoch
+            } else {
+                -1
+            };
+            commits.push(CommitOffset::new(
+                &topic.name.0,
+                partition.partition_index,
+                partition.committed_offset,
+                leader_epoch,
+                partition.committed_metadata.as_ref(),
+            ));
         }
     }
     let results = if commits.is_empty() {

@@ -63,13 +63,10 @@ fn partitions_of(
     (all, unknown)
 }
 
-/// Per-topic results: `unknown` partitions get UNKNOWN_TOPIC_OR_PARTITION
-/// and the others OPERATION_NOT_ATTEMPTED when some are unknown, else every
-/// partition gets `error_code`.
+/// Per-topic results of AddPartitionsToTxn, each partition's code from `code_of`.
 fn topic_results(
     topics: &[AddPartitionsToTxnTopic],
-    unknown: &BTreeSet<(String, i32)>,
-    error_code: i16,
+    mut code_of: impl FnMut(&str, i32) -> i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     topics
         .iter()
@@ -78,16 +75,9 @@ fn topic_results(
                 .partitions
                 .iter()
                 .map(|index| {
-                    let error_code = if unknown.is_empty() {
-                        error_code
-                    } else if unknown.contains(&(topic.name.0.to_string(), *index)) {
-                        code(ResponseError::UnknownTopicOrPartition)
-                    } else {
-                        code(ResponseError::OperationNotAttempted)
-                    };
                     AddPartitionsToTxnPartitionResult::default()
                         .with_partition_index(*index)
-                        .with_partition_error_code(error_code)
+                        .with_partition_error_code(code_of(&topic.name.0, *index))
                 })
                 .collect();
             AddPartitionsToTxnTopicResult::default()
@@ -95,6 +85,25 @@ fn topic_results(
                 .with_results_by_partition(results)
         })
         .collect()
+}
+
+/// When some partitions are unknown: those get UNKNOWN_TOPIC_OR_PARTITION
+/// and the others OPERATION_NOT_ATTEMPTED; else every partition gets
+/// `error_code`.
+fn added_results(
+    topics: &[AddPartitionsToTxnTopic],
+    unknown: &BTreeSet<TopicPartition>,
+    error_code: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topic_results(topics, |topic, index| {
+        if unknown.is_empty() {
+            error_code
+        } else if unknown.contains(&(topic.to_string(), index)) {
+            code(ResponseError::UnknownTopicOrPartition)
+        } else {
+            code(ResponseError::OperationNotAttempted)
+        }
+    })
 }
 
 pub async fn add_partitions_to_txn(
@@ -122,7 +131,7 @@ pub async fn add_partitions_to_txn(
             NONE
         };
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-            topic_results(&request.v3_and_below_topics, &unknown, error_code),
+            added_results(&request.v3_and_below_topics, &unknown, error_code),
         );
     }
     // v4+: several transactions; with verify_only, a leader asks whether
@@ -139,24 +148,7 @@ pub async fn add_partitions_to_txn(
                 &partitions,
             );
             let mut codes = codes.into_iter();
-            transaction
-                .topics
-                .iter()
-                .map(|topic| {
-                    let results = topic
-                        .partitions
-                        .iter()
-                        .map(|index| {
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*index)
-                                .with_partition_error_code(codes.next().unwrap_or(NONE))
-                        })
-                        .collect();
-                    AddPartitionsToTxnTopicResult::default()
-                        .with_name(topic.name.clone())
-                        .with_results_by_partition(results)
-                })
-                .collect()
+            topic_results(&transaction.topics, |_, _| codes.next().unwrap_or(NONE))
         } else {
             let error_code = if unknown.is_empty() {
                 broker
@@ -174,7 +166,7 @@ pub async fn add_partitions_to_txn(
             } else {
                 NONE
             };
-            topic_results(&transaction.topics, &unknown, error_code)
+            added_results(&transaction.topics, &unknown, error_code)
         };
         results.push(
             AddPartitionsToTxnResult::default()
@@ -314,17 +306,13 @@ pub async fn txn_offset_commit(
                 partition.partition_index,
                 Ok(commits.len()),
             ));
-            commits.push(CommitOffset {
-                topic: topic.name.0.to_string(),
-                partition: partition.partition_index,
-                offset: partition.committed_offset,
-                leader_epoch: partition.committed_leader_epoch,
-                metadata: partition
-                    .committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            });
+            commits.push(CommitOffset::new(
+                &topic.name.0,
+                partition.partition_index,
+                partition.committed_offset,
+                partition.committed_leader_epoch,
+                partition.committed_metadata.as_ref(),
+            ));
         }
     }
     let results = if commits.is_empty() {

@@ -517,6 +517,39 @@ impl TransactionCoordinator {
         Ok(current)
     }
 
+    /// Checks a request of `producer_id` at `epoch` for `transactional_id`
+    /// and has `decide` compute the state to write from the current one
+    /// (`None`: nothing to write, the request is done); marks the id
+    /// pending when there is something to write.
+    fn prepare_change(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        knows_fenced: bool,
+        decide: impl FnOnce(&TxnMetadata) -> Result<Option<TxnMetadata>, i16>,
+    ) -> Result<Option<TxnMetadata>, i16> {
+        if transactional_id.is_empty() {
+            return Err(code(ResponseError::InvalidRequest));
+        }
+        if !self.coordinates(transactional_id) {
+            return Err(code(ResponseError::NotCoordinator));
+        }
+        let mut txns = self.lock();
+        let current = Self::check_producer(
+            &mut txns,
+            transactional_id,
+            producer_id,
+            epoch,
+            knows_fenced,
+        )?;
+        let next = decide(current)?;
+        if next.is_some() {
+            current.pending = true;
+        }
+        Ok(next)
+    }
+
     /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's partition of
     /// `__consumer_offsets`): the partitions join the transaction, which is
     /// Ongoing from then on. `knows_fenced`: the request version knows
@@ -529,50 +562,47 @@ impl TransactionCoordinator {
         partitions: &[(String, i32)],
         knows_fenced: bool,
     ) -> Result<(), i16> {
-        if transactional_id.is_empty() {
-            return Err(code(ResponseError::InvalidRequest));
-        }
-        if !self.coordinates(transactional_id) {
-            return Err(code(ResponseError::NotCoordinator));
-        }
-        let next = {
-            let mut txns = self.lock();
-            let current = Self::check_producer(
-                &mut txns,
-                transactional_id,
-                producer_id,
-                epoch,
-                knows_fenced,
-            )?;
-            match current.state {
-                TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                    return Err(code(ResponseError::ConcurrentTransactions))
+        let next = self.prepare_change(
+            transactional_id,
+            producer_id,
+            epoch,
+            knows_fenced,
+            |current| {
+                match current.state {
+                    TxnState::PrepareCommit
+                    | TxnState::PrepareAbort
+                    | TxnState::PrepareEpochFence => {
+                        return Err(code(ResponseError::ConcurrentTransactions))
+                    }
+                    TxnState::Ongoing
+                        if partitions
+                            .iter()
+                            .all(|partition| current.partitions.contains(partition)) =>
+                    {
+                        return Ok(None);
+                    }
+                    _ => {}
                 }
-                TxnState::Ongoing
-                    if partitions
-                        .iter()
-                        .all(|partition| current.partitions.contains(partition)) =>
-                {
-                    return Ok(());
+                let mut next = current.clone();
+                if next.state != TxnState::Ongoing {
+                    next.partitions.clear();
+                    next.start_ms = now_ms();
                 }
-                _ => {}
-            }
-            let mut next = current.clone();
-            if next.state != TxnState::Ongoing {
-                next.partitions.clear();
-                next.start_ms = now_ms();
-            }
-            next.partitions.extend(partitions.iter().cloned());
-            next.state = TxnState::Ongoing;
-            next.last_update_ms = now_ms();
-            current.pending = true;
-            next
-        };
-        self.transition(transactional_id, next).await
+                next.partitions.extend(partitions.iter().cloned());
+                next.state = TxnState::Ongoing;
+                next.last_update_ms = now_ms();
+                Ok(Some(next))
+            },
+        )?;
+        match next {
+            Some(next) => self.transition(transactional_id, next).await,
+            None => Ok(()),
+        }
     }
 
     /// EndTxn: PrepareCommit or PrepareAbort is written, then the markers
-    /// and the completion follow in the background.
+    /// and the completion follow (waited for, at most
+    /// [`END_TXN_MARKER_WAIT`]).
     pub async fn end_txn(
         &self,
         transactional_id: &str,
@@ -581,53 +611,46 @@ impl TransactionCoordinator {
         commit: bool,
         knows_fenced: bool,
     ) -> Result<(), i16> {
-        if transactional_id.is_empty() {
-            return Err(code(ResponseError::InvalidRequest));
-        }
-        if !self.coordinates(transactional_id) {
-            return Err(code(ResponseError::NotCoordinator));
-        }
-        let next = {
-            let mut txns = self.lock();
-            let current = Self::check_producer(
-                &mut txns,
-                transactional_id,
-                producer_id,
-                epoch,
-                knows_fenced,
-            )?;
-            match (current.state, commit) {
-                (TxnState::Ongoing, _) => {}
-                // A retry of what is already done.
-                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
-                    return Ok(())
+        let next = self.prepare_change(
+            transactional_id,
+            producer_id,
+            epoch,
+            knows_fenced,
+            |current| {
+                match (current.state, commit) {
+                    (TxnState::Ongoing, _) => {}
+                    // A retry of what is already done.
+                    (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                        return Ok(None)
+                    }
+                    // A retry of what is being done.
+                    (TxnState::PrepareCommit, true)
+                    | (TxnState::PrepareAbort, false)
+                    | (TxnState::PrepareEpochFence, _) => {
+                        return Err(code(ResponseError::ConcurrentTransactions))
+                    }
+                    (state, _) => {
+                        tracing::info!(
+                            transactional_id,
+                            state = state.name(),
+                            commit,
+                            "EndTxn in a state that cannot end that way"
+                        );
+                        return Err(code(ResponseError::InvalidTxnState));
+                    }
                 }
-                // A retry of what is being done.
-                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                    return Err(code(ResponseError::ConcurrentTransactions))
-                }
-                (TxnState::PrepareEpochFence, _) => {
-                    return Err(code(ResponseError::ConcurrentTransactions))
-                }
-                (state, _) => {
-                    tracing::info!(
-                        transactional_id,
-                        state = state.name(),
-                        commit,
-                        "EndTxn in a state that cannot end that way"
-                    );
-                    return Err(code(ResponseError::InvalidTxnState));
-                }
-            }
-            let mut next = current.clone();
-            next.state = if commit {
-                TxnState::PrepareCommit
-            } else {
-                TxnState::PrepareAbort
-            };
-            next.last_update_ms = now_ms();
-            current.pending = true;
-            next
+                let mut next = current.clone();
+                next.state = if commit {
+                    TxnState::PrepareCommit
+                } else {
+                    TxnState::PrepareAbort
+                };
+                next.last_update_ms = now_ms();
+                Ok(Some(next))
+            },
+        )?;
+        let Some(next) = next else {
+            return Ok(());
         };
         self.transition(transactional_id, next).await?;
         self.complete_later(transactional_id);

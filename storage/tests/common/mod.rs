@@ -199,3 +199,14 @@ pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoc
     };
     encode(&[record], Compression::None)
 }
+
+/// Everything a log holds, from its start, as a fetch returns it.
+pub fn all_bytes(log: &PartitionLog) -> Bytes {
+    log.read(
+        log.log_start_offset(),
+        usize::MAX >> 1,
+        log.log_end_offset(),
+        true,
+    )
+    .unwrap()
+}

@@ -491,14 +491,12 @@ pub(crate) fn transactions_table(
         runtime.block_on(load::create_topic(bootstrap, &topic, partitions, 1))?;
         for client in ["protocol", "librdkafka"] {
             let cpu = CpuMeter::start(pid);
-            let (commits, records, seconds) = if client == "protocol" {
-                let done =
-                    runtime.block_on(txn::run(bootstrap, &topic, partitions, 10, duration))?;
-                (done.commits, done.records, done.seconds)
+            let done = if client == "protocol" {
+                runtime.block_on(txn::run(bootstrap, &topic, partitions, 10, duration))?
             } else {
-                let done = load::transactions(bootstrap, &topic, partitions, 10, duration)?;
-                (done.commits, done.records, done.seconds)
+                load::transactions(bootstrap, &topic, partitions, 10, duration)?
             };
+            let (commits, records, seconds) = (done.commits, done.records, done.seconds);
             let (broker_cpu, _) = cpu.read();
             report.line(format!(
                 "| {client} | {partitions} | {:.0} | {:.0} | {:.2} | {:.2} |",

@@ -22,13 +22,7 @@ use kafka_protocol::records::{
 
 use broker::admin::client::Client;
 
-/// What a transactions phase did.
-#[derive(Debug, Clone, Copy)]
-pub struct Transactions {
-    pub commits: u64,
-    pub records: u64,
-    pub seconds: f64,
-}
+use crate::load::Transactions;
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
