@@ -33,6 +33,7 @@ fn kbench_quick_runs_every_phase() {
     for section in [
         "## The machine's limits",
         "## Produce",
+        "## Transactions",
         "## Consume",
         "## End-to-end latency",
         "## Memory",
@@ -41,12 +42,19 @@ fn kbench_quick_runs_every_phase() {
     ] {
         assert!(report.contains(section), "no {section:?} in:\n{report}");
     }
-    // Every produce row has a rate: four of them, each with a number.
+    // Every produce row has a rate: acks 1, all and idempotent for both
+    // record sizes.
     let produce_rows = report
         .lines()
         .filter(|line| line.starts_with("| 1024 B |") || line.starts_with("| 100 B |"))
         .count();
-    assert_eq!(produce_rows, 4, "{report}");
+    assert_eq!(produce_rows, 6, "{report}");
+    // Transactions were committed by both producers, with 1 and 10 partitions.
+    let transaction_rows = report
+        .lines()
+        .filter(|line| line.starts_with("| protocol |") || line.starts_with("| librdkafka |"))
+        .count();
+    assert_eq!(transaction_rows, 4, "{report}");
 }
 
 /// `kbench --cluster-only --quick`: the cluster phases (a standalone
