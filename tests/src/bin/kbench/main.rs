@@ -260,12 +260,13 @@ fn run(
     for pair in plain_and_idempotent.chunks(2) {
         if let [(record_bytes, _, plain), (_, _, idempotent)] = pair {
             report.line(format!(
-                "Idempotent against plain acks=all at {record_bytes} B: {:.2}×",
+                "librdkafka, idempotent against plain acks=all at {record_bytes} B: {:.2}×",
                 idempotent / plain
             ));
         }
     }
     report.line("");
+    idempotence_table(runtime, report, &bootstrap, pid, duration)?;
 
     transactions_table(runtime, report, &bootstrap, pid, duration)?;
 
@@ -506,6 +507,42 @@ pub(crate) fn transactions_table(
                 1000.0 * broker_cpu / commits.max(1) as f64,
             ));
         }
+    }
+    report.line("");
+    Ok(())
+}
+
+/// The broker's cost of idempotence, without a client library's: a
+/// protocol-level producer (five requests in flight, acks=all, 100 × 1 KiB
+/// per batch) with and without a producer id and sequence numbers.
+fn idempotence_table(
+    runtime: &tokio::runtime::Runtime,
+    report: &mut Report,
+    bootstrap: &str,
+    pid: u32,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    report.line("Protocol-level producer, one partition, acks=all, 5 requests in flight, 100 × 1 KiB per batch:");
+    report.line("");
+    report.line("| batches | records/s | MB/s | broker CPU s/GB | of plain |");
+    report.line("|---|---:|---:|---:|---:|");
+    let mut plain_rate = None;
+    for idempotent in [false, true] {
+        let topic = format!("raw-produce-{}", if idempotent { "idempotent" } else { "plain" });
+        runtime.block_on(load::create_topic(bootstrap, &topic, 1, 1))?;
+        let cpu = CpuMeter::start(pid);
+        let done = runtime.block_on(txn::produce(bootstrap, &topic, idempotent, 100, 1024, duration))?;
+        let (broker_cpu, _) = cpu.read();
+        let rate = done.records as f64 / done.seconds;
+        let plain = *plain_rate.get_or_insert(rate);
+        report.line(format!(
+            "| {} | {:.0} | {:.1} | {:.2} | {:.2}× |",
+            if idempotent { "idempotent" } else { "plain" },
+            rate,
+            done.bytes as f64 / done.seconds / MB,
+            broker_cpu / (done.bytes as f64 / GB),
+            rate / plain,
+        ));
     }
     report.line("");
     Ok(())

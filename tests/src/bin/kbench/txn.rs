@@ -174,3 +174,125 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// What a protocol-level produce phase did.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// A protocol-level producer on one connection for `duration`: Produce v9,
+/// acks=all, batches of `batch_records` records of `record_bytes` bytes to
+/// partition 0 of `topic`, five requests in flight (the most an idempotent
+/// producer may have). With `idempotent`, it takes a producer id first and
+/// numbers its batches; otherwise the batches carry none. Both variants do
+/// the same client work per batch (a header rewritten and its CRC computed
+/// again), so the difference is the broker's.
+pub async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    idempotent: bool,
+    batch_records: usize,
+    record_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<Produced> {
+    use protocol::batch::{compute_crc, BASE_SEQUENCE_AT, CRC_AT};
+    const IN_FLIGHT: usize = 5;
+    let mut client = Client::connect(bootstrap).await?;
+    let (producer_id, epoch) = if idempotent {
+        let init = client
+            .call(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            )
+            .await?;
+        if init.error_code != 0 {
+            bail!("InitProducerId: error {}", init.error_code);
+        }
+        (init.producer_id.0, init.producer_epoch)
+    } else {
+        (-1, -1)
+    };
+    let payload = bytes::Bytes::from(vec![b'x'; record_bytes]);
+    let records: Vec<Record> = (0..batch_records)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if idempotent { i as i32 } else { -1 + i as i32 },
+            timestamp: 0,
+            key: None,
+            value: Some(payload.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut template = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut template,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    let mut sequence = 0i32;
+    let mut next_batch = || {
+        let mut batch = template.clone();
+        let base = if idempotent { sequence } else { -1 };
+        sequence = sequence.wrapping_add(batch_records as i32);
+        batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base.to_be_bytes());
+        let crc = compute_crc(&batch);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        batch.freeze()
+    };
+    let request = |batch: bytes::Bytes| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(text(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])])
+    };
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut acknowledged = 0u64;
+    let started = Instant::now();
+    loop {
+        let sending = started.elapsed() < duration;
+        if sending && in_flight.len() < IN_FLIGHT {
+            in_flight.push_back(client.send(request(next_batch()), 9).await?);
+            continue;
+        }
+        let Some(correlation_id) = in_flight.pop_front() else {
+            break;
+        };
+        let response = client.receive::<ProduceRequest>(correlation_id, 9).await?;
+        for partition in response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+        {
+            if partition.error_code != 0 {
+                bail!("Produce: error {}", partition.error_code);
+            }
+        }
+        acknowledged += batch_records as u64;
+    }
+    Ok(Produced {
+        records: acknowledged,
+        bytes: acknowledged * record_bytes as u64,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
