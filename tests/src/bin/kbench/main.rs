@@ -528,10 +528,15 @@ fn idempotence_table(
     report.line("|---|---:|---:|---:|---:|");
     let mut plain_rate = None;
     for idempotent in [false, true] {
-        let topic = format!("raw-produce-{}", if idempotent { "idempotent" } else { "plain" });
+        let topic = format!(
+            "raw-produce-{}",
+            if idempotent { "idempotent" } else { "plain" }
+        );
         runtime.block_on(load::create_topic(bootstrap, &topic, 1, 1))?;
         let cpu = CpuMeter::start(pid);
-        let done = runtime.block_on(txn::produce(bootstrap, &topic, idempotent, 100, 1024, duration))?;
+        let done = runtime.block_on(txn::produce(
+            bootstrap, &topic, idempotent, 100, 1024, duration,
+        ))?;
         let (broker_cpu, _) = cpu.read();
         let rate = done.records as f64 / done.seconds;
         let plain = *plain_rate.get_or_insert(rate);
