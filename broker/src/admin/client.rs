@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 /// partitions stays far below).
 const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 const CLIENT_ID: &str = "kbroker-admin";
+/// A read buffer above this size is not kept between responses.
+const BUFFER_KEPT_MAX: usize = 16 * 1024 * 1024;
 
 pub struct Client {
     stream: TcpStream,
@@ -24,6 +26,11 @@ pub struct Client {
     correlation_id: i32,
     /// api key → (min, max) the broker supports.
     supported: HashMap<i16, (i16, i16)>,
+    /// Responses are read into it. A response's record sets stay slices of
+    /// it until the caller drops them (the replica fetcher, once it has
+    /// appended them); then its memory is used again for the next one,
+    /// without page faults or zero-filling.
+    buffer: BytesMut,
 }
 
 impl Client {
@@ -59,6 +66,7 @@ impl Client {
             client_id,
             correlation_id: 0,
             supported: HashMap::new(),
+            buffer: BytesMut::new(),
         };
         let versions = client
             .call_unchecked(
@@ -146,9 +154,7 @@ impl Client {
         if size > RESPONSE_BYTES_MAX {
             bail!("response of {size} bytes is larger than {RESPONSE_BYTES_MAX}");
         }
-        let mut response = vec![0u8; size];
-        self.stream.read_exact(&mut response).await?;
-        let mut response = Bytes::from(response);
+        let mut response = self.read_body(size).await?;
         let header = ResponseHeader::decode(
             &mut response,
             <R::Response as HeaderVersion>::header_version(version),
@@ -165,5 +171,32 @@ impl Client {
             bail!("{} bytes left after the response", response.remaining());
         }
         Ok(decoded)
+    }
+
+    /// The next `size` bytes of the stream. Kept buffers larger than
+    /// [`BUFFER_KEPT_MAX`] are let go, so one large answer (a describe of
+    /// thousands of partitions) does not stay allocated.
+    async fn read_body(&mut self, size: usize) -> anyhow::Result<Bytes> {
+        if self.buffer.capacity() > BUFFER_KEPT_MAX {
+            self.buffer = BytesMut::new();
+        }
+        self.buffer.clear();
+        // Reuses the allocation when nothing read into it is still held.
+        self.buffer.reserve(size);
+        while self.buffer.len() < size {
+            let limit = (size - self.buffer.len()) as u64;
+            if (&mut self.stream)
+                .take(limit)
+                .read_buf(&mut self.buffer)
+                .await?
+                == 0
+            {
+                bail!(
+                    "connection closed after {} of {size} bytes of a response",
+                    self.buffer.len()
+                );
+            }
+        }
+        Ok(self.buffer.split_to(size).freeze())
     }
 }

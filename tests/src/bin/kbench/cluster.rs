@@ -53,6 +53,11 @@ pub fn cluster_phases(
         "min.insync.replicas=2",
         "offsets.topic.replication.factor=3",
     ]);
+    // Experiments: broker properties for the three brokers (not the single
+    // one), space-separated `name=value`, e.g. a larger
+    // `replica.fetch.max.bytes`.
+    let extra = std::env::var("KBENCH_CLUSTER_CONFIG").unwrap_or_default();
+    overrides.extend(extra.split_whitespace());
     let mut cluster = Cluster::start(3, &overrides);
     let bootstrap = (1..=3)
         .map(|id| cluster.bootstrap(id))
