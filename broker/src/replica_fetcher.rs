@@ -346,6 +346,14 @@ fn apply_response(
             if high_watermark > log.high_watermark() {
                 log.set_high_watermark(high_watermark);
             }
+            // The leader's log start (DeleteRecords, retention) becomes this
+            // replica's once it has what lies below it, as Kafka's followers
+            // do: records deleted on the leader must not come back when this
+            // replica leads.
+            let log_start_offset = data.log_start_offset.min(log.high_watermark());
+            if log_start_offset > log.log_start_offset() {
+                log.delete_records_before(log_start_offset)?;
+            }
             Ok(true)
         });
     match applied {

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import SESSION_TIMEOUT_MS, broker_binary, unique_topic
@@ -364,3 +364,36 @@ def test_a_quickly_restarted_controller_leaves_the_isr_of_the_partitions_it_led(
     assert not failed and len(more) == 100
     seen = consume_all(cluster.bootstrap, topic, 1, len(acked) + len(more))
     assert sorted(seen.values()) == sorted(v for _, _, v in acked + more)
+
+
+def test_followers_follow_the_leaders_log_start(cluster_factory):
+    """DeleteRecords moves the leader's log start; the followers' follows, so
+    the deleted records do not come back when a follower becomes leader."""
+    cluster = start(cluster_factory)
+    topic = unique_topic("log-start")
+    create(cluster, topic, 1, config={"segment.bytes": "2048"})
+    wait_full_isr(cluster, topic)
+    acked, failed = produce(cluster, topic, 300, **{"linger.ms": 0})
+    assert not failed and len(acked) == 300
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    [deleted] = admin.delete_records([TopicPartition(topic, 0, 120)], request_timeout=30).values()
+    assert deleted.result(timeout=30).low_watermark == 120
+    leader = states(cluster, topic)[0][0]
+    followers = [b for i, b in cluster.brokers.items() if i != leader]
+
+    def log_start(broker) -> int:
+        try:
+            return int((broker.data_dir / f"{topic}-0" / "log-start-offset-checkpoint").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    cluster.wait_until("the followers' log start to reach 120", lambda: all(log_start(b) == 120 for b in followers), 30)
+
+    cluster.brokers[leader].kill9()
+    survivor = followers[0]
+    cluster.wait_until(
+        "a new leader", lambda: states(cluster, topic, survivor)[0][0] not in (leader, -1), SESSION_TIMEOUT_S + 15
+    )
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique_topic("g")})
+    assert consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30) == (120, 300)
+    consumer.close()
