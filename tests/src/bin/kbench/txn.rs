@@ -28,6 +28,45 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
+/// One record batch (v2, uncompressed) of `count` records holding
+/// `payload`, sequences from `first_sequence` (-1: no producer).
+fn encode_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    first_sequence: i32,
+    count: usize,
+    transactional: bool,
+    payload: &bytes::Bytes,
+) -> anyhow::Result<BytesMut> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_sequence + i as i32,
+            timestamp: 0,
+            key: None,
+            value: Some(payload.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(batch)
+}
+
 /// One transaction after the other for `duration`, each writing
 /// `records_per_partition` records of 100 B to each of `partitions`
 /// partitions of `topic` and committing. A single broker (it coordinates
@@ -94,33 +133,15 @@ pub async fn run(
         }
         let mut data = Vec::with_capacity(partitions as usize);
         for (partition, sequence) in sequences.iter_mut().enumerate() {
-            let records: Vec<Record> = (0..records_per_partition)
-                .map(|i| Record {
-                    transactional: true,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id,
-                    producer_epoch: epoch,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: *sequence + i as i32,
-                    timestamp: 0,
-                    key: None,
-                    value: Some(payload.clone()),
-                    headers: Default::default(),
-                })
-                .collect();
-            *sequence += records_per_partition as i32;
-            let mut batch = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut batch,
-                records.iter(),
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
+            let batch = encode_batch(
+                producer_id,
+                epoch,
+                *sequence,
+                records_per_partition,
+                true,
+                &payload,
             )?;
+            *sequence += records_per_partition as i32;
             data.push(
                 PartitionProduceData::default()
                     .with_index(partition as i32)
@@ -220,31 +241,14 @@ pub async fn produce(
         (-1, -1)
     };
     let payload = bytes::Bytes::from(vec![b'x'; record_bytes]);
-    let records: Vec<Record> = (0..batch_records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if idempotent { i as i32 } else { -1 + i as i32 },
-            timestamp: 0,
-            key: None,
-            value: Some(payload.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut template = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut template,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    let first_sequence = if idempotent { 0 } else { -1 };
+    let template = encode_batch(
+        producer_id,
+        epoch,
+        first_sequence,
+        batch_records,
+        false,
+        &payload,
     )?;
     let mut sequence = 0i32;
     let mut next_batch = || {
