@@ -9,16 +9,27 @@
 //! truncates to it before fetching again — never just to the high
 //! watermark (KIP-101/KIP-279). Fetched batches are appended byte for byte;
 //! the follower's high watermark follows the leader's.
+//!
+//! Appends overlap the next fetch: once an answer with records arrives,
+//! they are appended on a blocking thread while the next fetch, from the
+//! end of what was received, is already on its way. That fetch tells the
+//! leader, in a tagged field of our own ([`WRITTEN_END_TAG`]), where this
+//! replica's log really ends; the leader counts only that towards the high
+//! watermark and the ISR, so nothing is acknowledged with acks=all that a
+//! follower holds only in memory. Without the overlap each follower's loop
+//! is fetch, then append, then fetch, and a fast producer outruns it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use coordinator::MetadataStore;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest};
+use protocol::batch::Batches;
 use storage::{PartitionLog, StorageError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +44,12 @@ const FETCH_VERSION: i16 = 15;
 const CLIENT_ID: &str = "kbroker-replica-fetcher";
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A tagged field of a Fetch request's partition, between our brokers only:
+/// the follower's log end offset (an int64) when its `fetch_offset` is
+/// ahead of it, because what lies between is being appended. The leader
+/// takes the smaller of the two as what the follower has. Kafka's own tags
+/// here are 0 and 1; a broker that does not know this one ignores it.
+pub const WRITTEN_END_TAG: i32 = 0x4b42;
 
 /// Kafka's `replica.fetch.*` settings.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +149,29 @@ impl ReplicaFetchers {
     }
 }
 
+/// An append of fetched records running on a blocking thread, and where
+/// the follower's log will end once it is done.
+struct Appending {
+    /// The end of the whole batches being appended: the next fetch's offset.
+    end: i64,
+    /// The leader epoch of the last of them.
+    last_epoch: i32,
+    /// The log end and start before the append: what this replica has.
+    written_end: i64,
+    log_start_offset: i64,
+    /// The append; a panic in it counts as a failed one.
+    done: tokio::task::JoinHandle<Appended>,
+}
+
+/// How an append in the background went.
+#[derive(Clone, Copy)]
+struct Appended {
+    /// `false` when the leader's answer was refused (see [`apply_response`]).
+    applied: bool,
+    /// The log ends where the append meant it to.
+    complete: bool,
+}
+
 async fn run(
     leader: i32,
     node_id: i32,
@@ -143,6 +183,8 @@ async fn run(
 ) {
     let mut client: Option<Client> = None;
     let mut failures = 0u32;
+    let mut appending: HashMap<(Uuid, i32), Appending> = HashMap::new();
+    let overlap_min_bytes = usize::try_from(settings.partition_max_bytes / 2).unwrap_or(0);
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -154,12 +196,14 @@ async fn run(
             .cloned()
             .collect();
         if followed.is_empty() {
+            finish_appends(&mut appending).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => continue,
             }
         }
         if client.is_none() {
+            finish_appends(&mut appending).await;
             match connect(&*store, leader).await {
                 Ok(connected) => {
                     tracing::info!(
@@ -184,13 +228,18 @@ async fn run(
             .brokers
             .get(&node_id)
             .map_or(-1, |broker| broker.epoch);
-        let (request, epochs) = fetch_request(node_id, broker_epoch, &followed, settings);
+        let (request, epochs) =
+            fetch_request(node_id, broker_epoch, &followed, &appending, settings);
         let timeout = Duration::from_millis(settings.wait_max_ms as u64) + Duration::from_secs(10);
         let connection = client.as_mut().expect("connected above");
         let answer = tokio::select! {
             _ = shutdown.cancelled() => return,
             answer = tokio::time::timeout(timeout, connection.call(request, FETCH_VERSION)) => answer,
         };
+        // What was being appended is in the log (or failed) before anything
+        // of this answer is applied after it.
+        let finished = finish_appends(&mut appending).await;
+        let mut backing_off = finished.values().any(|appended| !appended.applied);
         match answer {
             Ok(Ok(response)) if response.error_code == 0 => {
                 failures = 0;
@@ -198,13 +247,26 @@ async fn run(
                     .iter()
                     .map(|p| ((p.topic_id, p.index), p))
                     .collect();
-                let mut backing_off = false;
-                for topic in &response.responses {
-                    for data in &topic.partitions {
+                for topic in response.responses {
+                    for data in topic.partitions {
                         let key = (topic.topic_id, data.partition_index);
-                        if let (Some(partition), Some(epoch)) = (by_key.get(&key), epochs.get(&key))
+                        let (Some(partition), Some(epoch)) = (by_key.get(&key), epochs.get(&key))
+                        else {
+                            continue;
+                        };
+                        if finished
+                            .get(&key)
+                            .is_some_and(|appended| !appended.complete)
                         {
-                            backing_off |= !apply_response(partition, leader, *epoch, data);
+                            // Fetched from where a failed append would have
+                            // ended: fetch again from the log's real end.
+                            continue;
+                        }
+                        match start_append(partition, leader, *epoch, data, overlap_min_bytes) {
+                            Ok(started) => {
+                                appending.insert(key, started);
+                            }
+                            Err(applied) => backing_off |= !applied,
                         }
                     }
                 }
@@ -240,6 +302,79 @@ async fn run(
     }
 }
 
+/// Waits for the appends in the background; how each went.
+async fn finish_appends(
+    appending: &mut HashMap<(Uuid, i32), Appending>,
+) -> HashMap<(Uuid, i32), Appended> {
+    let mut finished = HashMap::with_capacity(appending.len());
+    for (key, append) in appending.drain() {
+        let appended = append.done.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "appending fetched records failed");
+            Appended {
+                applied: false,
+                complete: false,
+            }
+        });
+        finished.insert(key, appended);
+    }
+    finished
+}
+
+/// Applies the leader's answer for one partition: one with at least half a
+/// fetch's worth of records (`overlap_min_bytes`: the follower is behind,
+/// more is waiting) starts their append on a blocking thread (`Ok`);
+/// anything else is applied here (`Err`, with what [`apply_response`]
+/// said). A follower that keeps up gains nothing from the overlap, and
+/// would pay a round trip more before the leader learns of its append.
+fn start_append(
+    partition: &Arc<Partition>,
+    leader: i32,
+    leader_epoch: i32,
+    data: PartitionData,
+    overlap_min_bytes: usize,
+) -> Result<Appending, bool> {
+    let plain = data.error_code == 0
+        && data.diverging_epoch.epoch == -1
+        && data.diverging_epoch.end_offset == -1;
+    let whole = data
+        .records
+        .as_ref()
+        .filter(|records| plain && records.len() >= overlap_min_bytes)
+        .and_then(|records| {
+            Batches::new(records.clone())
+                .map_while(Result::ok)
+                .last()
+                .map(|(header, _)| (header.next_offset(), header.partition_leader_epoch))
+        });
+    let Some((end, last_epoch)) = whole else {
+        return Err(apply_response(partition, leader, leader_epoch, &data));
+    };
+    let Ok((written_end, log_start_offset)) =
+        partition.with_log(|log| (log.log_end_offset(), log.log_start_offset()))
+    else {
+        return Err(true);
+    };
+    if end <= written_end {
+        // Nothing new (a retried fetch): no need for a thread.
+        return Err(apply_response(partition, leader, leader_epoch, &data));
+    }
+    let appending = partition.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let applied = apply_response(&appending, leader, leader_epoch, &data);
+        let complete = appending
+            .with_log(|log| log.log_end_offset() == end)
+            .unwrap_or(false);
+        Appended { applied, complete }
+    });
+    Ok(Appending {
+        end,
+        last_epoch,
+        written_end,
+        log_start_offset,
+        done,
+    })
+}
+
 async fn connect(store: &dyn MetadataStore, leader: i32) -> anyhow::Result<Client> {
     let metadata = store.snapshot();
     let endpoint = metadata
@@ -261,43 +396,70 @@ async fn pause(failures: u32, shutdown: &CancellationToken) {
 }
 
 /// The fetch for `followed`, and the leader epoch each partition was asked at.
+///
+/// A partition whose records are being appended is fetched from where they
+/// end, without waiting for its log's lock; its log's real end goes in
+/// [`WRITTEN_END_TAG`]. While any is, the leader is asked not to wait for
+/// more data, so that it learns of the append soon after it finishes.
 fn fetch_request(
     node_id: i32,
     broker_epoch: i64,
     followed: &[Arc<Partition>],
+    appending: &HashMap<(Uuid, i32), Appending>,
     settings: FetchSettings,
 ) -> (FetchRequest, HashMap<(Uuid, i32), i32>) {
     let mut by_topic: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
     let mut epochs = HashMap::new();
     for partition in followed {
+        let key = (partition.topic_id, partition.index);
         let leader_epoch = partition.leader_epoch();
-        let Ok((log_end_offset, last_epoch, log_start_offset)) = partition.with_log(|log| {
-            (
-                log.log_end_offset(),
-                log.last_epoch(),
-                log.log_start_offset(),
-            )
-        }) else {
-            continue;
+        let fetch = match appending.get(&key) {
+            Some(append) => FetchPartition::default()
+                .with_fetch_offset(append.end)
+                .with_last_fetched_epoch(append.last_epoch)
+                .with_log_start_offset(append.log_start_offset)
+                .with_unknown_tagged_field(
+                    WRITTEN_END_TAG,
+                    Bytes::copy_from_slice(&append.written_end.to_be_bytes()),
+                ),
+            None => {
+                let Ok((log_end_offset, last_epoch, log_start_offset)) =
+                    partition.with_log(|log| {
+                        (
+                            log.log_end_offset(),
+                            log.last_epoch(),
+                            log.log_start_offset(),
+                        )
+                    })
+                else {
+                    continue;
+                };
+                FetchPartition::default()
+                    .with_fetch_offset(log_end_offset)
+                    .with_last_fetched_epoch(last_epoch)
+                    .with_log_start_offset(log_start_offset)
+            }
         };
-        epochs.insert((partition.topic_id, partition.index), leader_epoch);
+        epochs.insert(key, leader_epoch);
         by_topic.entry(partition.topic_id).or_default().push(
-            FetchPartition::default()
+            fetch
                 .with_partition(partition.index)
                 .with_current_leader_epoch(leader_epoch)
-                .with_fetch_offset(log_end_offset)
-                .with_last_fetched_epoch(last_epoch)
-                .with_log_start_offset(log_start_offset)
                 .with_partition_max_bytes(settings.partition_max_bytes),
         );
     }
+    let wait_max_ms = if appending.is_empty() {
+        settings.wait_max_ms
+    } else {
+        0
+    };
     let request = FetchRequest::default()
         .with_replica_state(
             ReplicaState::default()
                 .with_replica_id(BrokerId(node_id))
                 .with_replica_epoch(broker_epoch),
         )
-        .with_max_wait_ms(settings.wait_max_ms)
+        .with_max_wait_ms(wait_max_ms)
         .with_min_bytes(1)
         .with_max_bytes(settings.response_max_bytes)
         .with_session_id(0)

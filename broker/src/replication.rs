@@ -112,22 +112,28 @@ impl Partition {
         }
     }
 
-    /// A follower fetched from `fetch_offset`: it has everything before.
-    /// Called by the leader while it reads for that fetch.
+    /// A follower fetched from `fetch_offset`: it has received everything
+    /// before, and has it in its log up to `written_end` (the same, unless
+    /// an append is still running there: see
+    /// [`crate::replica_fetcher::WRITTEN_END_TAG`]). Only what is written
+    /// counts towards the high watermark; whether the follower keeps up
+    /// with the leader (the ISR) goes by what it has received, as the
+    /// follower's next fetch, already on its way, is not held up by the
+    /// append. Called by the leader while it reads for that fetch.
     pub(crate) fn record_follower_fetch(
         &self,
         log: &mut PartitionLog,
         state: &PartitionMetadata,
         follower: i32,
         broker_epoch: i64,
-        fetch_offset: i64,
+        (fetch_offset, written_end): (i64, i64),
         now: Instant,
     ) {
         let leader_end = log.log_end_offset();
         {
             let mut progress = self.progress();
             let fresh = FollowerProgress {
-                log_end_offset: fetch_offset,
+                log_end_offset: written_end.min(fetch_offset),
                 last_caught_up: None,
                 previous_leader_end: -1,
                 previous_fetch: now,
@@ -137,7 +143,7 @@ impl Partition {
             if entry.broker_epoch != broker_epoch {
                 *entry = fresh;
             }
-            entry.log_end_offset = fetch_offset.min(leader_end);
+            entry.log_end_offset = written_end.min(fetch_offset).min(leader_end);
             // Kafka's rule: caught up now if it has all the leader has; else
             // caught up as of its previous fetch if it has what the leader
             // had then.

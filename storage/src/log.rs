@@ -753,6 +753,30 @@ impl PartitionLog {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<Bytes, StorageError> {
+        self.read_checked(offset, max_bytes, max_offset, min_one_batch, true)
+    }
+
+    /// [`Self::read`] for a follower, which checks every batch's CRC as it
+    /// appends it: the batches are not checked here too (as Kafka's leader
+    /// does not check them on any read), only their framing.
+    pub fn read_for_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Bytes, StorageError> {
+        self.read_checked(offset, max_bytes, max_offset, min_one_batch, false)
+    }
+
+    fn read_checked(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+        check_crcs: bool,
+    ) -> Result<Bytes, StorageError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(self.out_of_range(offset));
@@ -770,9 +794,8 @@ impl PartitionLog {
                     segment,
                     position,
                     &header,
-                    max_bytes,
-                    max_offset,
-                    min_one_batch,
+                    (max_bytes, max_offset, min_one_batch),
+                    check_crcs,
                 );
             }
         }
@@ -1296,13 +1319,14 @@ fn prepare(
 }
 
 /// Reads whole batches from `position` of `segment`, where `first` is.
+/// `limits`: at most `max_bytes`, none at or after `max_offset`, but at
+/// least one batch if `min_one_batch` (see [`PartitionLog::read`]).
 fn read_batches(
     segment: &Segment,
     position: u64,
     first: &BatchHeader,
-    max_bytes: usize,
-    max_offset: i64,
-    min_one_batch: bool,
+    (max_bytes, max_offset, min_one_batch): (usize, i64, bool),
+    check_crcs: bool,
 ) -> Result<Bytes, StorageError> {
     if first.base_offset >= max_offset || (first.total_size() > max_bytes && !min_one_batch) {
         return Ok(Bytes::new());
@@ -1317,7 +1341,12 @@ fn read_batches(
         if header.base_offset >= max_offset {
             break;
         }
-        if let Err(reason) = verify_crc(&batch) {
+        let checked = if check_crcs {
+            verify_crc(&batch)
+        } else {
+            Ok(())
+        };
+        if let Err(reason) = checked {
             if end == 0 {
                 return Err(segment.corrupt(position, reason));
             }

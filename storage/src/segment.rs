@@ -17,7 +17,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write};
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -663,10 +662,20 @@ impl Segment {
             };
             return Err(self.corrupt(position, reason));
         }
-        let mut bytes = vec![0; len];
-        self.log
-            .read_exact_at(&mut bytes, position)
-            .at(&self.log_path)?;
+        // Read into uninitialised capacity: zero-filling a megabyte first
+        // costs about as much as reading it from the page cache.
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let at = position + bytes.len() as u64;
+            let read = rustix::io::pread(&self.log, rustix::buffer::spare_capacity(&mut bytes), at)
+                .map_err(std::io::Error::from)
+                .at(&self.log_path)?;
+            if read == 0 {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(eof).at(&self.log_path);
+            }
+        }
+        bytes.truncate(len);
         Ok(Bytes::from(bytes))
     }
 

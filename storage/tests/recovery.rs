@@ -151,6 +151,21 @@ fn a_flipped_bit_in_a_trusted_segment_is_caught_on_read() {
         batch_ranges(&log.read(9, 1 << 20, 15, true).unwrap()),
         vec![(9, 11), (12, 14)]
     );
+    // A follower's read is not checked here: the follower checks each
+    // batch as it appends it, and refuses this one.
+    let replicated = log.read_for_replica(0, 1 << 20, 15, true).unwrap();
+    let ranges: Vec<(i64, i64)> = headers(&replicated)
+        .iter()
+        .map(|header| (header.base_offset, header.last_offset()))
+        .collect();
+    assert_eq!(ranges, vec![(0, 2), (3, 5), (6, 8), (9, 11), (12, 14)]);
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut follower = open(follower_dir.path(), config());
+    assert!(matches!(
+        follower.append_as_follower(replicated, NOW),
+        Err(StorageError::CorruptMessage(_))
+    ));
+    assert_eq!(follower.log_end_offset(), 0);
 }
 
 #[test]

@@ -572,3 +572,131 @@ async fn partitions_added_to_a_legacy_topic_keep_their_creation_revision() {
     assert_eq!(assigned_at[0], created, "{record}");
     assert!(assigned_at[1] > created, "{record}");
 }
+
+/// A follower whose fetch offset is ahead of what it has written (its
+/// fetcher appends the previous answer while the next fetch is on its way)
+/// says where its log really ends in our tagged field; the leader counts
+/// only that towards the high watermark, so an acks=all produce is not
+/// answered while the follower holds its records only in memory. Broker 2
+/// is paused and the test fetches in its name, as its fetcher would.
+#[tokio::test]
+async fn the_high_watermark_counts_what_a_follower_has_written_not_only_received() {
+    let mut cluster = Cluster::start(2, &["replica.lag.time.max.ms=20000"]);
+    wait_for_brokers(&cluster, 1, 2).await;
+    create_on(&cluster, "written", &[1, 2]).await;
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(15_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("written")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(one_record_batch()))])]);
+    // Both replicas in the ISR: an acks=all write succeeds.
+    let mut producer = client(&cluster, 1).await;
+    let started = std::time::Instant::now();
+    let first_offset = loop {
+        let answer = producer.call(produce.clone(), 11).await.unwrap();
+        let first = &answer.responses[0].partition_responses[0];
+        if first.error_code == 0 {
+            break first.base_offset;
+        }
+        assert!(started.elapsed() < TIMEOUT, "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut leader = client(&cluster, 1).await;
+    let metadata = leader
+        .call(
+            MetadataRequest::default().with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("written")))),
+            ])),
+            12,
+        )
+        .await
+        .unwrap();
+    let topic_id = metadata.topics[0].topic_id;
+    let leader_epoch = metadata.topics[0].partitions[0].leader_epoch;
+
+    // Broker 2 stops fetching (within its 3 s session, it stays registered
+    // and in the ISR); the next record waits for it.
+    cluster.broker(2).pause();
+    let held = producer.send(produce.clone(), 11).await.unwrap();
+    let offset = first_offset + 1;
+    let as_follower = |fetch_offset: i64, written_end: Option<i64>| {
+        let mut partition = FetchPartition::default()
+            .with_partition(0)
+            .with_current_leader_epoch(leader_epoch)
+            .with_fetch_offset(fetch_offset)
+            .with_last_fetched_epoch(leader_epoch)
+            .with_partition_max_bytes(1 << 20);
+        if let Some(written_end) = written_end {
+            partition = partition.with_unknown_tagged_field(
+                broker::replica_fetcher::WRITTEN_END_TAG,
+                bytes::Bytes::copy_from_slice(&written_end.to_be_bytes()),
+            );
+        }
+        FetchRequest::default()
+            .with_replica_state(
+                kafka_protocol::messages::fetch_request::ReplicaState::default()
+                    .with_replica_id(BrokerId(2))
+                    .with_replica_epoch(-1),
+            )
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![partition])])
+    };
+    // The record is in the leader's log: a fetch from where broker 2's
+    // log ends returns it.
+    eventually("the held record in the leader's log", TIMEOUT, || async {
+        let mut fetcher = client(&cluster, 1).await;
+        let answer = fetcher.call(as_follower(offset, None), 15).await.ok()?;
+        let partition = &answer.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0, "{answer:?}");
+        assert_eq!(partition.high_watermark, offset, "{answer:?}");
+        partition
+            .records
+            .as_ref()
+            .filter(|records| !records.is_empty())
+            .map(|_| ())
+    })
+    .await;
+    // Received past the record, written up to it: not committed.
+    let answer = leader
+        .call(as_follower(offset + 1, Some(offset)), 15)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.responses[0].partitions[0].high_watermark, offset,
+        "the leader counted a record the follower has not written: {answer:?}"
+    );
+    let early = tokio::time::timeout(
+        Duration::from_millis(300),
+        producer.receive::<ProduceRequest>(held, 11),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "acks=all answered before the follower wrote the record: {early:?}"
+    );
+    // Written too: committed, and the produce is answered.
+    let answer = leader
+        .call(as_follower(offset + 1, None), 15)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.responses[0].partitions[0].high_watermark,
+        offset + 1,
+        "{answer:?}"
+    );
+    let answered = producer.receive::<ProduceRequest>(held, 11).await.unwrap();
+    let partition = &answered.responses[0].partition_responses[0];
+    assert_eq!(
+        (partition.error_code, partition.base_offset),
+        (0, offset),
+        "{answered:?}"
+    );
+    cluster.broker(2).resume();
+}

@@ -216,6 +216,29 @@ impl Reader {
     }
 }
 
+/// What a follower has of the partition: its `fetch_offset`, or less when
+/// it says, in our own tagged field, that the records before are still
+/// being appended (see [`crate::replica_fetcher::WRITTEN_END_TAG`]). A
+/// value that is not an int64 counts as nothing written (-1).
+fn written_end(request: &FetchPartition) -> i64 {
+    let Some(value) = request
+        .unknown_tagged_fields
+        .get(&crate::replica_fetcher::WRITTEN_END_TAG)
+    else {
+        return request.fetch_offset;
+    };
+    match <[u8; 8]>::try_from(value.as_ref()) {
+        Ok(value) => i64::from_be_bytes(value).min(request.fetch_offset),
+        Err(_) => {
+            tracing::warn!(
+                bytes = value.len(),
+                "a follower's written end is not an int64: counting nothing written"
+            );
+            -1
+        }
+    }
+}
+
 /// What the leader reads for one partition of a fetch.
 enum Read {
     Records {
@@ -304,12 +327,12 @@ fn read_partition(
                 state,
                 replica_id,
                 registered,
-                request.fetch_offset,
+                (request.fetch_offset, written_end(request)),
                 std::time::Instant::now(),
             );
             let log_end_offset = log.log_end_offset();
             Read::Records {
-                records: log.read(request.fetch_offset, limit, log_end_offset, min_one),
+                records: log.read_for_replica(request.fetch_offset, limit, log_end_offset, min_one),
                 high_watermark: log.high_watermark(),
                 last_stable_offset: log.last_stable_offset(),
                 log_start_offset: log.log_start_offset(),
