@@ -176,7 +176,7 @@ set -e
 
 step "pytest tests/python (KBROKER_BIN=$KBROKER_BIN)"
 set +e
-"$VENV/bin/python" -m pytest tests/python -v 2>&1 | tee "$LOGS/pytest.log"
+"$VENV/bin/python" -m pytest tests/python -v --durations=40 2>&1 | tee "$LOGS/pytest.log"
 pytest_status=${PIPESTATUS[0]}
 set -e
 

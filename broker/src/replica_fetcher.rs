@@ -482,14 +482,14 @@ fn fetch_request(
 /// (not the leader yet, an epoch mismatch). An answer from a leader this
 /// broker no longer follows at that epoch is dropped.
 fn apply_response(
-    partition: &Partition,
+    partition: &Arc<Partition>,
     leader: i32,
     leader_epoch: i32,
     data: &PartitionData,
 ) -> bool {
     let error = data.error_code;
-    let applied =
-        partition.as_follower(leader, leader_epoch, |log| -> Result<bool, StorageError> {
+    let applied = partition.as_follower(leader, leader_epoch, |log| {
+        let applied = (|| -> Result<bool, StorageError> {
             if error == ResponseError::OffsetOutOfRange.code() {
                 return out_of_range(log, data).map(|()| true);
             }
@@ -512,12 +512,31 @@ fn apply_response(
             // replica's once it has what lies below it, as Kafka's followers
             // do: records deleted on the leader must not come back when this
             // replica leads.
-            let log_start_offset = data.log_start_offset.min(log.high_watermark());
-            if log_start_offset > log.log_start_offset() {
-                log.delete_records_before(log_start_offset)?;
-            }
+            log.follow_log_start(data.log_start_offset)?;
             Ok(true)
-        });
+        })();
+        // A roll's fsyncs, checkpoints and the removal of segments the log
+        // start passed run after the lock is released, as the leader's do.
+        (applied, log.take_roll_sync(), log.take_after_lock())
+    });
+    let applied = applied.map(|(applied, sync, after_lock)| {
+        if !after_lock.is_empty() {
+            let (topic, index) = (partition.topic.clone(), partition.index);
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = after_lock.run() {
+                    tracing::warn!(%topic, partition = index, %error, "writing checkpoints or removing deleted segments failed; the next open does it");
+                }
+            });
+        }
+        match sync {
+            Ok(Some(sync)) => partition.spawn_roll_sync(sync),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(topic = %partition.topic, partition = partition.index, %error, "preparing the fsync of a rolled segment failed; the next flush does it")
+            }
+        }
+        applied
+    });
     match applied {
         Some(Ok(done)) => {
             if !done {

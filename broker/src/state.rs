@@ -354,7 +354,7 @@ impl Partition {
         Ok(appended)
     }
 
-    fn spawn_roll_sync(self: &Arc<Self>, sync: RollSync) {
+    pub(crate) fn spawn_roll_sync(self: &Arc<Self>, sync: RollSync) {
         let partition = self.clone();
         let run = move || {
             if let Err(error) = sync.run() {
@@ -362,7 +362,12 @@ impl Partition {
                 tracing::error!(topic = %partition.topic, partition = partition.index, %error, "fsync of a rolled segment failed");
                 return;
             }
-            let completed = partition.with_log(|log| log.complete_roll_sync(sync.up_to));
+            let completed = partition.with_log(|log| {
+                let completed = log.complete_roll_sync(sync.up_to);
+                (completed, log.take_after_lock())
+            });
+            let completed =
+                completed.map(|(completed, after_lock)| completed.and(after_lock.run()));
             if let Ok(Err(error)) = completed {
                 tracing::error!(topic = %partition.topic, partition = partition.index, %error, "moving the recovery point failed");
             }
@@ -802,7 +807,19 @@ impl Broker {
     pub fn enforce_retention(&self) {
         let now = now_ms();
         for partition in self.hosted_partitions() {
-            match partition.with_log(|log| log.enforce_retention(now)) {
+            let enforced =
+                partition.with_log(|log| (log.enforce_retention(now), log.take_after_lock()));
+            // Checkpoints and the deleted segments' files are written and
+            // removed after the lock is released: either may wait long for
+            // the disk. This also does what other paths (DeleteRecords, the
+            // cleaner, followers) left.
+            let enforced = enforced.map(|(enforced, after_lock)| {
+                if let Err(error) = after_lock.run() {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "writing checkpoints or removing deleted segments failed; the next open does it");
+                }
+                enforced
+            });
+            match enforced {
                 Ok(Ok(0)) | Err(_) => {}
                 Ok(Ok(deleted)) => {
                     tracing::info!(topic = %partition.topic, partition = partition.index, deleted, "retention deleted segments")

@@ -61,6 +61,8 @@
 //! leader-epoch-checkpoint         "0\n<count>\n<epoch> <start offset>\n..."
 //! 00000000000000012345.snapshot   producer state as of that offset (see [`producer`]):
 //!                                 written at each roll and on close, the newest three kept
+//! *.deleted                       files of segments deleted under the log's lock, removed
+//!                                 after it (an open removes any a crash left)
 //! clean-shutdown                  empty; present only between close and the next open
 //! ```
 //!
@@ -70,6 +72,18 @@
 //! process loses nothing. fsync happens when a segment is rolled (the old
 //! one), on `flush` (`flush.messages` / `flush.ms`, checked on append) and
 //! on `close`; each moves the recovery point.
+//!
+//! What may wait for the disk is kept out of the log's lock, which appends
+//! and fetches take: a roll's fsyncs (the sealed segment, the new files'
+//! directory entries, the roll's producer snapshot) are a [`RollSync`];
+//! checkpoints that move up with retention, a follower's log start and a
+//! finished roll sync, and the removal of deleted segments' files (renamed
+//! `*.deleted` under the lock), are a [`checkpoint::AfterLock`]. Writes of
+//! one checkpoint file are serialised and always write its latest value, so
+//! a late write never undoes a lowering (truncation), which is written
+//! under the lock. Until they run, the files on disk say less than the
+//! log does, which recovery tolerates: an older recovery point re-validates
+//! more, an older log start is raised to the first segment kept.
 //!
 //! `open` with the clean-shutdown marker trusts the segments, checking only
 //! that each index file is well-formed (whole entries, increasing, inside

@@ -16,12 +16,12 @@ use protocol::batch::{
 };
 
 use crate::checkpoint::{
-    self, CLEANER_OFFSET_FILE, CLEAN_SHUTDOWN_FILE, HIGH_WATERMARK_FILE, LOG_START_OFFSET_FILE,
-    RECOVERY_POINT_FILE, TEMPORARY_SUFFIX,
+    self, AfterLock, CheckpointFile, CLEANER_OFFSET_FILE, CLEAN_SHUTDOWN_FILE, DELETED_SUFFIX,
+    HIGH_WATERMARK_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMPORARY_SUFFIX,
 };
 use crate::cleaner::{self, CleanStats, CleanedGroup, Pass};
 use crate::config::{LogConfig, READ_BYTES_MAX, RECOVERY_CHUNK_BYTES};
-use crate::epoch::LeaderEpochCache;
+use crate::epoch::{LeaderEpochCache, LEADER_EPOCH_FILE};
 use crate::error::{IoContext, StorageError};
 use crate::producer::{marker_batch, parse_marker, Marker, ProducerEntry, ProducerState, Verdict};
 use crate::records::walk_records;
@@ -78,6 +78,15 @@ pub struct PartitionLog {
     producer_snapshot_due: bool,
     /// A roll left its sealed segments to fsync, up to this offset.
     roll_sync_due: Option<i64>,
+    /// A producer snapshot written at a roll, not yet fsynced.
+    snapshot_sync_due: Option<PathBuf>,
+    /// `recovery-point-checkpoint`, `log-start-offset-checkpoint` and
+    /// `leader-epoch-checkpoint`.
+    recovery_point_file: CheckpointFile,
+    log_start_file: CheckpointFile,
+    epochs_file: CheckpointFile,
+    /// What [`PartitionLog::take_after_lock`]'s caller does without the lock.
+    after_lock: AfterLock,
     /// Records appended since the last fsync (`flush.messages`).
     unflushed_records: u64,
     last_flush_ms: i64,
@@ -146,6 +155,11 @@ impl PartitionLog {
             producers: ProducerState::default(),
             producer_snapshot_due: false,
             roll_sync_due: None,
+            snapshot_sync_due: None,
+            recovery_point_file: CheckpointFile::new(dir, RECOVERY_POINT_FILE),
+            log_start_file: CheckpointFile::new(dir, LOG_START_OFFSET_FILE),
+            epochs_file: CheckpointFile::new(dir, LEADER_EPOCH_FILE),
+            after_lock: AfterLock::default(),
             unflushed_records: 0,
             last_flush_ms: now_ms,
             last_now_ms: now_ms,
@@ -160,6 +174,7 @@ impl PartitionLog {
         // Finish a deletion that a crash interrupted.
         let below = log.count_oldest(|segment, _| segment.next_offset() <= log_start_offset);
         log.delete_oldest(below)?;
+        log.take_after_lock().run()?;
         log.load_epochs()?;
         log.load_producer_state()?;
         // Trusted segments were fsynced before; recovered ones just were.
@@ -186,7 +201,7 @@ impl PartitionLog {
         changed |= epochs.truncate_from_start(self.log_start_offset);
         self.epochs = epochs;
         if changed {
-            self.epochs.persist(&self.dir)?;
+            self.persist_epochs()?;
         }
         Ok(())
     }
@@ -284,7 +299,7 @@ impl PartitionLog {
         let prepared = prepare(&[(header, bytes.clone())], first_offset, leader_epoch, -1)?;
         self.write_prepared(&prepared, first_offset, now_ms)?;
         if self.epochs.assign(leader_epoch, first_offset) {
-            self.epochs.persist(&self.dir)?;
+            self.persist_epochs()?;
         }
         self.apply_producers(&prepared, &[bytes])?;
         Ok(AppendInfo {
@@ -332,7 +347,7 @@ impl PartitionLog {
         let prepared = prepare(&batches, first_offset, leader_epoch, log_append_time_ms)?;
         self.write_prepared(&prepared, first_offset, now_ms)?;
         if self.epochs.assign(leader_epoch, first_offset) {
-            self.epochs.persist(&self.dir)?;
+            self.persist_epochs()?;
         }
         self.apply_producers(&prepared, &[])?;
         Ok(AppendInfo {
@@ -403,7 +418,8 @@ impl PartitionLog {
             self.producers.apply(header, marker);
         }
         if std::mem::take(&mut self.producer_snapshot_due) {
-            self.producers.write_snapshot(&self.dir)?;
+            // fsynced with the rolled segments, without the lock.
+            self.snapshot_sync_due = Some(self.producers.write_snapshot_unsynced(&self.dir)?);
         }
         Ok(())
     }
@@ -523,7 +539,7 @@ impl PartitionLog {
             );
         }
         if epochs_changed {
-            self.epochs.persist(&self.dir)?;
+            self.persist_epochs()?;
         }
         let whole: Vec<Bytes> = batches.into_iter().map(|(_, bytes)| bytes).collect();
         self.apply_producers(&prepared, &whole)?;
@@ -566,7 +582,7 @@ impl PartitionLog {
     /// that epoch's end even before the leader appends anything.
     pub fn assign_leader_epoch(&mut self, leader_epoch: i32) -> Result<(), StorageError> {
         if self.epochs.assign(leader_epoch, self.log_end_offset()) {
-            self.epochs.persist(&self.dir)?;
+            self.persist_epochs()?;
         }
         Ok(())
     }
@@ -690,8 +706,10 @@ impl PartitionLog {
     }
 
     /// Seals the active segment and starts a new one at the log end. The
-    /// sealed segment is fsynced later, as Kafka does, so that appends do not
-    /// wait for a segment's worth of writeback: by whoever takes
+    /// sealed segment, the new files' directory entries and the producer
+    /// snapshot of the roll are fsynced later, as Kafka does, so that
+    /// appends do not wait for a segment's worth of writeback nor for an
+    /// fsync queued behind it: by whoever takes
     /// [`PartitionLog::take_roll_sync`] (the broker, on a blocking thread),
     /// or by the next [`PartitionLog::flush`]. The recovery point moves only
     /// once it is done.
@@ -701,7 +719,6 @@ impl PartitionLog {
         self.active_mut().seal_unsynced()?;
         let mut segment = Segment::create(&self.dir, log_end_offset)?;
         segment.activate()?;
-        checkpoint::sync_dir(&self.dir)?;
         self.segments.push(segment);
         self.roll_sync_due = Some(log_end_offset);
         self.producer_snapshot_due = true;
@@ -713,15 +730,19 @@ impl PartitionLog {
     /// active segment, detached from the log: run it on any thread, then
     /// call [`PartitionLog::complete_roll_sync`].
     pub fn take_roll_sync(&mut self) -> Result<Option<RollSync>, StorageError> {
-        let Some(up_to) = self.roll_sync_due.take() else {
+        if self.roll_sync_due.is_none() && self.snapshot_sync_due.is_none() {
             return Ok(None);
-        };
+        }
+        let up_to = self.roll_sync_due.take();
         let mut segments = Vec::new();
-        for segment in &self.segments[..self.segments.len() - 1] {
-            segments.extend(segment.sync_handle()?);
+        if up_to.is_some() {
+            for segment in &self.segments[..self.segments.len() - 1] {
+                segments.extend(segment.sync_handle()?);
+            }
         }
         Ok(Some(RollSync {
             segments,
+            snapshot: self.snapshot_sync_due.take(),
             dir: self.dir.clone(),
             up_to,
         }))
@@ -729,7 +750,11 @@ impl PartitionLog {
 
     /// A [`RollSync`] has run: the segments it covered are on disk, and the
     /// recovery point moves up to them.
-    pub fn complete_roll_sync(&mut self, up_to: i64) -> Result<(), StorageError> {
+    /// The checkpoint goes to disk with [`PartitionLog::take_after_lock`].
+    pub fn complete_roll_sync(&mut self, up_to: Option<i64>) -> Result<(), StorageError> {
+        let Some(up_to) = up_to else {
+            return Ok(());
+        };
         for segment in &mut self.segments {
             if segment.next_offset() <= up_to {
                 segment.mark_synced();
@@ -737,7 +762,10 @@ impl PartitionLog {
         }
         let up_to = up_to.min(self.active().base_offset());
         if up_to > self.recovery_point {
-            self.set_recovery_point(up_to)?;
+            // Written after the lock: a later value only says more is on disk.
+            self.recovery_point = up_to;
+            self.recovery_point_file.set_offset(up_to);
+            self.after_lock.write_later(&self.recovery_point_file);
         }
         Ok(())
     }
@@ -893,6 +921,26 @@ impl PartitionLog {
         Ok(self.log_start_offset)
     }
 
+    /// A follower's log start follows its leader's, up to `offset` (at most
+    /// the high watermark), as [`PartitionLog::delete_records_before`] does
+    /// but with the checkpoints written by [`PartitionLog::take_after_lock`]'s
+    /// caller: a follower must not wait for the disk under the lock each
+    /// time the leader's retention moves on. A crash before they are written
+    /// leaves the log start at the first segment kept, and the leader tells
+    /// it again.
+    pub fn follow_log_start(&mut self, offset: i64) -> Result<(), StorageError> {
+        let target = offset.min(self.high_watermark);
+        if target > self.log_start_offset {
+            self.move_log_start(target);
+            self.after_lock.write_later(&self.log_start_file);
+            self.after_lock.write_later(&self.epochs_file);
+            let below = self.count_oldest(|segment, _| segment.next_offset() <= target);
+            self.delete_oldest(below)?;
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
     /// Removes every batch that holds `offset` or anything after it. The log
     /// then ends at the start of the batch that held `offset` (at `offset`
     /// when it is a batch boundary). Below the log start, the log is emptied
@@ -902,7 +950,7 @@ impl PartitionLog {
             // Nothing to remove but epochs that start at the end and hold
             // no batch, as Kafka's truncateTo drops them.
             if self.epochs.truncate_from_end(offset) {
-                self.epochs.persist(&self.dir)?;
+                self.persist_epochs()?;
             }
             return Ok(());
         }
@@ -935,9 +983,9 @@ impl PartitionLog {
         checkpoint::sync_dir(&self.dir)?;
         self.segments.push(segment);
         self.log_start_offset = offset;
-        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        self.log_start_file.write_offset(offset)?;
         self.epochs = LeaderEpochCache::default();
-        self.epochs.persist(&self.dir)?;
+        self.persist_epochs()?;
         ProducerState::remove_snapshots(&self.dir)?;
         self.after_truncation()
     }
@@ -947,7 +995,7 @@ impl PartitionLog {
         if self.log_start_offset > log_end_offset {
             // The batch holding the log start was removed.
             self.log_start_offset = log_end_offset;
-            checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, log_end_offset)?;
+            self.log_start_file.write_offset(log_end_offset)?;
         }
         self.high_watermark = self
             .high_watermark
@@ -957,7 +1005,7 @@ impl PartitionLog {
             self.set_recovery_point(log_end_offset)?;
         }
         if self.epochs.truncate_from_end(log_end_offset) {
-            self.epochs.persist(&self.dir)?;
+            self.persist_epochs()?;
         }
         if self.cleaner_checkpoint > log_end_offset {
             // What is appended from here on has not been cleaned.
@@ -1127,34 +1175,63 @@ impl PartitionLog {
         // (Capped for a log read back with a gap after its last deletable segment.)
         let new_start = self.segments[count].base_offset().min(self.high_watermark);
         if new_start > self.log_start_offset {
-            // Persisted before the files go: a crash in between leaves files
-            // that the next open deletes, never a log start pointing at nothing.
-            self.set_log_start_offset(new_start)?;
+            // The checkpoint is written after the lock, before the files are
+            // removed. A crash before it leaves the old log start and the
+            // renamed files, which the next open removes; the log start is
+            // then the first segment's base (open clamps it).
+            self.move_log_start(new_start);
+            self.after_lock.write_later(&self.log_start_file);
+            self.after_lock.write_later(&self.epochs_file);
         }
         for segment in self.segments.drain(..count).collect::<Vec<_>>() {
             tracing::info!(segment = %segment.log_path().display(), "deleting segment");
-            segment.delete()?;
+            let retired = segment.retire()?;
+            self.after_lock.remove_later(retired);
         }
         Ok(count)
     }
 
+    /// What this log left to do without its lock since the last call:
+    /// checkpoint writes and the removal of deleted segments' files. Run it
+    /// after releasing the lock; `close` and the next `open` do what is
+    /// left undone.
+    pub fn take_after_lock(&mut self) -> AfterLock {
+        std::mem::take(&mut self.after_lock)
+    }
+
+    /// Moves the log start up and writes it down at once (DeleteRecords:
+    /// records deleted must not come back).
     fn set_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.move_log_start(offset);
+        self.log_start_file.write()?;
+        self.epochs_file.write()
+    }
+
+    /// Moves the log start up in memory; writing the checkpoint files (log
+    /// start, and the leader epochs whose first entry moves with it, as
+    /// Kafka's asynchronous flush of that file does) is the caller's.
+    fn move_log_start(&mut self, offset: i64) {
         assert!(
             offset >= self.log_start_offset && offset <= self.high_watermark,
             "log start offset {offset}"
         );
         self.log_start_offset = offset;
-        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        self.log_start_file.set_offset(offset);
         if self.epochs.truncate_from_start(offset) {
-            self.epochs.persist(&self.dir)?;
+            self.epochs_file.set(self.epochs.encode().into_bytes());
         }
         self.producers.on_log_start(offset);
-        Ok(())
+    }
+
+    /// Writes the leader-epoch cache down now.
+    fn persist_epochs(&mut self) -> Result<(), StorageError> {
+        self.epochs_file.set(self.epochs.encode().into_bytes());
+        self.epochs_file.write()
     }
 
     fn set_recovery_point(&mut self, offset: i64) -> Result<(), StorageError> {
         self.recovery_point = offset;
-        checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)
+        self.recovery_point_file.write_offset(offset)
     }
 
     /// fsyncs every segment with unflushed data and moves the recovery point
@@ -1166,6 +1243,10 @@ impl PartitionLog {
         self.unflushed_records = 0;
         self.last_flush_ms = self.last_now_ms;
         self.roll_sync_due = None;
+        if let Some(snapshot) = self.snapshot_sync_due.take() {
+            checkpoint::sync_if_present(&snapshot)?;
+            ProducerState::prune_snapshots(&self.dir)?;
+        }
         let log_end_offset = self.log_end_offset();
         if self.recovery_point != log_end_offset {
             self.set_recovery_point(log_end_offset)?;
@@ -1176,11 +1257,12 @@ impl PartitionLog {
     /// Flushes everything and leaves the clean-shutdown marker, so that the
     /// next open trusts the segments instead of re-validating them.
     pub fn close(mut self) -> Result<(), StorageError> {
+        self.take_after_lock().run()?;
         self.active_mut().seal()?;
         self.flush()?;
-        self.epochs.persist(&self.dir)?;
+        self.persist_epochs()?;
         self.producers.write_snapshot(&self.dir)?;
-        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, self.log_start_offset)?;
+        self.log_start_file.write_offset(self.log_start_offset)?;
         checkpoint::write_atomically(&self.dir, CLEAN_SHUTDOWN_FILE, b"")?;
         tracing::debug!(dir = %self.dir.display(), log_end_offset = self.log_end_offset(), "closed partition log");
         Ok(())
@@ -1374,7 +1456,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, StorageError> {
         let entry = entry.at(dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TEMPORARY_SUFFIX) {
+        if name.ends_with(TEMPORARY_SUFFIX) || name.ends_with(DELETED_SUFFIX) {
             checkpoint::remove_if_present(&entry.path())?;
             continue;
         }
@@ -1461,16 +1543,28 @@ fn load_segments(
 #[derive(Debug)]
 pub struct RollSync {
     segments: Vec<SegmentSync>,
+    snapshot: Option<PathBuf>,
     dir: PathBuf,
-    pub up_to: i64,
+    /// The recovery point may move up to here once it has run (`None`: only
+    /// a producer snapshot was due).
+    pub up_to: Option<i64>,
 }
 
 impl RollSync {
-    /// fsyncs the sealed segments' files and the directory.
+    /// fsyncs the sealed segments' files, the producer snapshot and the
+    /// directory (the new segment's entries, the snapshot's rename), then
+    /// removes producer snapshots beyond the newest few.
     pub fn run(&self) -> Result<(), StorageError> {
         for segment in &self.segments {
             segment.run()?;
         }
-        checkpoint::sync_dir(&self.dir)
+        if let Some(snapshot) = &self.snapshot {
+            checkpoint::sync_if_present(snapshot)?;
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        if self.snapshot.is_some() {
+            ProducerState::prune_snapshots(&self.dir)?;
+        }
+        Ok(())
     }
 }

@@ -533,6 +533,21 @@ impl ProducerState {
     pub fn write_snapshot(&self, dir: &Path) -> Result<(), StorageError> {
         let name = snapshot_file_name(self.end_offset);
         checkpoint::write_atomically(dir, &name, &self.encode())?;
+        Self::prune_snapshots(dir)
+    }
+
+    /// [`Self::write_snapshot`] without the fsyncs and the pruning, for a
+    /// roll under the log's lock: the caller fsyncs the returned file and
+    /// the directory, and prunes, later and without the lock. Until then a
+    /// crash of the machine may leave the file short or empty, which its
+    /// CRC tells; loading then falls back to an older snapshot.
+    pub fn write_snapshot_unsynced(&self, dir: &Path) -> Result<PathBuf, StorageError> {
+        let name = snapshot_file_name(self.end_offset);
+        checkpoint::write_replacing(dir, &name, &self.encode())
+    }
+
+    /// Removes all but the newest snapshots.
+    pub fn prune_snapshots(dir: &Path) -> Result<(), StorageError> {
         let offsets = list_snapshots(dir)?;
         if offsets.len() > SNAPSHOTS_KEPT {
             for offset in &offsets[..offsets.len() - SNAPSHOTS_KEPT] {

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use protocol::batch::{BatchError, BatchHeader, BATCH_HEADER_BYTES};
 
+use crate::checkpoint::DELETED_SUFFIX;
 use crate::config::{LOOKUP_CHUNK_BYTES, RECOVERY_CHUNK_BYTES};
 use crate::error::{IoContext, StorageError};
 use crate::index::{
@@ -144,8 +145,12 @@ impl Segment {
         let [log_path, offset_index_path, time_index_path] = Self::paths(dir, base_offset);
         let log = Self::open_log(&log_path, true)?;
         log.set_len(0).at(&log_path)?;
-        write_index_file(&offset_index_path, &[])?;
-        write_index_file(&time_index_path, &[])?;
+        // Empty, and fsynced with the segment (a missing or short index is
+        // rebuilt by recovery): an fsync here would stall the roll behind
+        // the writeback of everything before it.
+        for path in [&offset_index_path, &time_index_path] {
+            File::create(path).at(path)?;
+        }
         Ok(Self::with_file(dir, base_offset, log))
     }
 
@@ -855,6 +860,31 @@ impl Segment {
         Ok(unwalkable
             .map(|(offset, timestamp)| (offset.max(min_offset), timestamp))
             .or(best))
+    }
+
+    /// Renames the segment's files with [`DELETED_SUFFIX`], which is quick,
+    /// and returns the new paths to remove later: removing a large file
+    /// frees (and on some disks discards) its blocks, which can take a
+    /// while, and waits for any writeback of it.
+    pub fn retire(self) -> Result<Vec<PathBuf>, StorageError> {
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index_path.clone(),
+            self.time_index_path.clone(),
+        ];
+        drop(self);
+        let mut retired = Vec::new();
+        for path in paths {
+            let mut name = path.clone().into_os_string();
+            name.push(DELETED_SUFFIX);
+            let renamed = PathBuf::from(name);
+            match std::fs::rename(&path, &renamed) {
+                Ok(()) => retired.push(renamed),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error).at(&path),
+            }
+        }
+        Ok(retired)
     }
 
     /// Removes the segment's files.

@@ -543,11 +543,14 @@ fn a_roll_leaves_its_fsync_to_a_roll_sync_and_then_moves_the_recovery_point() {
     // The rolls did not fsync: the recovery point stays.
     assert_eq!(recovery_point(), "0\n0\n");
     let sync = log.take_roll_sync().unwrap().expect("two rolls to sync");
-    assert_eq!(sync.up_to, 4);
+    assert_eq!(sync.up_to, Some(4));
     assert!(log.take_roll_sync().unwrap().is_none(), "taken once");
     // Runs without the log (another thread in the broker).
     sync.run().unwrap();
     log.complete_roll_sync(sync.up_to).unwrap();
+    // The checkpoint is written after the log's lock, too.
+    assert_eq!(recovery_point(), "0\n0\n");
+    log.take_after_lock().run().unwrap();
     assert_eq!(recovery_point(), "0\n4\n");
 
     // Killed after a roll whose sync never ran: recovery re-validates from

@@ -188,3 +188,41 @@ fn a_compact_only_log_is_not_bounded_by_retention() {
     assert_eq!(log.enforce_retention(NOW).unwrap(), 0);
     assert_eq!(log.segment_base_offsets(), vec![0, 4, 8, 12, 16]);
 }
+
+#[test]
+fn retention_leaves_the_disk_work_for_after_the_lock_and_a_crash_before_it_loses_nothing_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_start_file =
+        || std::fs::read_to_string(dir.path().join("log-start-offset-checkpoint")).unwrap();
+    let config = LogConfig {
+        retention_ms: 3 * HOUR_MS,
+        ..config()
+    };
+    let mut log = aged_log(dir.path(), config.clone());
+    assert_eq!(log.enforce_retention(NOW).unwrap(), 2);
+    // Under the lock: the log is right in memory, the deleted segments'
+    // files are only renamed, and the checkpoint is not written yet.
+    assert_eq!(log.log_start_offset(), 8);
+    assert_eq!(segment_files(dir.path(), ".log").len(), 3);
+    assert_eq!(
+        segment_files(dir.path(), ".deleted").len(),
+        6,
+        "a log and two indexes each"
+    );
+    assert_eq!(log_start_file(), "0\n0\n");
+    // After it: the checkpoint, then the files.
+    log.take_after_lock().run().unwrap();
+    assert_eq!(log_start_file(), "0\n8\n");
+    assert!(segment_files(dir.path(), ".deleted").is_empty());
+
+    // Killed before the work after the lock ran: the next open removes the
+    // renamed files and starts the log at the first segment kept.
+    assert_eq!(log.enforce_retention(NOW + HOUR_MS).unwrap(), 1);
+    assert_eq!(segment_files(dir.path(), ".deleted").len(), 3);
+    drop(log);
+    assert_eq!(log_start_file(), "0\n8\n");
+    let log = open(dir.path(), config);
+    assert!(segment_files(dir.path(), ".deleted").is_empty());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (12, 20));
+    assert_eq!(read_all(&log, 12).len(), 4);
+}
