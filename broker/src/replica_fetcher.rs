@@ -521,20 +521,10 @@ fn apply_response(
     });
     let applied = applied.map(|(applied, sync, after_lock)| {
         if !after_lock.is_empty() {
-            let (topic, index) = (partition.topic.clone(), partition.index);
-            tokio::task::spawn_blocking(move || {
-                if let Err(error) = after_lock.run() {
-                    tracing::warn!(%topic, partition = index, %error, "writing checkpoints or removing deleted segments failed; the next open does it");
-                }
-            });
+            let partition = partition.clone();
+            tokio::task::spawn_blocking(move || partition.run_after_lock(after_lock));
         }
-        match sync {
-            Ok(Some(sync)) => partition.spawn_roll_sync(sync),
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(topic = %partition.topic, partition = partition.index, %error, "preparing the fsync of a rolled segment failed; the next flush does it")
-            }
-        }
+        partition.start_roll_sync(sync);
         applied
     });
     match applied {

@@ -344,6 +344,13 @@ impl Partition {
             self.node.notify_appended();
         }
         // The log's lock is released: the sync may take it again.
+        self.start_roll_sync(sync);
+        Ok(appended)
+    }
+
+    /// Runs what [`PartitionLog::take_roll_sync`] returned on a blocking
+    /// thread, once the log's lock is released.
+    pub(crate) fn start_roll_sync(self: &Arc<Self>, sync: Result<Option<RollSync>, StorageError>) {
         match sync {
             Ok(Some(sync)) => self.spawn_roll_sync(sync),
             Ok(None) => {}
@@ -351,10 +358,17 @@ impl Partition {
                 tracing::error!(topic = %self.topic, partition = self.index, %error, "preparing the fsync of a rolled segment failed; the next flush does it")
             }
         }
-        Ok(appended)
     }
 
-    pub(crate) fn spawn_roll_sync(self: &Arc<Self>, sync: RollSync) {
+    /// Runs what [`PartitionLog::take_after_lock`] returned, here: call it
+    /// after the log's lock is released, on a thread that may block.
+    pub(crate) fn run_after_lock(&self, after_lock: storage::checkpoint::AfterLock) {
+        if let Err(error) = after_lock.run() {
+            tracing::warn!(topic = %self.topic, partition = self.index, %error, "writing checkpoints or removing deleted segments failed; the next open does it");
+        }
+    }
+
+    fn spawn_roll_sync(self: &Arc<Self>, sync: RollSync) {
         let partition = self.clone();
         let run = move || {
             if let Err(error) = sync.run() {
@@ -814,9 +828,7 @@ impl Broker {
             // the disk. This also does what other paths (DeleteRecords, the
             // cleaner, followers) left.
             let enforced = enforced.map(|(enforced, after_lock)| {
-                if let Err(error) = after_lock.run() {
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "writing checkpoints or removing deleted segments failed; the next open does it");
-                }
+                partition.run_after_lock(after_lock);
                 enforced
             });
             match enforced {

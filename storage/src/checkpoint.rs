@@ -35,22 +35,25 @@ const VERSION: &str = "0";
 
 /// Replaces `dir/name` with `contents` atomically and durably.
 pub fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StorageError> {
-    let path = dir.join(name);
-    let temporary = dir.join(format!("{name}{TEMPORARY_SUFFIX}"));
-    let mut file = File::create(&temporary).at(&temporary)?;
-    file.write_all(contents).at(&temporary)?;
-    file.sync_all().at(&temporary)?;
-    std::fs::rename(&temporary, &path).at(&path)?;
+    replace(dir, name, contents, true)?;
     sync_dir(dir)
 }
 
 /// Replaces `dir/name` with `contents` atomically (write a temporary file,
 /// rename) but not durably: nothing is fsynced. Returns the file's path.
 pub fn write_replacing(dir: &Path, name: &str, contents: &[u8]) -> Result<PathBuf, StorageError> {
+    replace(dir, name, contents, false)
+}
+
+/// Writes a temporary file (fsynced if `sync`) and renames it to `dir/name`.
+fn replace(dir: &Path, name: &str, contents: &[u8], sync: bool) -> Result<PathBuf, StorageError> {
     let path = dir.join(name);
     let temporary = dir.join(format!("{name}{TEMPORARY_SUFFIX}"));
     let mut file = File::create(&temporary).at(&temporary)?;
     file.write_all(contents).at(&temporary)?;
+    if sync {
+        file.sync_all().at(&temporary)?;
+    }
     std::fs::rename(&temporary, &path).at(&path)?;
     Ok(path)
 }

@@ -163,10 +163,6 @@ impl LeaderEpochCache {
         }
         Ok(cache)
     }
-
-    pub fn persist(&self, dir: &Path) -> Result<(), StorageError> {
-        checkpoint::write_atomically(dir, LEADER_EPOCH_FILE, self.encode().as_bytes())
-    }
 }
 
 #[cfg(test)]
@@ -259,7 +255,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(LeaderEpochCache::load(dir.path()).unwrap(), None);
         let original = cache(&[(0, 0), (7, 100)]);
-        original.persist(dir.path()).unwrap();
+        checkpoint::write_atomically(dir.path(), LEADER_EPOCH_FILE, original.encode().as_bytes())
+            .unwrap();
         assert_eq!(
             LeaderEpochCache::load(dir.path()).unwrap(),
             Some(original.clone())
