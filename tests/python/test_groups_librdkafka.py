@@ -55,12 +55,22 @@ class Member(threading.Thread):
         # made from a thread other than the polling one.
         self.partitions: set[int] = set()
         self.refused_commits = 0
+        # What it read and committed, by partition, to explain a record read
+        # twice: (time, what happened).
+        self.events: dict[int, list[tuple[float, str]]] = {}
+
+    def _event(self, partition: int, what: str) -> None:
+        self.events.setdefault(partition, []).append((time.monotonic(), f"{self.name}: {what}"))
 
     def _assigned(self, consumer, partitions) -> None:
         self.partitions |= {tp.partition for tp in partitions}
+        for tp in partitions:
+            self._event(tp.partition, "assigned")
 
     def _revoked(self, consumer, partitions) -> None:
         self.partitions -= {tp.partition for tp in partitions}
+        for tp in partitions:
+            self._event(tp.partition, "revoked")
 
     def run(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked)
@@ -72,6 +82,9 @@ class Member(threading.Thread):
                 if got:
                     self.seen.extend((m.partition(), m.offset()) for m in got)
                     self.count += len(got)
+                    for partition in {m.partition() for m in got}:
+                        offsets = [m.offset() for m in got if m.partition() == partition]
+                        self._event(partition, f"read {min(offsets)}-{max(offsets)}")
                     self.commit()
                     time.sleep(self.pause_s)
         except Exception as error:  # surfaced by the test
@@ -81,7 +94,9 @@ class Member(threading.Thread):
 
     def commit(self) -> None:
         try:
-            self.consumer.commit(asynchronous=False)
+            for tp in self.consumer.commit(asynchronous=False) or []:
+                if tp.offset >= 0 or tp.error:  # not the partitions with nothing to commit
+                    self._event(tp.partition, f"committed {tp.offset}" + (f" ({tp.error})" if tp.error else ""))
         except KafkaException as error:
             code = error.args[0].code()
             # As from Apache Kafka: a commit while the group completes a
@@ -91,6 +106,8 @@ class Member(threading.Thread):
             # it rejoins: librdkafka issue #4059); applications go on.
             if code in (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION):
                 self.refused_commits += 1
+                for partition in self.partitions:
+                    self._event(partition, f"commit refused: {error}")
             elif code != KafkaError._NO_OFFSET:
                 raise
 
@@ -136,7 +153,15 @@ def test_group_of_three_reads_100k_records_exactly_once_while_members_come_and_g
     for member in (a, b, c):
         assert not member.errors, member.errors
     duplicates = [place for place, n in Counter(seen).items() if n > 1]
-    assert not duplicates, f"{len(duplicates)} records read twice, e.g. {duplicates[:5]}"
+    if duplicates:
+        partition = duplicates[0][0]
+        story = sorted(event for m in (a, b, c) for event in m.events.get(partition, []))
+        start = story[0][0] if story else 0.0
+        told = "\n".join(f"{at - start:8.3f} s {what}" for at, what in story[:120])
+        pytest.fail(
+            f"{len(duplicates)} records read twice, e.g. {duplicates[:5]}; refused commits "
+            f"{[m.refused_commits for m in (a, b, c)]}; partition {partition}:\n{told}"
+        )
     assert len(seen) == 100_000
     assert all(m.count > 0 for m in (a, b, c)), [m.count for m in (a, b, c)]
 
