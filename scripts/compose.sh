@@ -69,16 +69,20 @@ stage() {
     cp -L /lib64/ld-linux-x86-64.so.2 docker/etcd/ld-linux-x86-64.so.2
 }
 
+# Prints the containers' last log lines and the reason; fails.
+give_up() { # reason
+    "${COMPOSE[@]}" logs --tail 60 >&2
+    echo "$1" >&2
+    return 1
+}
+
 # Waits until every broker lists all three brokers.
 wait_ready() {
     local deadline=$((SECONDS + 120)) port
     for port in 19092 19093 19094; do
         until [ "$(kcat -L -b "127.0.0.1:$port" -m 5 2>/dev/null | grep -c ' at 127.0.0.1:1909')" = 3 ]; do
-            if [ "$SECONDS" -ge "$deadline" ]; then
-                "${COMPOSE[@]}" logs --tail 40 >&2
-                echo "the brokers did not all register within 120 s" >&2
-                return 1
-            fi
+            [ "$SECONDS" -lt "$deadline" ] ||
+                give_up "the brokers did not all register within 120 s" || return
             sleep 1
         done
     done
@@ -138,11 +142,8 @@ test_cluster() {
         reads=$((reads + 1))
         [ "$got" != $((3 * count)) ] || break
         say "read $got of $((3 * count)) records"
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            "${COMPOSE[@]}" logs --tail 60 >&2
-            echo "read $got of $((3 * count)) records within 30 s" >&2
-            return 1
-        fi
+        [ "$SECONDS" -lt "$deadline" ] ||
+            give_up "read $got of $((3 * count)) records within 30 s" || return
         sleep 1
     done
     say "read all $got records back with broker$leader down ($reads reads, $((SECONDS - read_from)) s)"

@@ -931,9 +931,7 @@ impl PartitionLog {
     pub fn follow_log_start(&mut self, offset: i64) -> Result<(), StorageError> {
         let target = offset.min(self.high_watermark);
         if target > self.log_start_offset {
-            self.move_log_start(target);
-            self.after_lock.write_later(&self.log_start_file);
-            self.after_lock.write_later(&self.epochs_file);
+            self.move_log_start_later(target);
             let below = self.count_oldest(|segment, _| segment.next_offset() <= target);
             self.delete_oldest(below)?;
         }
@@ -1179,9 +1177,7 @@ impl PartitionLog {
             // removed. A crash before it leaves the old log start and the
             // renamed files, which the next open removes; the log start is
             // then the first segment's base (open clamps it).
-            self.move_log_start(new_start);
-            self.after_lock.write_later(&self.log_start_file);
-            self.after_lock.write_later(&self.epochs_file);
+            self.move_log_start_later(new_start);
         }
         for segment in self.segments.drain(..count).collect::<Vec<_>>() {
             tracing::info!(segment = %segment.log_path().display(), "deleting segment");
@@ -1221,6 +1217,14 @@ impl PartitionLog {
             self.epochs_file.set(self.epochs.encode().into_bytes());
         }
         self.producers.on_log_start(offset);
+    }
+
+    /// Moves the log start up, its checkpoints written by
+    /// [`PartitionLog::take_after_lock`]'s caller.
+    fn move_log_start_later(&mut self, offset: i64) {
+        self.move_log_start(offset);
+        self.after_lock.write_later(&self.log_start_file);
+        self.after_lock.write_later(&self.epochs_file);
     }
 
     /// Writes the leader-epoch cache down now.

@@ -867,14 +867,8 @@ impl Segment {
     /// frees (and on some disks discards) its blocks, which can take a
     /// while, and waits for any writeback of it.
     pub fn retire(self) -> Result<Vec<PathBuf>, StorageError> {
-        let paths = [
-            self.log_path.clone(),
-            self.offset_index_path.clone(),
-            self.time_index_path.clone(),
-        ];
-        drop(self);
         let mut retired = Vec::new();
-        for path in paths {
+        for path in self.close_files() {
             let mut name = path.clone().into_os_string();
             name.push(DELETED_SUFFIX);
             let renamed = PathBuf::from(name);
@@ -889,16 +883,19 @@ impl Segment {
 
     /// Removes the segment's files.
     pub fn delete(self) -> Result<(), StorageError> {
-        let paths = [
-            self.log_path.clone(),
-            self.offset_index_path.clone(),
-            self.time_index_path.clone(),
-        ];
-        drop(self);
-        for path in paths {
+        for path in self.close_files() {
             crate::checkpoint::remove_if_present(&path)?;
         }
         Ok(())
+    }
+
+    /// Closes the segment (its files stay) and returns their paths.
+    fn close_files(self) -> [PathBuf; 3] {
+        [
+            self.log_path.clone(),
+            self.offset_index_path.clone(),
+            self.time_index_path.clone(),
+        ]
     }
 
     pub fn base_offset(&self) -> i64 {
