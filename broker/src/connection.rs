@@ -172,19 +172,22 @@ async fn handle_frame(
         client_id = request.header.client_id.as_deref().unwrap_or(""),
     );
     let api_key = request.api_key;
-    let encode = move |response: codec::Response| {
-        codec::encode_response_chunks(&response, version, correlation_id).map_err(|error| {
-            format!("encoding the {api_key:?} v{version} response failed: {error:#}")
-        })
+    let encode = move |response: codec::Response, splices| {
+        codec::encode_response_chunks(&response, splices, version, correlation_id).map_err(
+            |error| format!("encoding the {api_key:?} v{version} response failed: {error:#}"),
+        )
     };
     let reply = handlers::handle(broker, request, origin)
         .instrument(span.clone())
         .await;
     Ok(match reply {
         handlers::Reply::Nothing => None,
-        handlers::Reply::Now(response) => Some(Outgoing::Now(encode(response)?)),
+        handlers::Reply::Now(response) => Some(Outgoing::Now(encode(response, Vec::new())?)),
+        handlers::Reply::Spliced(response, splices) => {
+            Some(Outgoing::Now(encode(response, splices)?))
+        }
         handlers::Reply::Later(waiting) => Some(Outgoing::Later(Box::pin(
-            async move { encode(waiting.await) }.instrument(span),
+            async move { encode(waiting.await, Vec::new()) }.instrument(span),
         ))),
     })
 }

@@ -34,7 +34,7 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::api;
-use crate::chunked::ChunkedBuf;
+use crate::chunked::{ChunkedBuf, Splice};
 use crate::frame::FRAME_PREFIX_BYTES;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
@@ -228,7 +228,7 @@ pub fn encode_response(
     version: i16,
     correlation_id: i32,
 ) -> anyhow::Result<Bytes> {
-    let chunks = encode_response_chunks(response, version, correlation_id)?;
+    let chunks = encode_response_chunks(response, Vec::new(), version, correlation_id)?;
     if let [single] = chunks.as_slice() {
         return Ok(single.clone());
     }
@@ -241,9 +241,11 @@ pub fn encode_response(
 
 /// [`encode_response`] as chunks to write one after another: the record
 /// sets of a Fetch response (16 KiB and more) are chunks of their own,
-/// shared with the log reads, not copied.
+/// shared with the log reads, not copied; `splices` are the pieces of the
+/// response's record set stand-ins, in the order they are encoded.
 pub fn encode_response_chunks(
     response: &Response,
+    splices: Vec<Splice>,
     version: i16,
     correlation_id: i32,
 ) -> anyhow::Result<Vec<Bytes>> {
@@ -264,7 +266,7 @@ pub fn encode_response_chunks(
             .collect(),
         _ => Vec::new(),
     };
-    let mut buf = ChunkedBuf::new(256, shared);
+    let mut buf = ChunkedBuf::new(256, shared, splices);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -273,7 +275,7 @@ pub fn encode_response_chunks(
     let size = i32::try_from(buf.offset() - FRAME_PREFIX_BYTES)?;
     buf.head_mut(FRAME_PREFIX_BYTES)
         .copy_from_slice(&size.to_be_bytes());
-    Ok(buf.into_chunks())
+    buf.into_chunks().map_err(|reason| anyhow::anyhow!(reason))
 }
 
 /// The answer to ApiVersions at an unknown version: a v0 body with

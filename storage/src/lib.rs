@@ -109,6 +109,7 @@ pub mod producer;
 pub mod records;
 pub mod scan;
 pub mod segment;
+pub mod tail;
 
 #[cfg(test)]
 mod test_batches;

@@ -28,6 +28,7 @@ use crate::records::walk_records;
 use crate::segment::{
     parse_segment_file_name, segment_file_name, PreparedBatch, Segment, SegmentSync, LOG_SUFFIX,
 };
+use crate::tail::Tail;
 
 // The broker shares logs between tasks behind a mutex.
 const _: fn() = || {
@@ -92,6 +93,9 @@ pub struct PartitionLog {
     last_flush_ms: i64,
     /// The latest clock reading seen, for `flush` calls that have none.
     last_now_ms: i64,
+    /// The batches appended as leader above the high watermark, in memory
+    /// for the followers (see [`crate::tail`]).
+    tail: Tail,
 }
 
 impl PartitionLog {
@@ -163,6 +167,7 @@ impl PartitionLog {
             unflushed_records: 0,
             last_flush_ms: now_ms,
             last_now_ms: now_ms,
+            tail: Tail::default(),
         };
         if log_start_checkpoint != Some(log_start_offset) {
             checkpoint::write_offset(dir, LOG_START_OFFSET_FILE, log_start_offset)?;
@@ -228,7 +233,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         let info = self.append_as_leader(records, leader_epoch, now_ms)?;
-        self.high_watermark = self.log_end_offset();
+        self.set_high_watermark(self.log_end_offset());
         self.check_invariants();
         Ok(info)
     }
@@ -298,6 +303,7 @@ impl PartitionLog {
         let first_offset = self.log_end_offset();
         let prepared = prepare(&[(header, bytes.clone())], first_offset, leader_epoch, -1)?;
         self.write_prepared(&prepared, first_offset, now_ms)?;
+        self.tail.push(&prepared);
         if self.epochs.assign(leader_epoch, first_offset) {
             self.persist_epochs()?;
         }
@@ -346,6 +352,7 @@ impl PartitionLog {
         };
         let prepared = prepare(&batches, first_offset, leader_epoch, log_append_time_ms)?;
         self.write_prepared(&prepared, first_offset, now_ms)?;
+        self.tail.push(&prepared);
         if self.epochs.assign(leader_epoch, first_offset) {
             self.persist_epochs()?;
         }
@@ -530,6 +537,9 @@ impl PartitionLog {
             })
             .collect();
         let first_offset = self.log_end_offset();
+        // Held batches are a leader's (its followers' reads); a follower's
+        // log grows from what its leader sent, which it need not keep.
+        self.tail.clear();
         self.write_prepared(&prepared, first_offset, now_ms)?;
         let mut epochs_changed = false;
         for batch in &prepared {
@@ -786,15 +796,30 @@ impl PartitionLog {
 
     /// [`Self::read`] for a follower, which checks every batch's CRC as it
     /// appends it: the batches are not checked here too (as Kafka's leader
-    /// does not check them on any read), only their framing.
+    /// does not check them on any read), only their framing. In pieces to
+    /// send one after another: batches appended as leader and not yet
+    /// written by every in-sync follower come from memory, each as its
+    /// header and its records (see [`crate::tail`]); others are one piece
+    /// read from the file.
     pub fn read_for_replica(
         &self,
         offset: i64,
         max_bytes: usize,
         max_offset: i64,
         min_one_batch: bool,
-    ) -> Result<Bytes, StorageError> {
-        self.read_checked(offset, max_bytes, max_offset, min_one_batch, false)
+    ) -> Result<Vec<Bytes>, StorageError> {
+        if offset >= self.log_start_offset && offset <= self.log_end_offset() {
+            let max_bytes = max_bytes.min(READ_BYTES_MAX);
+            if let Some(pieces) = self.tail.read(offset, max_bytes, max_offset, min_one_batch) {
+                return Ok(pieces);
+            }
+        }
+        let read = self.read_checked(offset, max_bytes, max_offset, min_one_batch, false)?;
+        Ok(if read.is_empty() {
+            Vec::new()
+        } else {
+            vec![read]
+        })
     }
 
     fn read_checked(
@@ -846,6 +871,8 @@ impl PartitionLog {
     /// `append` already moves it to the log end (one replica).
     pub fn set_high_watermark(&mut self, high_watermark: i64) {
         self.high_watermark = high_watermark.clamp(self.log_start_offset, self.log_end_offset());
+        // Every in-sync follower has what is below.
+        self.tail.trim_below(self.high_watermark);
         self.check_invariants();
     }
 
@@ -989,6 +1016,7 @@ impl PartitionLog {
     }
 
     fn after_truncation(&mut self) -> Result<(), StorageError> {
+        self.tail.clear();
         let log_end_offset = self.log_end_offset();
         if self.log_start_offset > log_end_offset {
             // The batch holding the log start was removed.
@@ -1064,6 +1092,9 @@ impl PartitionLog {
         if !self.config.cleanup_compact {
             return Ok(stats);
         }
+        // The cleaner rewrites sealed segments only, below what is held;
+        // emptied anyway, so that no rewrite can ever disagree with it.
+        self.tail.clear();
         let first_dirty = self.cleaner_checkpoint.max(self.log_start_offset);
         let cleanable = &self.segments[..self.cleanable_segment_count(now_ms)];
         let Some(pass) = Pass::plan(cleanable, first_dirty, &self.config, now_ms)? else {

@@ -153,7 +153,7 @@ fn a_flipped_bit_in_a_trusted_segment_is_caught_on_read() {
     );
     // A follower's read is not checked here: the follower checks each
     // batch as it appends it, and refuses this one.
-    let replicated = log.read_for_replica(0, 1 << 20, 15, true).unwrap();
+    let replicated = concat(&log.read_for_replica(0, 1 << 20, 15, true).unwrap());
     let ranges: Vec<(i64, i64)> = headers(&replicated)
         .iter()
         .map(|header| (header.base_offset, header.last_offset()))

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{all_bytes, batch, config, headers, open, NOW};
+use common::{all_bytes, batch, concat, config, headers, open, NOW};
+use storage::{LogConfig, TimestampType};
 
 #[test]
 fn a_follower_holds_the_leaders_batches_byte_for_byte() {
@@ -162,4 +163,84 @@ fn an_epoch_that_wrote_nothing_goes_when_truncating_at_the_log_end() {
         4,
         "and it stays gone"
     );
+}
+
+/// What a follower fetches above the leader's high watermark comes from
+/// memory, in pieces (each batch's header as stamped, then its records),
+/// and is exactly what the file holds; the high watermark, truncation and
+/// a follower's append end it, and reads go to the file again.
+#[test]
+fn a_follower_reads_the_leaders_tail_from_memory_as_the_file_holds_it() {
+    for timestamp_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+        let dir = tempfile::tempdir().unwrap();
+        let leader_config = LogConfig {
+            message_timestamp_type: timestamp_type,
+            ..config()
+        };
+        let mut leader = open(dir.path(), leader_config);
+        for epoch in [1, 1, 2, 2] {
+            leader
+                .append_as_leader(batch(3, 30, NOW), epoch, NOW)
+                .unwrap();
+        }
+        let end = leader.log_end_offset();
+        let read = |log: &storage::PartitionLog, offset: i64| {
+            log.read_for_replica(offset, usize::MAX >> 1, end, true)
+                .unwrap()
+        };
+        let file = |log: &storage::PartitionLog, offset: i64| {
+            log.read(offset, usize::MAX >> 1, end, true).unwrap()
+        };
+        let pieces = read(&leader, 0);
+        assert_eq!(pieces.len(), 8, "four batches from memory, two pieces each");
+        assert_eq!(concat(&pieces), file(&leader, 0));
+        // From inside a batch: from that batch's start, as the file read.
+        let pieces = read(&leader, 4);
+        assert_eq!(pieces.len(), 6);
+        assert_eq!(concat(&pieces), file(&leader, 4));
+        // At most max_bytes of whole batches; one at least if asked.
+        let first = headers(&file(&leader, 0))[0].total_size();
+        let limited = leader.read_for_replica(0, first + 10, end, false).unwrap();
+        assert_eq!(concat(&limited), file(&leader, 0).slice(..first));
+        assert!(leader
+            .read_for_replica(0, 10, end, false)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            concat(&leader.read_for_replica(0, 10, end, true).unwrap()),
+            file(&leader, 0).slice(..first)
+        );
+        // A follower appends the pieces joined: the leader's bytes.
+        let follower_dir = tempfile::tempdir().unwrap();
+        let mut follower = open(follower_dir.path(), config());
+        follower
+            .append_as_follower(concat(&read(&leader, 0)), NOW)
+            .unwrap();
+        assert_eq!(all_bytes(&follower), all_bytes(&leader));
+        assert_eq!(read(&follower, 0).len(), 1, "a follower keeps no tail");
+        // Below the high watermark: from the file.
+        leader.set_high_watermark(7);
+        assert_eq!(read(&leader, 0).len(), 1);
+        assert_eq!(concat(&read(&leader, 0)), file(&leader, 0));
+        assert_eq!(
+            read(&leader, 6).len(),
+            4,
+            "the batch holding 7 and the next"
+        );
+        // Truncation empties it; appends after it start it anew.
+        leader.truncate_to(9).unwrap();
+        assert_eq!(read(&leader, 6).len(), 1);
+        assert_eq!(concat(&read(&leader, 6)), file(&leader, 6));
+        leader.append_as_leader(batch(2, 30, NOW), 3, NOW).unwrap();
+        let pieces = leader
+            .read_for_replica(9, usize::MAX >> 1, leader.log_end_offset(), true)
+            .unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            concat(&pieces),
+            leader
+                .read(9, usize::MAX >> 1, leader.log_end_offset(), true)
+                .unwrap()
+        );
+    }
 }

@@ -5,6 +5,10 @@
 //!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id
 //! 0, which tells clients to keep sending full (sessionless) fetches.
+//!
+//! A follower at the leader's tail gets the batches from memory, in pieces
+//! (see [`storage::tail`]): the response carries stand-ins for them, and
+//! the [`Splice`]s that go with it are written in their place.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,6 +21,7 @@ use kafka_protocol::messages::fetch_response::{
     PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
+use protocol::chunked::{self, Splice};
 use tokio::time::Instant;
 
 use super::Origin;
@@ -43,12 +48,18 @@ pub async fn handle(
     request: FetchRequest,
     version: i16,
     origin: Origin<'_>,
-) -> FetchResponse {
-    let response = long_poll(broker, &request, version).await;
-    with_node_endpoints(broker, response, origin.listener)
+) -> (FetchResponse, Vec<Splice>) {
+    let (response, splices) = long_poll(broker, &request, version).await;
+    (
+        with_node_endpoints(broker, response, origin.listener),
+        splices,
+    )
 }
 
-async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> FetchResponse {
+/// The response and the splices of its record set stand-ins.
+type Answer = (FetchResponse, Vec<Splice>);
+
+async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> Answer {
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(FETCH_WAIT_MS_MAX);
@@ -59,24 +70,21 @@ async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> Fet
         // Mark the current appends seen before reading, so none is missed
         // between this read and the wait below.
         appends.borrow_and_update();
-        let (response, bytes, failed) = read_once(broker, request, version);
+        let (answer, bytes, failed) = read_once(broker, request, version);
         if bytes >= min_bytes.max(1) || failed || Instant::now() >= deadline {
-            return response;
+            return answer;
         }
         tokio::select! {
-            changed = appends.changed() => if changed.is_err() { return response },
+            changed = appends.changed() => if changed.is_err() { return answer },
             _ = tokio::time::sleep_until(deadline) => return read_once(broker, request, version).0,
         }
     }
 }
 
-/// One pass over the requested partitions: the response, the record bytes
-/// in it, and whether any partition failed (which ends long polling).
-fn read_once(
-    broker: &Broker,
-    request: &FetchRequest,
-    version: i16,
-) -> (FetchResponse, usize, bool) {
+/// One pass over the requested partitions: the response (with its
+/// splices), the record bytes in it, and whether any partition failed
+/// (which ends long polling).
+fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (Answer, usize, bool) {
     let mut remaining = usize::try_from(request.max_bytes)
         .ok()
         .filter(|&max| max > 0)
@@ -85,6 +93,9 @@ fn read_once(
     let mut total = 0usize;
     let mut failed = false;
     let reader = Reader::of(broker, request, version);
+    // In the order the partitions are encoded: the order they are read.
+    let mut splices = Vec::new();
+    let can_splice = version >= RECORD_BATCH_VERSION_MIN;
     let responses = request
         .topics
         .iter()
@@ -103,14 +114,23 @@ fn read_once(
                             // KIP-74: the first batch of the first partition with data is
                             // returned whole even if it is larger than the limits.
                             let min_one = total == 0;
-                            read_partition(
+                            let (data, pieces) = read_partition(
                                 broker,
                                 topic,
                                 fetch_partition,
                                 remaining,
                                 min_one,
                                 reader,
-                            )
+                            );
+                            match pieces {
+                                Some(pieces) if can_splice => {
+                                    let (records, splice) = Splice::new(pieces);
+                                    splices.extend(splice);
+                                    data.with_records(Some(records))
+                                }
+                                Some(pieces) => data.with_records(Some(chunked::join(&pieces))),
+                                None => data,
+                            }
                         }
                     };
                     let data = if version < RECORD_BATCH_VERSION_MIN {
@@ -134,7 +154,7 @@ fn read_once(
         })
         .collect();
     (
-        FetchResponse::default().with_responses(responses),
+        (FetchResponse::default().with_responses(responses), splices),
         total,
         failed,
     )
@@ -242,7 +262,8 @@ fn written_end(request: &FetchPartition) -> i64 {
 /// What the leader reads for one partition of a fetch.
 enum Read {
     Records {
-        records: Result<Bytes, StorageError>,
+        /// In pieces to send one after another.
+        records: Result<Vec<Bytes>, StorageError>,
         high_watermark: i64,
         last_stable_offset: i64,
         log_start_offset: i64,
@@ -264,17 +285,21 @@ fn read_partition(
     limit: usize,
     min_one: bool,
     reader: Reader,
-) -> PartitionData {
+) -> (PartitionData, Option<Vec<Bytes>>) {
     let data = PartitionData::default().with_partition_index(request.partition);
     let Some(partition) = topic.partition(request.partition) else {
-        return data
+        let data = data
             .with_error_code(code(ResponseError::UnknownTopicOrPartition))
             .with_high_watermark(-1);
+        return (data, None);
     };
     let epoch_error =
         errors::leader_epoch_code(request.current_leader_epoch, partition.leader_epoch());
     if epoch_error != errors::NONE {
-        return data.with_error_code(epoch_error).with_high_watermark(-1);
+        return (
+            data.with_error_code(epoch_error).with_high_watermark(-1),
+            None,
+        );
     }
     let limit = limit.min(usize::try_from(request.partition_max_bytes).unwrap_or(0));
     let result = partition.lead(|log, state| match reader {
@@ -293,7 +318,9 @@ fn read_partition(
                 (high_watermark, None)
             };
             Read::Records {
-                records: log.read(request.fetch_offset, limit, max_offset, min_one),
+                records: log
+                    .read(request.fetch_offset, limit, max_offset, min_one)
+                    .map(|records| vec![records]),
                 high_watermark,
                 last_stable_offset,
                 log_start_offset: log.log_start_offset(),
@@ -343,10 +370,11 @@ fn read_partition(
     let read = match result {
         Ok(read) => read,
         Err(not_leader) => {
-            return data
+            let data = data
                 .with_error_code(errors::not_leader_code(&not_leader))
                 .with_high_watermark(-1)
-                .with_current_leader(current_leader(broker, &topic.name, request.partition))
+                .with_current_leader(current_leader(broker, &topic.name, request.partition));
+            return (data, None);
         }
     };
     let (records, high_watermark, last_stable_offset, log_start_offset, aborted) = match read {
@@ -364,17 +392,21 @@ fn read_partition(
             aborted,
         ),
         Read::Diverging { epoch, end_offset } => {
-            return data
+            let data = data
                 .with_high_watermark(-1)
                 .with_diverging_epoch(
                     EpochEndOffset::default()
                         .with_epoch(epoch)
                         .with_end_offset(end_offset),
                 )
-                .with_records(Some(Bytes::new()))
+                .with_records(Some(Bytes::new()));
+            return (data, None);
         }
         Read::Refused(error_code) => {
-            return data.with_error_code(error_code).with_high_watermark(-1)
+            return (
+                data.with_error_code(error_code).with_high_watermark(-1),
+                None,
+            )
         }
     };
     // Null unless read_committed, as Kafka sends it.
@@ -394,11 +426,13 @@ fn read_partition(
         .with_log_start_offset(log_start_offset)
         .with_aborted_transactions(aborted);
     match records {
-        Ok(records) => data.with_records(Some(records)),
+        Ok(pieces) => (data, Some(pieces)),
         Err(error) => {
             tracing::debug!(topic = %topic.name, partition = request.partition, %error, "fetch failed");
-            data.with_error_code(errors::storage_error_code(&error))
-                .with_records(Some(Bytes::new()))
+            let data = data
+                .with_error_code(errors::storage_error_code(&error))
+                .with_records(Some(Bytes::new()));
+            (data, None)
         }
     }
 }

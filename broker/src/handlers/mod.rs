@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use coordinator::{BrokerRegistration, ClusterMetadata};
+use protocol::chunked::Splice;
 use protocol::codec::{DecodedRequest, Request, Response};
 
 use crate::state::Broker;
@@ -92,6 +93,9 @@ pub(crate) fn current_leader(
 pub enum Reply {
     /// The response.
     Now(Response),
+    /// The response, with the pieces of its record set stand-ins (Fetch:
+    /// a leader's batches from memory, see [`protocol::chunked::Splice`]).
+    Spliced(Response, Vec<Splice>),
     /// No response is sent (Produce, acks=0).
     Nothing,
     /// The response once what was done is replicated (Produce, acks=all);
@@ -112,7 +116,10 @@ pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>
         Request::Produce(body) => {
             return produce::handle(broker, body, version, origin).await;
         }
-        Request::Fetch(body) => Response::Fetch(fetch::handle(broker, body, version, origin).await),
+        Request::Fetch(body) => {
+            let (response, splices) = fetch::handle(broker, body, version, origin).await;
+            return Reply::Spliced(Response::Fetch(response), splices);
+        }
         Request::ListOffsets(body) => {
             Response::ListOffsets(list_offsets::handle(broker, body, version))
         }
