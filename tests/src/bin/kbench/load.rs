@@ -123,11 +123,37 @@ pub fn produce(
     keyed: bool,
     duration: Duration,
 ) -> anyhow::Result<Produced> {
+    produce_while(bootstrap, topic, record_bytes, acks, keyed, |_, started| {
+        started.elapsed() < duration
+    })
+}
+
+/// [`produce`] of `count` records (rounded up to a multiple of 1,024).
+pub fn produce_records(
+    bootstrap: &str,
+    topic: &str,
+    record_bytes: usize,
+    acks: &str,
+    count: u64,
+) -> anyhow::Result<Produced> {
+    produce_while(bootstrap, topic, record_bytes, acks, false, |sent, _| {
+        sent < count
+    })
+}
+
+fn produce_while(
+    bootstrap: &str,
+    topic: &str,
+    record_bytes: usize,
+    acks: &str,
+    keyed: bool,
+    more: impl Fn(u64, Instant) -> bool,
+) -> anyhow::Result<Produced> {
     let (producer, deliveries) = producer(bootstrap, acks, 5)?;
     let payload: Vec<u8> = (0..record_bytes).map(|i| b'a' + (i % 26) as u8).collect();
     let started = Instant::now();
     let mut sent = 0u64;
-    while !sent.is_multiple_of(1024) || started.elapsed() < duration {
+    while !sent.is_multiple_of(1024) || more(sent, started) {
         let key = sent.to_be_bytes();
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&payload);
         if keyed {
