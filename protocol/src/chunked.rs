@@ -12,10 +12,11 @@
 //! leader's batches from memory: each batch's header and its records are
 //! apart): a [`Splice`] puts a stand-in of their joined length in the
 //! message, and the buffer writes the pieces where the encoder writes the
-//! stand-in. Stand-ins point into a static region that is never read.
+//! stand-in. Stand-ins point into one zeroed region that is never read.
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -28,9 +29,19 @@ pub const SHARE_MIN_BYTES: usize = 16 * 1024;
 /// joined (copied) instead.
 pub const SPLICE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// What stand-ins point into. Zeroed, so in the executable's zero-filled
-/// section: its pages are mapped only if read, and nothing reads them.
-static STAND_IN: [u8; SPLICE_MAX_BYTES] = [0; SPLICE_MAX_BYTES];
+/// What stand-ins point into, allocated zeroed on first use: memory the
+/// kernel maps only when it is read, and nothing reads it.
+static STAND_IN: OnceLock<Bytes> = OnceLock::new();
+
+fn stand_in(len: usize) -> Bytes {
+    STAND_IN
+        .get_or_init(|| Bytes::from(vec![0u8; SPLICE_MAX_BYTES]))
+        .slice(..len)
+}
+
+fn stand_in_start() -> Option<usize> {
+    STAND_IN.get().map(|region| region.as_ptr() as usize)
+}
 
 /// `pieces` in one `Bytes` (a copy, unless there is one piece).
 pub fn join(pieces: &[Bytes]) -> Bytes {
@@ -45,7 +56,9 @@ pub fn join(pieces: &[Bytes]) -> Bytes {
 }
 
 fn is_stand_in(src: &[u8]) -> bool {
-    let start = STAND_IN.as_ptr() as usize;
+    let Some(start) = stand_in_start() else {
+        return false;
+    };
     let at = src.as_ptr() as usize;
     !src.is_empty() && start <= at && at < start + SPLICE_MAX_BYTES
 }
@@ -70,10 +83,7 @@ impl Splice {
         if len > SPLICE_MAX_BYTES {
             return (join(&pieces), None);
         }
-        (
-            Bytes::from_static(&STAND_IN[..len]),
-            Some(Splice { pieces, len }),
-        )
+        (stand_in(len), Some(Splice { pieces, len }))
     }
 }
 
@@ -122,7 +132,11 @@ impl ChunkedBuf {
     /// Writes the pieces of the next splice for the stand-in `src`.
     fn splice(&mut self, src: &[u8]) {
         let splice = match self.splices.pop_front() {
-            Some(splice) if splice.len == src.len() && src.as_ptr() == STAND_IN.as_ptr() => splice,
+            Some(splice)
+                if splice.len == src.len() && stand_in_start() == Some(src.as_ptr() as usize) =>
+            {
+                splice
+            }
             other => {
                 self.broken.get_or_insert_with(|| {
                     format!(
