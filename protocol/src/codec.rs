@@ -6,7 +6,7 @@
 //! is touched. A response is encoded with its size prefix and the response
 //! header version the api key and version call for (ApiVersions: always v0).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
@@ -229,14 +229,7 @@ pub fn encode_response(
     correlation_id: i32,
 ) -> anyhow::Result<Bytes> {
     let chunks = encode_response_chunks(response, Vec::new(), version, correlation_id)?;
-    if let [single] = chunks.as_slice() {
-        return Ok(single.clone());
-    }
-    let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-    for chunk in &chunks {
-        joined.extend_from_slice(chunk);
-    }
-    Ok(joined.freeze())
+    Ok(crate::chunked::join(&chunks))
 }
 
 /// [`encode_response`] as chunks to write one after another: the record
@@ -290,6 +283,7 @@ pub fn api_versions_unsupported_response(correlation_id: i32) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::messages::{MetadataRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
 

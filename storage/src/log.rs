@@ -808,11 +808,15 @@ impl PartitionLog {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<Vec<Bytes>, StorageError> {
-        if offset >= self.log_start_offset && offset <= self.log_end_offset() {
-            let max_bytes = max_bytes.min(READ_BYTES_MAX);
-            if let Some(pieces) = self.tail.read(offset, max_bytes, max_offset, min_one_batch) {
-                return Ok(pieces);
-            }
+        // Held batches are at or above the high watermark: in range.
+        let held = self.tail.read(
+            offset,
+            max_bytes.min(READ_BYTES_MAX),
+            max_offset,
+            min_one_batch,
+        );
+        if let Some(pieces) = held {
+            return Ok(pieces);
         }
         let read = self.read_checked(offset, max_bytes, max_offset, min_one_batch, false)?;
         Ok(if read.is_empty() {

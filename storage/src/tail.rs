@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
+use protocol::batch::BATCH_HEADER_BYTES;
+
 use crate::segment::PreparedBatch;
 
 /// The most one partition keeps: more than a producer has in flight on
@@ -34,18 +36,20 @@ pub const TAIL_TOTAL_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Bytes held by all tails of the process.
 static TOTAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// One batch: its header as written, and its records.
+/// One batch: its header as written (kept inline, so that appends
+/// allocate nothing; only a follower's read copies it out), and its
+/// records.
 #[derive(Debug)]
 struct Held {
     base_offset: i64,
     next_offset: i64,
-    header: Bytes,
+    header: [u8; BATCH_HEADER_BYTES],
     records: Bytes,
 }
 
 impl Held {
     fn len(&self) -> usize {
-        self.header.len() + self.records.len()
+        BATCH_HEADER_BYTES + self.records.len()
     }
 }
 
@@ -75,7 +79,7 @@ impl Tail {
                 debug_assert!(false, "a batch at {base_offset} below the tail's end");
                 self.clear();
             }
-            let len = batch.header_bytes.len() + batch.records.len();
+            let len = BATCH_HEADER_BYTES + batch.records.len();
             if self.bytes + len > TAIL_MAX_BYTES {
                 continue;
             }
@@ -87,7 +91,7 @@ impl Tail {
             self.batches.push_back(Held {
                 base_offset,
                 next_offset: batch.header.next_offset(),
-                header: Bytes::copy_from_slice(&batch.header_bytes),
+                header: batch.header_bytes,
                 records: batch.records.clone(),
             });
         }
@@ -151,7 +155,7 @@ impl Tail {
                 break;
             }
             total += len;
-            pieces.push(held.header.clone());
+            pieces.push(Bytes::copy_from_slice(&held.header));
             pieces.push(held.records.clone());
         }
         Some(pieces)
