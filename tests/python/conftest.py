@@ -42,11 +42,46 @@ def broker_binary() -> Path:
     return target / "debug" / "kbroker"
 
 
+def _listen_port_window() -> range:
+    """Ports the kernel never picks as the local end of an outgoing
+    connection: those below the ephemeral range (`ip_local_port_range`).
+
+    A port taken from the ephemeral range (bind to port 0, then let go) can
+    be handed to some client's connection before the broker or etcd binds it
+    (or binds it again after a restart), and the start fails with "address
+    already in use"; below the range only a process that asks for the port
+    by number can take it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = min(max(low, 1024), 65536)
+    if low >= 12000:
+        return range(10000, low)
+    return range(low // 2, low)  # an unusual setting: half of what is below it
+
+
+_PORT_WINDOW = _listen_port_window()
+# Each process starts at a point of its own, so that a run does not reuse
+# the ports the previous one left in TIME_WAIT.
+_next_port = _PORT_WINDOW.start + (os.getpid() * 7919) % len(_PORT_WINDOW)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port on `host` (a loopback address) that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port on `host` (a loopback address), free now and outside the
+    ephemeral range, never handed out twice by this process."""
+    global _next_port
+    for _ in range(len(_PORT_WINDOW)):
+        port = _next_port
+        _next_port = _PORT_WINDOW.start + (port + 1 - _PORT_WINDOW.start) % len(_PORT_WINDOW)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in {_PORT_WINDOW.start}-{_PORT_WINDOW.stop - 1}")
 
 
 def unique_topic(prefix: str) -> str:

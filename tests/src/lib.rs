@@ -6,6 +6,7 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a broker may take to start listening.
@@ -207,13 +208,43 @@ pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
-/// A port on `host` (a loopback address) that was free a moment ago.
+/// A port on `host` (a loopback address), free now and outside the
+/// ephemeral range, never handed out twice by this process.
+///
+/// A port from the ephemeral range (bind to port 0, then let go) can be
+/// given to some client's outgoing connection before the broker or etcd
+/// binds it, or binds it again after a restart, and the start fails with
+/// "address already in use". Below `ip_local_port_range` only a process
+/// that asks for the port by number can take it.
 pub fn free_port_on(host: &str) -> u16 {
-    TcpListener::bind((host, 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (start, len) = listen_port_window();
+    // Each process starts at a point of its own, so that a test binary
+    // does not reuse the ports the previous one left in TIME_WAIT.
+    let first = (std::process::id().wrapping_mul(7919)) % len;
+    let _ = NEXT.compare_exchange(u32::MAX, first, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..len {
+        let port = (start + NEXT.fetch_add(1, Ordering::Relaxed) % len) as u16;
+        // std's TcpListener sets SO_REUSEADDR: a port in TIME_WAIT is free.
+        if TcpListener::bind((host, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {host} in {start}..{}", start + len);
+}
+
+/// The ports below the ephemeral range: (first, count).
+fn listen_port_window() -> (u32, u32) {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(1024, 65536);
+    if low >= 12000 {
+        (10000, low - 10000)
+    } else {
+        (low / 2, low - low / 2)
+    }
 }
 
 /// One etcd member (Debian's `etcd-server`) on 127.0.0.1 with a data
