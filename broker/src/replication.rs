@@ -82,6 +82,24 @@ impl Partition {
         progress.since.map(|_| progress.leader_epoch)
     }
 
+    /// KIP-207: the offset this broker's epoch as leader starts at, while
+    /// its high watermark is still below it. A new leader's high watermark
+    /// is what it last heard from the old leader, until the ISR's followers
+    /// fetch from it; meanwhile the end of the log it may show lies below
+    /// records the old leader had already reported committed, so a client
+    /// asking for the latest offset would be sent backwards.
+    pub(crate) fn high_watermark_behind_epoch_start(
+        &self,
+        log: &PartitionLog,
+        state: &PartitionMetadata,
+    ) -> Option<i64> {
+        let progress = self.progress();
+        (progress.since.is_some()
+            && progress.leader_epoch == state.leader_epoch
+            && progress.epoch_start_offset > log.high_watermark())
+        .then_some(progress.epoch_start_offset)
+    }
+
     /// This broker no longer leads the partition.
     pub(crate) fn stop_leading(&self) {
         *self.progress() = LeaderProgress::default();

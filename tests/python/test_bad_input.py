@@ -23,7 +23,6 @@ from wire import (
     CREATE_TOPICS,
     EMPTY_TAGS,
     FETCH,
-    LIST_OFFSETS,
     METADATA,
     PRODUCE,
     SOCKET_TIMEOUT_S,
@@ -35,8 +34,8 @@ from wire import (
     int8,
     int16,
     int32,
-    int64,
     is_flexible,
+    list_offsets,
     produce,
     record_batch,
     request_frame,
@@ -150,14 +149,7 @@ def create_topics(conn: Connection, names: list[str], partitions: int = 3) -> di
 
 def list_offset(conn: Connection, topic: str, partition: int, timestamp: int) -> int:
     """ListOffsets v1: the offset for `timestamp` (LATEST, EARLIEST) in one partition."""
-    partitions = [int32(partition) + int64(timestamp)]
-    reader = conn.call(LIST_OFFSETS, 1, int32(-1) + array([string(topic) + array(partitions)]))
-    assert reader.int32() == 1 and reader.string() == topic
-    assert reader.int32() == 1 and reader.int32() == partition
-    error_code = reader.int16()
-    reader.int64()  # timestamp
-    offset = reader.int64()
-    reader.assert_end()
+    error_code, offset = list_offsets(conn, topic, partition, timestamp)
     assert error_code == NONE
     return offset
 

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+import wire
 from conftest import SESSION_TIMEOUT_MS, broker_binary, unique_topic
 from test_cluster import consume_all, describe_partitions, produce_while, report_retried_copies
 
@@ -305,6 +306,95 @@ def test_a_broker_that_led_without_writing_rejoins_the_isr(cluster_factory):
     wait_full_isr(cluster, topic, timeout=60)
     acked, failed = produce(cluster, topic, 20, **{"message.timeout.ms": 20000})
     assert not failed and len(acked) == 20
+
+
+OFFSET_NOT_AVAILABLE = 78
+LATEST, EARLIEST = -1, -2
+
+
+def latest(broker, topic):
+    """(error code, offset) of ListOffsets(latest) for partition 0, asked of `broker`."""
+    with wire.Connection(broker) as conn:
+        return wire.list_offsets(conn, topic, 0, LATEST)
+
+
+def test_a_new_leader_refuses_the_latest_offset_until_its_high_watermark_reaches_its_epoch(cluster_factory):
+    """KIP-207. A follower that stays in the ISR but does not fetch holds
+    the high watermark back while the leader takes acks=1 writes past it.
+    When the leader dies, the new leader's epoch starts at its log end,
+    above the high watermark it inherited: until the ISR catches up, a
+    consumer asking for the latest offset gets OFFSET_NOT_AVAILABLE (not the
+    stale high watermark), and librdkafka, which retries it, starts a
+    consumer at the true end instead of rereading the records below it."""
+    # Followers stay in the ISR for 60 s without fetching (later overrides win).
+    cluster = start(cluster_factory, "auto.leader.rebalance.enable=false", "replica.lag.time.max.ms=60000")
+    controller = cluster.controller()
+    # The old leader and the stalled follower are not the controller: the
+    # controller must elect while they are gone.
+    old, stalled = (i for i in cluster.brokers if i != controller)
+    new = controller
+    # The stalled follower keeps its session, and so its place in the ISR,
+    # while it is paused.
+    follower = cluster.brokers[stalled]
+    follower.stop()
+    follower.overrides.append("broker.session.timeout.ms=60000")
+    follower.start()
+    cluster.wait_for_brokers(set(cluster.brokers))
+    assert cluster.controller() == new, "the controller moved while a broker restarted"
+
+    topic = unique_topic("kip207")
+    create(cluster, topic, 1, assignment=[[old, new, stalled]])
+    wait_full_isr(cluster, topic)
+    acked, failed = produce(cluster, topic, 100, prefix=b"committed")
+    assert not failed and len(acked) == 100
+
+    follower.pause()
+    acked, failed = produce(cluster, topic, 50, prefix=b"uncommitted", acks="1")
+    assert not failed and [o for _, o, _ in acked] == list(range(100, 150))
+    leader, successor = cluster.brokers[old], cluster.brokers[new]
+    cluster.wait_until(
+        "the new leader-to-be to hold the acks=1 records",
+        lambda: successor.segment_bytes(topic) == leader.segment_bytes(topic),
+    )
+    assert latest(leader, topic) == (0, 100), "the paused follower holds the high watermark"
+
+    leader.kill9()
+    cluster.wait_until(
+        f"broker {new} to lead",
+        lambda: states(cluster, topic, successor)[0][0] == new,
+        SESSION_TIMEOUT_S + 15,
+    )
+    with wire.Connection(successor) as conn:
+        assert wire.list_offsets(conn, topic, 0, LATEST) == (OFFSET_NOT_AVAILABLE, -1)
+        assert wire.list_offsets(conn, topic, 0, EARLIEST) == (0, 0)
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": topic, "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, -1)])  # OFFSET_END
+        early = consumer.consume(num_messages=100, timeout=2.0)
+        assert [m for m in early if not m.error()] == [], "nothing is readable while the ISR lags"
+        follower.resume()
+        cluster.wait_until("the high watermark to reach the new epoch", lambda: latest(successor, topic) == (0, 150))
+        # Until the consumer reads one of these, its position is unknown to
+        # the test: keep writing until it does.
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        first = None
+        deadline = time.monotonic() + 30
+        sent = 0
+        while first is None and time.monotonic() < deadline:
+            producer.produce(topic, value=b"after%04d" % sent)
+            sent += 1
+            producer.flush(10)
+            for message in consumer.consume(num_messages=100, timeout=0.3):
+                if not message.error():
+                    first = first or message
+        assert first is not None, "the consumer read nothing after the ISR caught up"
+        assert first.value().startswith(b"after") and first.offset() >= 150, (
+            f"the consumer started at offset {first.offset()} ({first.value()!r}), below the log end of 150 "
+            "that the new leader had when it was elected"
+        )
+    finally:
+        consumer.close()
 
 
 @pytest.mark.parametrize("victim_role", ["controller", "not-controller"])

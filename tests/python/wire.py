@@ -392,6 +392,20 @@ def produce(
     return dict(results)
 
 
+def list_offsets(conn: Connection, topic: str, partition: int, timestamp: int) -> tuple[int, int]:
+    """ListOffsets v1 as a consumer sends it (replica id -1): (error code,
+    offset) for `timestamp` (-1 latest, -2 earliest) in one partition."""
+    partitions = [int32(partition) + int64(timestamp)]
+    reader = conn.call(LIST_OFFSETS, 1, int32(-1) + array([string(topic) + array(partitions)]))
+    assert reader.int32() == 1 and reader.string() == topic
+    assert reader.int32() == 1 and reader.int32() == partition
+    error_code = reader.int16()
+    reader.int64()  # timestamp
+    offset = reader.int64()
+    reader.assert_end()
+    return error_code, offset
+
+
 # ---------------------------------------------------------------------------
 # Broker log
 
