@@ -598,10 +598,11 @@ def kill_leader(env: Env) -> Report:
     topic = unique_topic("faults-kill")
     partitions = 3
     create_topic(cluster, topic, partitions)
-    # Acknowledgements between kills. Not a fixed total sent: a failover
-    # fails the records in flight (retries=0), and how many depends on the
-    # machine's speed; a total could run out before the last kill.
-    step = 14_000 if env.long else 1_700
+    # Acknowledgements before, between and after the kills (six steps: at
+    # least 100,000 in the long version). Not a fixed total sent: a failover
+    # fails the records queued for the dead leader (retries=0), 3,000 and
+    # more at times, and a fixed total could run out before the last kill.
+    step = 16_700 if env.long else 1_700
     history = History()
     workload = Workload(cluster.bootstrap, topic, 10**9, rate=4000 if env.long else 1500, history=history).start()
     failovers = []
