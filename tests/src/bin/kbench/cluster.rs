@@ -15,12 +15,16 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 
-use crate::load;
 use crate::procstat::{self, CpuMeter};
+use crate::{load, txn};
 use crate::{Args, Report, MB, MIB};
 
 /// Failovers measured per run.
 const FAILOVERS: usize = 3;
+
+/// Records of 1 KiB in a protocol-level producer's batch: about 0.9 MB, as
+/// librdkafka's (`batch.size` 1,000,000), under `message.max.bytes`.
+const RAW_BATCH_RECORDS: usize = 900;
 
 pub fn cluster_phases(
     args: &Args,
@@ -47,13 +51,26 @@ pub fn cluster_phases(
     // a fault on the host per page: three times per byte for three
     // replicas, once for the single broker.
     let warm_up_records = (args.retention_mib * MIB + args.retention_mib * MIB / 4) / 1024;
-    // The single-broker figure the cluster is compared with, in this run.
-    let single = {
+    // The single-broker figures the cluster is compared with, in this run:
+    // librdkafka's, and a protocol-level producer's (five requests in
+    // flight) after it on the same topic, at its retention by then.
+    let (single, single_raw) = {
         let broker = BrokerProcess::start(&[&common[..], &["num.partitions=1"]].concat());
         let bootstrap = broker.bootstrap();
         runtime.block_on(load::create_topic(&bootstrap, "single-1024-1", 1, 1))?;
         load::produce_records(&bootstrap, "single-1024-1", 1024, "1", warm_up_records)?;
-        load::produce(&bootstrap, "single-1024-1", 1024, "1", false, duration)?
+        let single = load::produce(&bootstrap, "single-1024-1", 1024, "1", false, duration)?;
+        let pid = broker.pid().context("the single broker is not running")?;
+        let raw = raw_produce(
+            runtime,
+            &bootstrap,
+            "single-1024-1",
+            1,
+            false,
+            &[pid],
+            duration,
+        )?;
+        (single, raw)
     };
 
     let mut overrides = common.to_vec();
@@ -87,6 +104,27 @@ pub fn cluster_phases(
         false,
         duration,
     )?;
+    // acks=all at the protocol level, five requests in flight (the most an
+    // idempotent producer may have), plain and idempotent, on the same
+    // topic (at its retention). librdkafka keeps one idempotent Produce
+    // request in flight per partition: it checks the messages in flight,
+    // not the requests, against its limit of five (rdkafka_broker.c, 2.12;
+    // librdkafka PR #4989 is open), so its idempotent row is the client's.
+    let leader = cluster.bootstrap(leader_of(&bootstrap, "cluster-1024-all")?);
+    let raw = [false, true]
+        .into_iter()
+        .map(|idempotent| {
+            raw_produce(
+                runtime,
+                &leader,
+                "cluster-1024-all",
+                -1,
+                idempotent,
+                &pids,
+                duration,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     create_replicated(runtime, &bootstrap, "cluster-1024-1")?;
     let replicated_acks_1 =
         load::produce(&bootstrap, "cluster-1024-1", 1024, "1", false, duration)?;
@@ -102,6 +140,7 @@ pub fn cluster_phases(
         single.records_per_second(),
         single.bytes_per_second() / MB,
     ));
+    report.line(single_raw.row("single broker", "1, protocol-level", single_raw.rate()));
     for (produced, acks, cpu) in [
         (&replicated, "all", Some(cluster_cpu)),
         (&idempotent, "all, idempotent", None),
@@ -116,9 +155,15 @@ pub fn cluster_phases(
                 .unwrap_or_default(),
         ));
     }
+    for (raw, acks) in raw
+        .iter()
+        .zip(["all, protocol-level", "all, idempotent, protocol-level"])
+    {
+        report.line(raw.row("RF=3", acks, single_raw.rate()));
+    }
     report.line("");
     report.line(format!(
-        "The single-broker and RF=3 acks=all phases each first write {} MiB to their topic, untimed, so that they run with the log at its retention ({} MiB): the steady state, in which retention frees what the appends reuse.",
+        "The single-broker and RF=3 acks=all phases each first write {} MiB to their topic, untimed, so that they run with the log at its retention ({} MiB): the steady state, in which retention frees what the appends reuse. The protocol-level rows (a producer without a client library: five Produce requests in flight, {RAW_BATCH_RECORDS} × 1 KiB per batch, to the leader) write to the same topics after them, and are compared with the protocol-level single broker.",
         warm_up_records * 1024 / MIB,
         args.retention_mib,
     ));
@@ -164,6 +209,52 @@ pub fn cluster_phases(
     ));
     report.line("");
     Ok(())
+}
+
+/// A protocol-level produce phase and the CPU the brokers `pids` spent in
+/// it.
+struct RawPhase {
+    done: txn::Produced,
+    cpu_seconds: f64,
+}
+
+impl RawPhase {
+    fn rate(&self) -> f64 {
+        self.done.records as f64 / self.done.seconds
+    }
+
+    fn row(&self, setup: &str, acks: &str, single_rate: f64) -> String {
+        format!(
+            "| {setup} | {acks} | {:.0} | {:.1} | {:.2}× | {:.2} |",
+            self.rate(),
+            self.done.bytes as f64 / self.done.seconds / MB,
+            self.rate() / single_rate,
+            self.cpu_seconds / (self.done.bytes as f64 / 1e9),
+        )
+    }
+}
+
+fn raw_produce(
+    runtime: &tokio::runtime::Runtime,
+    leader: &str,
+    topic: &str,
+    acks: i16,
+    idempotent: bool,
+    pids: &[u32],
+    duration: Duration,
+) -> anyhow::Result<RawPhase> {
+    let cpu: Vec<CpuMeter> = pids.iter().map(|pid| CpuMeter::start(*pid)).collect();
+    let done = runtime.block_on(txn::produce(
+        leader,
+        topic,
+        acks,
+        idempotent,
+        RAW_BATCH_RECORDS,
+        1024,
+        duration,
+    ))?;
+    let cpu_seconds = cpu.into_iter().map(|meter| meter.read().0).sum();
+    Ok(RawPhase { done, cpu_seconds })
 }
 
 fn create_replicated(

@@ -535,7 +535,7 @@ fn idempotence_table(
         runtime.block_on(load::create_topic(bootstrap, &topic, 1, 1))?;
         let cpu = CpuMeter::start(pid);
         let done = runtime.block_on(txn::produce(
-            bootstrap, &topic, idempotent, 100, 1024, duration,
+            bootstrap, &topic, -1, idempotent, 100, 1024, duration,
         ))?;
         let (broker_cpu, _) = cpu.read();
         let rate = done.records as f64 / done.seconds;

@@ -204,16 +204,18 @@ pub struct Produced {
     pub seconds: f64,
 }
 
-/// A protocol-level producer on one connection for `duration`: Produce v9,
-/// acks=all, batches of `batch_records` records of `record_bytes` bytes to
-/// partition 0 of `topic`, five requests in flight (the most an idempotent
-/// producer may have). With `idempotent`, it takes a producer id first and
-/// numbers its batches; otherwise the batches carry none. Both variants do
-/// the same client work per batch (a header rewritten and its CRC computed
-/// again), so the difference is the broker's.
+/// A protocol-level producer on one connection for `duration`: Produce v9
+/// with `acks` (-1: all), batches of `batch_records` records of
+/// `record_bytes` bytes to partition 0 of `topic`, five requests in flight
+/// (the most an idempotent producer may have). With `idempotent`, it takes
+/// a producer id first and numbers its batches; otherwise the batches carry
+/// none. Both variants do the same client work per batch (a header
+/// rewritten and its CRC computed again), so the difference is the
+/// broker's.
 pub async fn produce(
     bootstrap: &str,
     topic: &str,
+    acks: i16,
     idempotent: bool,
     batch_records: usize,
     record_bytes: usize,
@@ -262,7 +264,7 @@ pub async fn produce(
     };
     let request = |batch: bytes::Bytes| {
         ProduceRequest::default()
-            .with_acks(-1)
+            .with_acks(acks)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(text(topic)))
