@@ -58,14 +58,18 @@ fn kbench_quick_runs_every_phase() {
 }
 
 /// `kbench --cluster-only --quick`: the cluster phases (a standalone
-/// broker's acks=1 figure, then three brokers on their own etcd with RF=3:
-/// throughput, latency with acks=all, failovers) run to the end.
+/// broker's acks=1 figures, then three brokers on their own etcd with RF=3:
+/// throughput with librdkafka and protocol-level producers, latency with
+/// acks=all, failovers) run to the end.
 #[test]
 fn kbench_cluster_phases_run() {
     let report = run_kbench(&["--quick", "--cluster-only"]);
     for needle in [
         "## Cluster: 3 brokers",
         "| RF=3 | all |",
+        "| single broker | 1, protocol-level |",
+        "| RF=3 | all, protocol-level |",
+        "| RF=3 | all, idempotent, protocol-level |",
         "RF=3, acks=all (linger.ms=0",
         "Failover (",
     ] {
