@@ -17,7 +17,7 @@ use rdkafka::ClientContext;
 
 use crate::procstat::{self, CpuMeter};
 use crate::{load, txn};
-use crate::{Args, Report, MB, MIB};
+use crate::{phase, Args, Report, MB, MIB};
 
 /// Failovers measured per run.
 const FAILOVERS: usize = 3;
@@ -58,9 +58,12 @@ pub fn cluster_phases(
         let broker = BrokerProcess::start(&[&common[..], &["num.partitions=1"]].concat());
         let bootstrap = broker.bootstrap();
         runtime.block_on(load::create_topic(&bootstrap, "single-1024-1", 1, 1))?;
+        phase("single broker: warm-up");
         load::produce_records(&bootstrap, "single-1024-1", 1024, "1", warm_up_records)?;
+        phase("single broker: acks=1, librdkafka");
         let single = load::produce(&bootstrap, "single-1024-1", 1024, "1", false, duration)?;
         let pid = broker.pid().context("the single broker is not running")?;
+        phase("single broker: acks=1, protocol-level");
         let raw = raw_produce(
             runtime,
             &bootstrap,
@@ -91,11 +94,14 @@ pub fn cluster_phases(
         .join(",");
     let pids: Vec<u32> = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
     create_replicated(runtime, &bootstrap, "cluster-1024-all")?;
+    phase("RF=3: warm-up");
     load::produce_records(&bootstrap, "cluster-1024-all", 1024, "all", warm_up_records)?;
+    phase("RF=3: acks=all, librdkafka");
     let cpu: Vec<CpuMeter> = pids.iter().map(|pid| CpuMeter::start(*pid)).collect();
     let replicated = load::produce(&bootstrap, "cluster-1024-all", 1024, "all", false, duration)?;
     let cluster_cpu: f64 = cpu.into_iter().map(|meter| meter.read().0).sum();
     create_replicated(runtime, &bootstrap, "cluster-1024-idempotent")?;
+    phase("RF=3: acks=all, idempotent, librdkafka");
     let idempotent = load::produce(
         &bootstrap,
         "cluster-1024-idempotent",
@@ -114,6 +120,11 @@ pub fn cluster_phases(
     let raw = [false, true]
         .into_iter()
         .map(|idempotent| {
+            phase(if idempotent {
+                "RF=3: acks=all, idempotent, protocol-level"
+            } else {
+                "RF=3: acks=all, protocol-level"
+            });
             raw_produce(
                 runtime,
                 &leader,
@@ -126,6 +137,7 @@ pub fn cluster_phases(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     create_replicated(runtime, &bootstrap, "cluster-1024-1")?;
+    phase("RF=3: acks=1, librdkafka");
     let replicated_acks_1 =
         load::produce(&bootstrap, "cluster-1024-1", 1024, "1", false, duration)?;
 
@@ -175,6 +187,7 @@ pub fn cluster_phases(
     // brokers' copies), which otherwise stalls appends for 100-250 ms.
     procstat::wait_for_writeback(64 * MIB, Duration::from_secs(60));
     let dirty = procstat::dirty_bytes();
+    phase("RF=3: latency");
     let latency = load::latency(
         &bootstrap,
         "cluster-latency",
@@ -198,6 +211,7 @@ pub fn cluster_phases(
     ));
     report.line("");
 
+    phase("RF=3: failovers");
     let failovers = failovers(runtime, &mut cluster, &bootstrap)?;
     report.line(format!(
         "Failover (broker.session.timeout.ms={SESSION_TIMEOUT_MS}; kill -9 of the leader of a partition written at 1,000 records/s, acks=all, to the first acknowledgement after it): {} s.",

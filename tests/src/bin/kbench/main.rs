@@ -82,6 +82,16 @@ struct Report {
     text: String,
 }
 
+/// A phase starts: one line on stderr (the report goes to stdout), with
+/// the wall-clock time, so that a profiler or an observer can pick a
+/// phase's window out of a long run.
+pub fn phase(name: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("kbench: {:.3} {name}", now.as_secs_f64());
+}
+
 impl Report {
     fn line(&mut self, line: impl AsRef<str>) {
         println!("{}", line.as_ref());
