@@ -39,11 +39,16 @@
 //!   of its first segment.
 //! - A group whose records are all dropped leaves no segment behind: the log
 //!   then has a gap of offsets, as cleaned batches do, and a read inside it
-//!   starts at the next batch. When that group was the first, the log start
-//!   moves to the next segment's base offset, as after retention (a consumer
-//!   below it is told OFFSET_OUT_OF_RANGE and resets). Keeping an empty
-//!   segment is not allowed (only the active segment may be empty), and
-//!   keeping any of the group's batches would bring back superseded records.
+//!   starts at the next batch. Except the first group: the log's first
+//!   segment is what the log start rests on (and `open` puts the log start
+//!   at its base), and compaction must not move the log start, or a
+//!   consumer reading inside the group would be told OFFSET_OUT_OF_RANGE
+//!   and reset — to the log end by default, skipping everything. So the
+//!   first group keeps an empty batch (no records, no producer) with the
+//!   offsets, leader epoch and timestamp of its last batch, as Kafka keeps
+//!   an empty cleaned segment there; consumers skip it to the offset after.
+//!   A segment may not be empty (only the active one), and keeping any of
+//!   the group's records would bring back superseded ones.
 //! - Segments left wholly below the log start are deleted, and the
 //!   checkpoint moves to the end of the dirty section.
 //!
@@ -88,8 +93,10 @@ use std::path::Path;
 use bytes::BytesMut;
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use protocol::batch::{
-    compute_crc, BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES, BATCH_LENGTH_AT,
-    BATCH_LENGTH_PREFIX_BYTES, CRC_AT, MAX_TIMESTAMP_AT, RECORD_COUNT_AT,
+    compute_crc, BatchHeader, Compression, TimestampType, ATTRIBUTES_AT, ATTRIBUTE_LOG_APPEND_TIME,
+    BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, BATCH_HEADER_BYTES, BATCH_LENGTH_AT,
+    BATCH_LENGTH_PREFIX_BYTES, CRC_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT, PRODUCER_ID_AT,
+    RECORD_COUNT_AT,
 };
 
 use crate::checkpoint;
@@ -360,10 +367,13 @@ impl Pass {
     /// Writes what stays of `group` to its `.cleaned` file and fsyncs it.
     /// `None` when that would be the group's only segment unchanged: the
     /// file is then removed and nothing needs swapping.
+    /// `first`: the group starts the log, so that its output keeps at least
+    /// an empty batch (see the module's documentation).
     pub(crate) fn write_group(
         &self,
         dir: &Path,
         group: &[Segment],
+        first: bool,
         stats: &mut CleanStats,
     ) -> Result<Option<CleanedGroup>, StorageError> {
         let output = CleanedGroup {
@@ -371,7 +381,7 @@ impl Pass {
             end_offset: group[group.len() - 1].next_offset(),
         };
         let path = dir.join(cleaned_file_name(output.base_offset, output.end_offset));
-        match self.write_output(&path, group, stats) {
+        match self.write_output(&path, group, first, stats) {
             Ok(true) => Ok(Some(output)),
             Ok(false) => {
                 checkpoint::remove_if_present(&path)?;
@@ -386,15 +396,19 @@ impl Pass {
     }
 
     /// Writes the output of `group` to `path`; returns whether it differs
-    /// from the group.
+    /// from the group. With `keep_one`, an output that would hold nothing
+    /// holds an empty batch in place of the group's last batch.
     fn write_output(
         &self,
         path: &Path,
         group: &[Segment],
+        keep_one: bool,
         stats: &mut CleanStats,
     ) -> Result<bool, StorageError> {
         let mut writer = BufWriter::new(File::create(path).at(path)?);
         let mut changed = group.len() > 1;
+        let mut written = 0u64;
+        let mut last_header = None;
         for segment in group {
             stats.segments_cleaned += 1;
             stats.bytes_before += segment.size();
@@ -413,10 +427,19 @@ impl Pass {
                 };
                 changed |= !matches!(filtered, Filtered::All);
                 writer.write_all(kept).at(path)?;
-                stats.bytes_after += kept.len() as u64;
+                written += kept.len() as u64;
+                last_header = batch
+                    .get(..BATCH_HEADER_BYTES)
+                    .and_then(|header| <[u8; BATCH_HEADER_BYTES]>::try_from(header).ok());
                 Ok(ControlFlow::Continue(()))
             })?;
         }
+        if let (true, 0, Some(header)) = (keep_one, written, last_header) {
+            let empty = empty_batch_in_place_of(&header);
+            writer.write_all(&empty).at(path)?;
+            written += empty.len() as u64;
+        }
+        stats.bytes_after += written;
         let file = writer
             .into_inner()
             .map_err(|error| error.into_error())
@@ -585,6 +608,33 @@ fn segment_keys(
 /// `original` with only `records` in it (`count` whole records, as stored,
 /// uncompressed), compressed with its codec, with the new length, count,
 /// maxTimestamp and CRC; every other header field as it was.
+/// A batch of no records with the offsets, leader epoch and timestamp of
+/// the batch whose header is `header`: what stands in for a dropped batch
+/// that must leave something behind. Uncompressed, with no producer and
+/// not transactional, so that nothing reads it as more than its offset
+/// range (Kafka writes such empty batches too, and clients skip them to
+/// the offset after).
+fn empty_batch_in_place_of(header: &[u8; BATCH_HEADER_BYTES]) -> Vec<u8> {
+    let mut batch = header.to_vec();
+    let length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32;
+    batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]])
+        & ATTRIBUTE_LOG_APPEND_TIME;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let max_timestamp: [u8; 8] = batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+        .try_into()
+        .expect("eight bytes");
+    batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp);
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&(-1i16).to_be_bytes());
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+    let crc = compute_crc(&batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    debug_assert!(BatchHeader::parse(&batch).is_ok());
+    batch
+}
+
 fn rebuild_batch(
     original: &[u8],
     header: &BatchHeader,

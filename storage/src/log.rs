@@ -517,11 +517,21 @@ impl PartitionLog {
         if batches.is_empty() {
             return Ok(0);
         }
+        // Offsets only grow, and may skip: a compacted leader log has gaps
+        // where the cleaner dropped whole batches (Kafka's followers take
+        // them too). A batch straddling the log end, or one too far past it
+        // for a segment to hold, is refused.
         for (header, _) in &batches {
-            if header.base_offset != expected {
+            if header.base_offset < expected {
                 return Err(StorageError::InvalidRecord(format!(
-                    "a replicated batch starts at offset {}, but the log ends at {expected}",
+                    "a replicated batch starts at offset {}, below the log end {expected}",
                     header.base_offset
+                )));
+            }
+            if header.last_offset() - expected > i64::from(i32::MAX) {
+                return Err(StorageError::InvalidRecord(format!(
+                    "a replicated batch ends at offset {}, too far past the log end {expected}",
+                    header.last_offset()
                 )));
             }
             expected = header.next_offset();
@@ -1107,15 +1117,17 @@ impl PartitionLog {
         let mut removed = 0;
         for group in pass.groups(&self.segments, &self.config) {
             let group = group.start - removed..group.end - removed;
+            let first = group.start == 0;
             let Some(output) =
-                pass.write_group(&self.dir, &self.segments[group.clone()], &mut stats)?
+                pass.write_group(&self.dir, &self.segments[group.clone()], first, &mut stats)?
             else {
                 continue;
             };
             removed += group.len() - self.swap_in(group, output)?;
         }
-        // A group whose records all went leaves no segment; when it was the
-        // first, the log now starts at the next one.
+        // The first group keeps a batch, so the first segment's base stays;
+        // should a log ever start with a group that left no segment, it
+        // starts at the next one.
         let first_base = self.segments[0].base_offset();
         if first_base > self.log_start_offset {
             self.set_log_start_offset(first_base.min(self.high_watermark))?;

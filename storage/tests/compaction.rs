@@ -333,22 +333,60 @@ fn a_pass_keeps_the_latest_value_per_key_and_merges_segments() {
 }
 
 #[test]
-fn a_segment_left_empty_goes_and_the_log_start_moves() {
+fn a_segment_left_empty_goes_but_the_first_keeps_an_empty_batch_and_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let (write, clean) = one_batch_per_segment(1);
     let mut log = PartitionLog::open(dir.path(), write, NOW).unwrap();
     round(&mut log, "v0");
     round(&mut log, "v1");
+    round(&mut log, "v2");
     put(&mut log, &[("z", Some("active"))], NOW - 10_000);
     log.set_config(clean);
     log.clean(NOW).unwrap();
-    assert_eq!(log.segment_base_offsets(), vec![4, 8]);
-    assert_eq!(log.log_start_offset(), 4);
-    assert!(matches!(
-        log.read(0, 1 << 20, log.high_watermark(), true),
-        Err(StorageError::OffsetOutOfRange { .. })
-    ));
-    assert_eq!(values(&log).len(), 5);
+    // Offsets 4-7 leave no segment: a gap. Offsets 0-3 leave one empty
+    // batch, so the log still starts at 0: a consumer reading there (or at
+    // any offset before 8) is not told OFFSET_OUT_OF_RANGE, and goes on.
+    assert_eq!(log.segment_base_offsets(), vec![0, 8, 12]);
+    assert_eq!(log.log_start_offset(), 0);
+    let check = |log: &PartitionLog| {
+        let first = log.read(0, 1 << 20, log.high_watermark(), true).unwrap();
+        assert_eq!(
+            batch_ranges(&first),
+            vec![(0, 3)],
+            "one batch in place of 0-3"
+        );
+        let header = protocol::batch::BatchHeader::parse(&first).unwrap();
+        assert_eq!((header.record_count, header.producer_id), (0, -1));
+        assert!(!header.is_transactional());
+        let mut buf = first.clone();
+        let decoded = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        assert!(decoded.iter().all(|set| set.records.is_empty()));
+        let inside = log.read(2, 1 << 20, log.high_watermark(), true).unwrap();
+        assert_eq!(batch_ranges(&inside)[0], (0, 3));
+        let gap = log.read(5, 1 << 20, log.high_watermark(), true).unwrap();
+        assert_eq!(batch_ranges(&gap)[0], (8, 11));
+        assert_eq!(
+            values(log),
+            vec![
+                (8, "a".into(), Some("v2".into())),
+                (9, "b".into(), Some("v2".into())),
+                (10, "c".into(), Some("v2".into())),
+                (11, "d".into(), Some("v2".into())),
+                (12, "z".into(), Some("active".into())),
+            ]
+        );
+    };
+    check(&log);
+    // A second pass keeps the empty batch as it is.
+    log.clean(NOW + 1).unwrap();
+    assert_eq!(log.log_start_offset(), 0);
+    check(&log);
+    // And so does a restart.
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), compacted(1), NOW).unwrap();
+    assert_eq!(log.log_start_offset(), 0);
+    assert_eq!(log.segment_base_offsets(), vec![0, 8, 12]);
+    check(&log);
 }
 
 #[test]

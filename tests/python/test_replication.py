@@ -8,6 +8,7 @@ elected unless unclean election is allowed.
 from __future__ import annotations
 
 import filecmp
+import re
 import subprocess
 import threading
 import time
@@ -487,3 +488,43 @@ def test_followers_follow_the_leaders_log_start(cluster_factory):
     consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique_topic("g")})
     assert consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30) == (120, 300)
     consumer.close()
+
+
+def test_a_follower_catches_up_across_the_gaps_its_compacted_leader_left(cluster_factory):
+    """A follower that was down while its leader compacted the partition
+    fetches across the gaps where the cleaner dropped whole batches (their
+    offsets are skipped, as Kafka's followers skip them) and rejoins the
+    ISR."""
+    cluster = start(cluster_factory, "log.cleaner.backoff.ms=200")
+    topic = unique_topic("compact-gaps")
+    compacted = {"cleanup.policy": "compact", "segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01"}
+    create(cluster, topic, 1, config=compacted)
+    wait_full_isr(cluster, topic)
+    leader = states(cluster, topic)[0][0]
+    victim = next(b for i, b in cluster.brokers.items() if i != leader)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+    failed = []
+
+    def round_of(value: bytes) -> None:
+        # Every key again: each round supersedes the one before, whole.
+        for key in range(20):
+            producer.produce(topic, key=b"key-%02d" % key, value=value * 100, partition=0,
+                             on_delivery=lambda err, _msg: err and failed.append(err))
+        producer.flush(60)
+
+    round_of(b"0")
+    wait_full_isr(cluster, topic)
+    victim.kill9()
+    for value in range(1, 40):
+        round_of(b"%d" % value)
+    assert not failed, failed[:3]
+    leader_broker = cluster.brokers[leader]
+
+    def compacted_by_leader() -> bool:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", leader_broker.log_text())
+        return f"compacted topic={topic}" in text
+
+    cluster.wait_until(f"the leader to compact {topic}", compacted_by_leader, 60)
+    victim.start()
+    wait_full_isr(cluster, topic, timeout=60)
+    assert "below the log end" not in victim.log_text()
