@@ -98,6 +98,54 @@ def test_compacted_topic_keeps_the_latest_record_of_every_key(broker_factory):
     assert read_log(broker, topic) == log, "compaction is durable"
 
 
+def test_a_consumer_inside_a_wholly_superseded_head_goes_on_after_cleaning(broker_factory):
+    """The cleaner drops every record of the log's first segments: a group
+    consumer whose committed offset lies there goes on from the next record
+    kept, as in Kafka (the log start does not move), instead of being told
+    OFFSET_OUT_OF_RANGE and reset to the log end (librdkafka's default)."""
+    broker = broker_factory(CLEANER)
+    topic = unique_topic("compact-head")
+    create_topic(broker.bootstrap, topic, 1, COMPACTED)
+    prod = producer(broker.bootstrap, **{"linger.ms": 5, "batch.size": 2000})
+    head = [Record(b"key-%02d" % k, b"head" * 25, partition=0) for k in range(20)]
+    assert not produce_all(prod, topic, head).failed
+    group = unique_topic("head-group")
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 6)])
+    [message] = consumer.consume(num_messages=1, timeout=10)
+    assert message.error() is None and message.offset() == 6
+    consumer.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
+    consumer.close()
+    # Every key again, several times over, then fillers: the head's segments
+    # hold nothing but superseded records.
+    rounds = [Record(b"key-%02d" % k, b"round-%d" % r, partition=0) for r in range(5) for k in range(20)]
+    assert not produce_all(prod, topic, rounds).failed
+    assert not produce_all(prod, topic, fillers("head", 60)).failed
+    model = latest(rounds)
+
+    def compacted(log):
+        return len([key for _, key, _ in log if key.startswith(b"key-")]) == len(model)
+
+    log = wait_for_log(broker, topic, compacted)
+    assert min(offset for offset, key, _ in log if key.startswith(b"key-")) >= len(head), "the head is gone"
+    watcher = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_topic("w")})
+    assert watcher.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[0] == 0, "the log start stays"
+    watcher.close()
+    resumed = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        resumed.subscribe([topic])
+        got = {}
+        deadline = time.monotonic() + 30
+        while len(got) < len(model) and time.monotonic() < deadline:
+            for m in resumed.consume(num_messages=1000, timeout=0.5):
+                assert m.error() is None, m.error()
+                if m.key().startswith(b"key-"):
+                    got[m.key()] = m.value()
+        assert got == model, f"after cleaning, the group read {len(got)} of {len(model)} keys' latest values"
+    finally:
+        resumed.close()
+
+
 def test_tombstones_go_after_delete_retention(broker_factory):
     broker = broker_factory(CLEANER)
     topic = unique_topic("tombstones")
