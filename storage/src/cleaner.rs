@@ -408,7 +408,7 @@ impl Pass {
         let mut writer = BufWriter::new(File::create(path).at(path)?);
         let mut changed = group.len() > 1;
         let mut written = 0u64;
-        let mut last_header = None;
+        let mut last_batch = None;
         for segment in group {
             stats.segments_cleaned += 1;
             stats.bytes_before += segment.size();
@@ -428,14 +428,12 @@ impl Pass {
                 changed |= !matches!(filtered, Filtered::All);
                 writer.write_all(kept).at(path)?;
                 written += kept.len() as u64;
-                last_header = batch
-                    .get(..BATCH_HEADER_BYTES)
-                    .and_then(|header| <[u8; BATCH_HEADER_BYTES]>::try_from(header).ok());
+                last_batch = Some(batch);
                 Ok(ControlFlow::Continue(()))
             })?;
         }
-        if let (true, 0, Some(header)) = (keep_one, written, last_header) {
-            let empty = empty_batch_in_place_of(&header);
+        if let (true, 0, Some(batch)) = (keep_one, written, last_batch) {
+            let empty = empty_batch_in_place_of(&batch);
             writer.write_all(&empty).at(path)?;
             written += empty.len() as u64;
         }
@@ -605,26 +603,19 @@ fn segment_keys(
     Ok((!full).then_some(keys))
 }
 
-/// `original` with only `records` in it (`count` whole records, as stored,
-/// uncompressed), compressed with its codec, with the new length, count,
-/// maxTimestamp and CRC; every other header field as it was.
 /// A batch of no records with the offsets, leader epoch and timestamp of
-/// the batch whose header is `header`: what stands in for a dropped batch
-/// that must leave something behind. Uncompressed, with no producer and
-/// not transactional, so that nothing reads it as more than its offset
-/// range (Kafka writes such empty batches too, and clients skip them to
-/// the offset after).
-fn empty_batch_in_place_of(header: &[u8; BATCH_HEADER_BYTES]) -> Vec<u8> {
-    let mut batch = header.to_vec();
+/// `batch`: what stands in for a dropped batch that must leave something
+/// behind. Uncompressed, with no producer and not transactional, so that
+/// nothing reads it as more than its offset range (Kafka writes such empty
+/// batches too, and clients skip them to the offset after).
+fn empty_batch_in_place_of(batch: &[u8]) -> Vec<u8> {
+    let mut batch = batch[..BATCH_HEADER_BYTES].to_vec();
     let length = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32;
     batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
     let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]])
         & ATTRIBUTE_LOG_APPEND_TIME;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    let max_timestamp: [u8; 8] = batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
-        .try_into()
-        .expect("eight bytes");
-    batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp);
+    batch.copy_within(MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8, BASE_TIMESTAMP_AT);
     batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
     batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&(-1i16).to_be_bytes());
     batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
@@ -635,6 +626,9 @@ fn empty_batch_in_place_of(header: &[u8; BATCH_HEADER_BYTES]) -> Vec<u8> {
     batch
 }
 
+/// `original` with only `records` in it (`count` whole records, as stored,
+/// uncompressed), compressed with its codec, with the new length, count,
+/// maxTimestamp and CRC; every other header field as it was.
 fn rebuild_batch(
     original: &[u8],
     header: &BatchHeader,

@@ -16,8 +16,7 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 
 use crate::procstat::{self, CpuMeter};
-use crate::{load, txn};
-use crate::{phase, Args, Report, MB, MIB};
+use crate::{load, phase, txn, Args, Report, MB, MIB};
 
 /// Failovers measured per run.
 const FAILOVERS: usize = 3;
