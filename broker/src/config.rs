@@ -76,7 +76,7 @@ pub struct BrokerConfig {
     /// `min.insync.replicas`: the default for topics.
     pub min_insync_replicas: usize,
     /// `replica.fetch.*`: how followers fetch.
-    pub replica_fetch: crate::replica_fetcher::FetchSettings,
+    pub replica_fetch: ReplicaFetchConfig,
     /// `replica.high.watermark.checkpoint.interval.ms`
     pub high_watermark_checkpoint_interval_ms: u64,
     pub log_dir: PathBuf,
@@ -113,6 +113,17 @@ pub struct ClusterConfig {
     pub session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`: how often the session is kept alive.
     pub heartbeat_interval_ms: u64,
+}
+
+/// The replica fetchers' settings (Kafka's `replica.fetch.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaFetchConfig {
+    /// `replica.fetch.wait.max.ms`
+    pub wait_max_ms: i32,
+    /// `replica.fetch.max.bytes`: per partition.
+    pub partition_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`
+    pub response_max_bytes: i32,
 }
 
 /// The group coordinator's settings (Kafka's `group.*` and `offsets.*`).
@@ -572,7 +583,7 @@ impl BrokerConfig {
             )?,
             min_insync_replicas: positive(number("min.insync.replicas")?, "min.insync.replicas")?
                 as usize,
-            replica_fetch: crate::replica_fetcher::FetchSettings {
+            replica_fetch: ReplicaFetchConfig {
                 wait_max_ms: i32::try_from(positive(
                     number("replica.fetch.wait.max.ms")?,
                     "replica.fetch.wait.max.ms",

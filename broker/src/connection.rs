@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::broker::Broker;
 use crate::handlers;
-use crate::state::Broker;
 
 /// Responses queued for the writer per connection before reading pauses
 /// (counting those still waiting for replicas).

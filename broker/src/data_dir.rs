@@ -177,7 +177,7 @@ pub fn remove_strays(log_dir: &Path, hosted: &BTreeSet<(String, i32)>) {
         let Ok(partition) = partition.parse::<i32>() else {
             continue;
         };
-        if crate::state::validate_topic_name(topic).is_err()
+        if crate::topics::validate_topic_name(topic).is_err()
             || hosted.contains(&(topic.to_string(), partition))
         {
             continue;

@@ -1,10 +1,59 @@
-//! The one place where internal errors become Kafka error codes.
+//! The broker's own error types, and the one place where errors become
+//! Kafka error codes.
+
+use std::sync::Arc;
 
 use coordinator::{CoordinatorError, ElectionError};
 use kafka_protocol::error::ResponseError;
 use storage::StorageError;
 
-use crate::state::{AppendError, NotLeader, PartitionClosed, TopicError};
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic name {0:?} is invalid: {1}")]
+    InvalidName(String, &'static str),
+    #[error("unknown topic {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// A broker config that cannot change at run time.
+    #[error("Cannot update these configs dynamically: {0}")]
+    NotDynamic(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Metadata(#[from] coordinator::CoordinatorError),
+}
+
+/// The partition was closed while a request was using it, or this broker
+/// holds no replica of it.
+#[derive(Debug, thiserror::Error)]
+#[error("partition {topic}-{partition} is closed")]
+pub struct PartitionClosed {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// Why a leader did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the ISR has {isr} replicas, fewer than min.insync.replicas={required}")]
+    NotEnoughReplicas { isr: usize, required: usize },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// This broker cannot act as the partition's leader now; `leader` and
+/// `leader_epoch` are who does, as far as it knows (for KIP-951).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("this broker does not lead {topic}-{partition} (leader {leader}, epoch {leader_epoch})")]
+pub struct NotLeader {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
 
 pub const NONE: i16 = 0;
 

@@ -1,37 +1,46 @@
 //! The Kafka-compatible broker.
 //!
-//! Layout:
-//! - `main.rs` (binary `kbroker`): command line → [`config::BrokerConfig`] → [`server::run`].
-//! - [`admin`]: `kbroker admin`, the admin tool (a Kafka client of its own).
-//! - [`config`]: Kafka property names and defaults, properties file, overrides.
-//! - [`server`]: listeners, connection limit, periodic log tasks, shutdown.
+//! Layout, lowest layer first (a module imports only its own layer or
+//! lower ones, and a child reaches its parent only for shared types;
+//! `scripts/module-graph.py broker/src` checks both):
+//! - [`clock`], [`errors`] (the broker's error types and the one mapping to
+//!   Kafka error codes), [`config`] (Kafka property names and defaults,
+//!   properties file, overrides), [`topic_config`] (topic-level configs,
+//!   validation, log configs).
+//! - [`partition`]: one partition as this broker sees it — its applied
+//!   state, its log where hosted, [`partition::Partition::lead`], the
+//!   leader's side of replication; [`topics`]: topics and their name rules;
+//!   [`internal_topics`]: what `__consumer_offsets` and `__transaction_state`
+//!   share.
+//! - [`data_dir`]: the data directory's lock, identity and layout;
+//!   [`peers`]: requests to other brokers.
+//! - [`group`]: the group coordinator and committed offsets; [`txn`]:
+//!   producer ids and the transaction coordinator; [`replica_fetcher`]: the
+//!   follower's side of replication.
+//! - [`broker`]: the root aggregate ([`broker::Broker`]) with the loops over
+//!   all of it: applying cluster metadata (`cluster_view`), the ISR and
+//!   checkpoint loops (`replication`), transaction markers (`txn_markers`).
+//! - [`handlers`]: one module per Kafka API (or family); `handlers::handle`
+//!   dispatches.
 //! - [`connection`]: framing, in-order handling, response queue per client.
-//! - [`handlers`]: one module per Kafka API; `handlers::handle` dispatches.
-//! - [`state`]: topics, partitions, this broker's replicas and their logs;
-//!   topic administration through the metadata store.
-//! - [`cluster_view`]: applies each cluster metadata snapshot to the
-//!   partitions (replicas opened and removed, leadership, configs).
-//! - [`data_dir`]: the data directory's lock, identity and layout.
-//! - [`replication`]: the leader's side of replication (follower progress,
-//!   high watermark, ISR changes, acks=all); [`replica_fetcher`]: the
-//!   follower's (fetching from leaders, truncating by leader epoch).
-//! - [`group`]: the group coordinator and committed offsets (`__consumer_offsets`).
-//! - [`topic_config`]: topic-level configs, validation, log configs.
-//! - [`errors`]: the one mapping from internal errors to Kafka error codes.
+//! - [`server`]: listeners, connection limit, periodic tasks, shutdown.
+//! - `main.rs` (binary `kbroker`): command line → [`config::BrokerConfig`]
+//!   → [`server::run`]; [`admin`]: `kbroker admin`.
 
 pub mod admin;
+pub mod broker;
 pub mod clock;
-pub mod cluster_view;
 pub mod config;
 pub mod connection;
 pub mod data_dir;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod internal_topics;
+pub mod partition;
 pub mod peers;
 pub mod replica_fetcher;
-pub mod replication;
 pub mod server;
-pub mod state;
 pub mod topic_config;
+pub mod topics;
 pub mod txn;

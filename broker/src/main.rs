@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use broker::broker::Broker;
 use broker::config::BrokerConfig;
-use broker::state::Broker;
 use clap::Parser;
 use coordinator::etcd::{ControllerConfig, EtcdConfig, EtcdStore};
 use coordinator::MetadataStore;

@@ -10,25 +10,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use coordinator::MetadataStore;
 use kafka_protocol::protocol::Request;
 
 use crate::admin::client::Client;
-use crate::state::Broker;
 
 const CLIENT_ID: &str = "kbroker-peer";
 /// Longest a request to another broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Default)]
 pub struct Peers {
+    /// Where the other brokers are: their registrations' inter-broker listeners.
+    store: Arc<dyn MetadataStore>,
     connections: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Client>>>>>,
 }
 
 impl Peers {
+    pub fn new(store: Arc<dyn MetadataStore>) -> Peers {
+        Peers {
+            store,
+            connections: Mutex::default(),
+        }
+    }
+
     /// Sends `request` at `version` to broker `node_id` and waits for its answer.
     pub async fn call<R: Request>(
         &self,
-        broker: &Broker,
         node_id: i32,
         request: R,
         version: i16,
@@ -42,8 +49,9 @@ impl Peers {
             .clone();
         let mut connection = slot.lock().await;
         if connection.is_none() {
-            let endpoint = broker
-                .metadata()
+            let endpoint = self
+                .store
+                .snapshot()
                 .brokers
                 .get(&node_id)
                 .and_then(|registration| registration.inter_broker_endpoint())

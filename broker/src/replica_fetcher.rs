@@ -30,6 +30,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, Replic
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 use protocol::batch::Batches;
+use protocol::extensions::WRITTEN_END_TAG;
 use storage::{PartitionLog, StorageError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -37,30 +38,14 @@ use uuid::Uuid;
 
 use crate::admin::client::Client;
 use crate::clock::now_ms;
-use crate::state::Partition;
+use crate::config::ReplicaFetchConfig;
+use crate::partition::Partition;
 
 /// Fetch v15+ carries the follower's broker epoch (`replica_state`).
 const FETCH_VERSION: i16 = 15;
 const CLIENT_ID: &str = "kbroker-replica-fetcher";
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// A tagged field of a Fetch request's partition, between our brokers only:
-/// the follower's log end offset (an int64) when its `fetch_offset` is
-/// ahead of it, because what lies between is being appended. The leader
-/// takes the smaller of the two as what the follower has. Kafka's own tags
-/// here are 0 and 1; a broker that does not know this one ignores it.
-pub const WRITTEN_END_TAG: i32 = 0x4b42;
-
-/// Kafka's `replica.fetch.*` settings.
-#[derive(Debug, Clone, Copy)]
-pub struct FetchSettings {
-    /// `replica.fetch.wait.max.ms`
-    pub wait_max_ms: i32,
-    /// `replica.fetch.max.bytes`: per partition.
-    pub partition_max_bytes: i32,
-    /// `replica.fetch.response.max.bytes`
-    pub response_max_bytes: i32,
-}
 
 type Followed = Arc<Mutex<BTreeMap<(Uuid, i32), Arc<Partition>>>>;
 
@@ -73,13 +58,13 @@ struct Fetcher {
 pub struct ReplicaFetchers {
     node_id: i32,
     store: Arc<dyn MetadataStore>,
-    settings: FetchSettings,
+    settings: ReplicaFetchConfig,
     by_leader: Mutex<HashMap<i32, Fetcher>>,
     shutdown: CancellationToken,
 }
 
 impl ReplicaFetchers {
-    pub fn new(node_id: i32, store: Arc<dyn MetadataStore>, settings: FetchSettings) -> Self {
+    pub fn new(node_id: i32, store: Arc<dyn MetadataStore>, settings: ReplicaFetchConfig) -> Self {
         ReplicaFetchers {
             node_id,
             store,
@@ -176,7 +161,7 @@ async fn run(
     leader: i32,
     node_id: i32,
     store: Arc<dyn MetadataStore>,
-    settings: FetchSettings,
+    settings: ReplicaFetchConfig,
     partitions: Followed,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
@@ -406,7 +391,7 @@ fn fetch_request(
     broker_epoch: i64,
     followed: &[Arc<Partition>],
     appending: &HashMap<(Uuid, i32), Appending>,
-    settings: FetchSettings,
+    settings: ReplicaFetchConfig,
 ) -> (FetchRequest, HashMap<(Uuid, i32), i32>) {
     let mut by_topic: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
     let mut epochs = HashMap::new();

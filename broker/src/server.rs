@@ -12,9 +12,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::connection;
-use crate::state::Broker;
 
 /// Binds every listener, joins the cluster (registers this broker: from
 /// now on it is alive to the others), then serves until `shutdown` is
@@ -32,7 +32,10 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         listeners.push((Arc::<str>::from(listener.name.as_str()), socket));
     }
     let tracker = TaskTracker::new();
-    tracker.spawn(crate::cluster_view::run(broker.clone(), shutdown.clone()));
+    tracker.spawn(crate::broker::cluster_view::run(
+        broker.clone(),
+        shutdown.clone(),
+    ));
     tokio::select! {
         joined = broker.store().join() => joined.context("joining the cluster")?,
         _ = shutdown.cancelled() => {
@@ -57,11 +60,11 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         tracker.spawn(cleaner_loop(broker.clone(), shutdown.clone()));
     }
     tracker.spawn(group_timer_loop(broker.clone(), shutdown.clone()));
-    tracker.spawn(crate::replication::maintain_isr(
+    tracker.spawn(crate::broker::replication::maintain_isr(
         broker.clone(),
         shutdown.clone(),
     ));
-    tracker.spawn(crate::replication::checkpoint_high_watermarks(
+    tracker.spawn(crate::broker::replication::checkpoint_high_watermarks(
         broker.clone(),
         Duration::from_millis(broker.config.high_watermark_checkpoint_interval_ms),
         shutdown.clone(),
@@ -72,7 +75,10 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         shutdown.clone(),
         move || expiring.groups.expire_offsets(now_ms()),
     ));
-    tracker.spawn(crate::txn::markers::run(broker.clone(), shutdown.clone()));
+    tracker.spawn(crate::broker::txn_markers::run(
+        broker.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(transaction_timers(broker.clone(), shutdown.clone()));
     let expiring = broker.clone();
     tracker.spawn(every(

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use broker::broker::Broker;
 use broker::config::BrokerConfig;
 use broker::group::{CommitOffset, CommitRequest, Committed, GroupState, LeavingMember};
-use broker::state::Broker;
 
 const RETENTION_MINUTES: i64 = 10;
 
@@ -193,21 +193,24 @@ fn now() -> i64 {
 /// partition of `__consumer_offsets`, as a coordinator's WriteTxnMarkers does.
 async fn end_txn(broker: &Broker, group: &str, producer: (i64, i16), commit: bool) {
     let count = broker
-        .topic(broker::group::OFFSETS_TOPIC)
+        .topic(broker::internal_topics::OFFSETS_TOPIC)
         .unwrap()
         .partitions
         .len() as i32;
-    let partition = broker::group::records::partition_for(group, count);
-    let marker = broker::txn::markers::MarkerWrite {
+    let partition = broker::internal_topics::partition_for(group, count);
+    let marker = broker::broker::txn_markers::MarkerWrite {
         producer_id: producer.0,
         producer_epoch: producer.1,
         commit,
         coordinator_epoch: 0,
     };
-    let results = broker::txn::markers::write_markers(
+    let results = broker::broker::txn_markers::write_markers(
         broker,
         marker,
-        &[(broker::group::OFFSETS_TOPIC.to_string(), partition)],
+        &[(
+            broker::internal_topics::OFFSETS_TOPIC.to_string(),
+            partition,
+        )],
     )
     .await;
     assert_eq!(results, vec![0]);

@@ -10,11 +10,14 @@
 //!   [`etcd::EtcdStore`] (cluster mode, when `etcd.endpoints` is set).
 //! - [`placement`]: where the replicas of new topics and partitions go.
 //! - [`election`]: the leader election rules.
-//! - [`controller`]: the controller of a cluster on etcd — elected through
-//!   etcd's election API, it moves leadership when brokers die or return and
-//!   runs preferred-leader elections; its writes are fenced by its election.
+//! - [`etcd::controller`]: the controller of a cluster on etcd — elected
+//!   through etcd's election API, it moves leadership when brokers die or
+//!   return and runs preferred-leader elections; its writes are fenced by
+//!   its election.
+//!
+//! Layers: `model`, `election`, `placement` (pure) below `standalone` and
+//! `etcd`; `scripts/module-graph.py` checks that no import goes back up.
 
-pub mod controller;
 pub mod election;
 pub mod etcd;
 pub mod model;

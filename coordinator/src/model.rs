@@ -213,6 +213,19 @@ pub struct IsrChange {
 }
 
 impl ClusterMetadata {
+    /// Every (topic, partition) of the cluster.
+    pub fn all_partitions(&self) -> Vec<(String, i32)> {
+        self.topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (topic.name.clone(), partition.partition))
+            })
+            .collect()
+    }
+
     pub fn new_cluster() -> Self {
         ClusterMetadata {
             cluster_id: new_cluster_id(),

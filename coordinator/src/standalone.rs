@@ -222,7 +222,7 @@ impl MetadataStore for StandaloneStore {
     ) -> Result<ElectionResults, CoordinatorError> {
         // One broker leads everything: an election can only find that out.
         let metadata = self.snapshot();
-        let partitions = partitions.unwrap_or_else(|| all_partitions(&metadata));
+        let partitions = partitions.unwrap_or_else(|| metadata.all_partitions());
         let is_alive = |id| metadata.is_alive(id);
         Ok(partitions
             .into_iter()
@@ -249,20 +249,6 @@ impl MetadataStore for StandaloneStore {
             Ok(next)
         })
     }
-}
-
-/// Every (topic, partition) of the cluster.
-pub fn all_partitions(metadata: &ClusterMetadata) -> Vec<(String, i32)> {
-    metadata
-        .topics
-        .values()
-        .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(|partition| (topic.name.clone(), partition.partition))
-        })
-        .collect()
 }
 
 fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> Result<(), CoordinatorError> {

@@ -11,6 +11,7 @@
 //!   down-converted to and from record batches.
 //! - [`chunked`]: the encoding buffer that keeps Fetch record sets by
 //!   reference instead of copying them into the response.
+//! - [`extensions`]: tagged fields of our own, between our brokers.
 //!
 //! Errors from the generated codec (`anyhow`) are converted to [`codec::DecodeError`]
 //! here, at the crate boundary.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod batch;
 pub mod chunked;
 pub mod codec;
+pub mod extensions;
 pub mod frame;
 pub mod legacy;
 

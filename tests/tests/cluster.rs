@@ -632,7 +632,7 @@ async fn the_high_watermark_counts_what_a_follower_has_written_not_only_received
             .with_partition_max_bytes(1 << 20);
         if let Some(written_end) = written_end {
             partition = partition.with_unknown_tagged_field(
-                broker::replica_fetcher::WRITTEN_END_TAG,
+                protocol::extensions::WRITTEN_END_TAG,
                 bytes::Bytes::copy_from_slice(&written_end.to_be_bytes()),
             );
         }

@@ -28,17 +28,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::Record;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::GroupConfig;
+use crate::errors::AppendError;
 use crate::errors::{code, NONE};
-use crate::state::{AppendError, Partition, Topic};
+use crate::internal_topics::{internal_batch, partition_for, read_all_records};
+use crate::partition::Partition;
+use crate::topics::Topic;
 use records::{GroupValue, MemberValue, OffsetValue, RecordKey};
 
-/// The internal topic holding committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How long an OffsetCommit waits for the in-sync replicas (Kafka's
 /// `offsets.commit.timeout.ms` default).
 const OFFSET_COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -697,7 +697,7 @@ impl GroupCoordinator {
         let count = self.partition_count();
         let moved: Vec<String> = groups
             .keys()
-            .filter(|id| count.is_some_and(|n| records::partition_for(id, n) == index))
+            .filter(|id| count.is_some_and(|n| partition_for(id, n) == index))
             .cloned()
             .collect();
         for id in &moved {
@@ -730,7 +730,7 @@ impl GroupCoordinator {
         self.owned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&records::partition_for(group_id, count))
+            .contains(&partition_for(group_id, count))
     }
 
     pub fn set_offsets_topic(&self, topic: Arc<Topic>) {
@@ -761,7 +761,7 @@ impl GroupCoordinator {
         let Some(topic) = self.offsets_topic() else {
             return Err(code(ResponseError::CoordinatorNotAvailable));
         };
-        let index = records::partition_for(group, topic.partitions.len() as i32);
+        let index = partition_for(group, topic.partitions.len() as i32);
         let Some(partition) = topic.partitions.get(index as usize) else {
             return Err(code(ResponseError::CoordinatorNotAvailable));
         };
@@ -770,7 +770,7 @@ impl GroupCoordinator {
             .into_iter()
             .map(|(key, value)| (key.encode(), value))
             .collect();
-        let batch = match records::internal_batch(entries, now, producer) {
+        let batch = match internal_batch(entries, now, producer) {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(group, %error, "encoding a __consumer_offsets batch failed");
@@ -1465,7 +1465,7 @@ impl GroupCoordinator {
         };
         let mut groups = self.lock();
         for (id, group) in groups.iter_mut() {
-            if records::partition_for(id, count) != index {
+            if partition_for(id, count) != index {
                 continue;
             }
             if let Some(pending) = group.pending_txn.remove(&producer_id) {
@@ -1806,41 +1806,6 @@ impl GroupCoordinator {
             }
         }
     }
-}
-
-/// Every record of an internal topic's partition, from its log start to its
-/// log end, in offset order (what a new leader replays). An undecodable
-/// batch ends the read, with an error logged.
-pub(crate) fn read_all_records(log: &mut storage::PartitionLog) -> Vec<Record> {
-    let mut records = Vec::new();
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let chunk = match log.read(offset, 1 << 20, end, true) {
-            Ok(chunk) if !chunk.is_empty() => chunk,
-            Ok(_) => break,
-            Err(error) => {
-                tracing::error!(dir = %log.dir().display(), %error, "reading an internal topic failed");
-                break;
-            }
-        };
-        let mut buf = chunk;
-        match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
-            Ok(sets) => {
-                for set in sets {
-                    for record in set.records {
-                        offset = offset.max(record.offset + 1);
-                        records.push(record);
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::error!(dir = %log.dir().display(), offset, %error, "undecodable batch in an internal topic; stopping here");
-                break;
-            }
-        }
-    }
-    records
 }
 
 /// The record that deletes a committed offset.

@@ -12,6 +12,11 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::internal_topics::{
+    get_bytes, get_i16, get_i32, get_i64, get_nullable_string, get_string, put_bytes,
+    put_nullable_string, put_string, RecordError,
+};
+
 const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
 const GROUP_METADATA_KEY_VERSION: i16 = 2;
 const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
@@ -58,10 +63,6 @@ pub struct MemberValue {
     pub subscription: Bytes,
     pub assignment: Bytes,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("malformed internal topic record: {0}")]
-pub struct RecordError(pub(crate) String);
 
 impl RecordKey {
     pub fn group(&self) -> &str {
@@ -219,147 +220,10 @@ impl GroupValue {
     }
 }
 
-pub(crate) fn put_string(buf: &mut BytesMut, text: &str) {
-    buf.put_i16(text.len() as i16);
-    buf.put_slice(text.as_bytes());
-}
-
-fn put_nullable_string(buf: &mut BytesMut, text: Option<&str>) {
-    match text {
-        Some(text) => put_string(buf, text),
-        None => buf.put_i16(-1),
-    }
-}
-
-fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
-    buf.put_i32(bytes.len() as i32);
-    buf.put_slice(bytes);
-}
-
-pub(crate) fn need(buf: &Bytes, bytes: usize) -> Result<(), RecordError> {
-    if buf.remaining() < bytes {
-        return Err(RecordError(format!(
-            "needs {bytes} more bytes, {} left",
-            buf.remaining()
-        )));
-    }
-    Ok(())
-}
-
-pub(crate) fn get_i16(buf: &mut Bytes) -> Result<i16, RecordError> {
-    need(buf, 2)?;
-    Ok(buf.get_i16())
-}
-
-pub(crate) fn get_i32(buf: &mut Bytes) -> Result<i32, RecordError> {
-    need(buf, 4)?;
-    Ok(buf.get_i32())
-}
-
-pub(crate) fn get_i64(buf: &mut Bytes) -> Result<i64, RecordError> {
-    need(buf, 8)?;
-    Ok(buf.get_i64())
-}
-
-pub(crate) fn get_nullable_string(buf: &mut Bytes) -> Result<Option<String>, RecordError> {
-    let len = get_i16(buf)?;
-    if len < 0 {
-        return Ok(None);
-    }
-    need(buf, len as usize)?;
-    let bytes = buf.split_to(len as usize);
-    String::from_utf8(bytes.to_vec())
-        .map(Some)
-        .map_err(|_| RecordError("string is not UTF-8".into()))
-}
-
-pub(crate) fn get_string(buf: &mut Bytes) -> Result<String, RecordError> {
-    get_nullable_string(buf)?.ok_or_else(|| RecordError("null where a string is required".into()))
-}
-
-fn get_bytes(buf: &mut Bytes) -> Result<Bytes, RecordError> {
-    let len = get_i32(buf)?;
-    if len < 0 {
-        return Ok(Bytes::new());
-    }
-    need(buf, len as usize)?;
-    Ok(buf.split_to(len as usize))
-}
-
-/// Key-value records as one uncompressed batch for an internal topic
-/// (`__consumer_offsets`, `__transaction_state`), timestamped `now_ms`; with
-/// `producer`, a transactional batch of that producer id and epoch (no
-/// sequence: a coordinator writes it for the producer).
-pub fn internal_batch(
-    entries: Vec<(Bytes, Option<Bytes>)>,
-    now_ms: i64,
-    producer: Option<(i64, i16)>,
-) -> anyhow::Result<Bytes> {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
-    let records: Vec<Record> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: producer.is_some(),
-            control: false,
-            delete_horizon: false,
-            // The append stamps the leader epoch.
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The batch's base sequence is the first record's: -1, none.
-            // (The encoder keeps records in one batch while offset -
-            // sequence stays the same.)
-            sequence: i as i32 - 1,
-            timestamp: now_ms,
-            key: Some(key),
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)?;
-    Ok(buf.freeze())
-}
-
-/// The `__consumer_offsets` partition of a group, as Kafka computes it:
-/// the absolute value of Java's `String.hashCode` modulo the partition count.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    if partitions <= 0 {
-        return 0;
-    }
-    let mut hash: i32 = 0;
-    for unit in group.encode_utf16() {
-        hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
-    }
-    // Kafka's Utils.abs maps i32::MIN to 0.
-    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
-    abs % partitions
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn partition_matches_java_string_hash() {
-        // "my-group".hashCode() == -1906497762 in Java; 1906497762 % 50 == 12.
-        assert_eq!(partition_for("my-group", 50), 12);
-        // "".hashCode() == 0.
-        assert_eq!(partition_for("", 50), 0);
-        // Non-ASCII goes by UTF-16 units: "é".hashCode() == 233.
-        assert_eq!(partition_for("é", 50), 233 % 50);
-    }
 
     #[test]
     fn group_value_round_trips() {

@@ -26,8 +26,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use super::Origin;
+use crate::broker::Broker;
 use crate::errors::{self, code, NONE};
-use crate::state::{is_internal, Broker, Topic};
+use crate::topics::{is_internal, Topic};
 
 /// DescribeCluster's `endpoint_type` for brokers (2 is controllers, which
 /// we do not run separately).

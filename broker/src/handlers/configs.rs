@@ -22,9 +22,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::Broker;
 use crate::config::{known_properties, DYNAMIC_BROKER_CONFIGS};
 use crate::errors::{code, topic_error_code, NONE};
-use crate::state::Broker;
 use crate::topic_config::{self, ConfigType, TopicConfigDef, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;

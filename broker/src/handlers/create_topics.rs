@@ -11,8 +11,8 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::Broker;
 use crate::errors::{self, code};
-use crate::state::Broker;
 
 /// DescribeConfigs' source code for a topic-level override.
 const CONFIG_SOURCE_TOPIC: i8 = 1;

@@ -6,8 +6,8 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use crate::broker::Broker;
 use crate::errors::{self, code};
-use crate::state::Broker;
 
 /// From v6 topics come as (name or id) pairs; before, as a list of names.
 const TOPIC_STATES_VERSION_MIN: i16 = 6;

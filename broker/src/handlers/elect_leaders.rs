@@ -11,8 +11,8 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::Broker;
 use crate::errors::{self, code, NONE};
-use crate::state::Broker;
 
 /// `election_type` values (v1+; v0 is always preferred).
 const PREFERRED: i8 = 0;

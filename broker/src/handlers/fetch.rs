@@ -27,8 +27,9 @@ use tokio::time::Instant;
 use super::Origin;
 use storage::StorageError;
 
+use crate::broker::Broker;
 use crate::errors::{self, code};
-use crate::state::{Broker, Topic};
+use crate::topics::Topic;
 
 /// Fetch v4+ returns record batches; before, message sets (v0/v1).
 const RECORD_BATCH_VERSION_MIN: i16 = 4;
@@ -238,12 +239,12 @@ impl Reader {
 
 /// What a follower has of the partition: its `fetch_offset`, or less when
 /// it says, in our own tagged field, that the records before are still
-/// being appended (see [`crate::replica_fetcher::WRITTEN_END_TAG`]). A
+/// being appended (see [`protocol::extensions::WRITTEN_END_TAG`]). A
 /// value that is not an int64 counts as nothing written (-1).
 fn written_end(request: &FetchPartition) -> i64 {
     let Some(value) = request
         .unknown_tagged_fields
-        .get(&crate::replica_fetcher::WRITTEN_END_TAG)
+        .get(&protocol::extensions::WRITTEN_END_TAG)
     else {
         return request.fetch_offset;
     };

@@ -9,10 +9,9 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::Origin;
+use crate::broker::Broker;
 use crate::errors::{code, NONE};
-use crate::group::{records::partition_for, OFFSETS_TOPIC};
-use crate::state::Broker;
-use crate::txn::TRANSACTION_STATE_TOPIC;
+use crate::internal_topics::{partition_for, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;

@@ -20,10 +20,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::code;
 use crate::group::{self, JoinRequest, LeavingMember, SyncRequest};
-use crate::state::Broker;
 
 /// JoinGroup v4+ asks new members to rejoin with the id we give them (KIP-394).
 const KNOWN_MEMBER_ID_VERSION_MIN: i16 = 4;

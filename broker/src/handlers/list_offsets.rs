@@ -8,8 +8,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::broker::Broker;
 use crate::errors::{self, code};
-use crate::state::{Broker, Partition};
+use crate::partition::Partition;
 
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;

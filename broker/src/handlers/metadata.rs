@@ -11,8 +11,9 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::Origin;
+use crate::broker::Broker;
+use crate::errors::TopicError;
 use crate::errors::{self, code};
-use crate::state::{Broker, TopicError};
 
 /// Sent when the client did not ask for authorized operations.
 pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -137,7 +138,7 @@ async fn requested_topic(
     if let Some(topic) = metadata.topic(name.0.as_str()) {
         return topic_response(&metadata, topic, listener);
     }
-    if let Err(error) = crate::state::validate_topic_name(name.0.as_str()) {
+    if let Err(error) = crate::topics::validate_topic_name(name.0.as_str()) {
         return failed(errors::topic_error_code(&error));
     }
     if !allow_auto_create {
@@ -193,7 +194,7 @@ fn topic_response(
             topic.name.to_string(),
         ))))
         .with_topic_id(topic.topic_id)
-        .with_is_internal(crate::state::is_internal(&topic.name))
+        .with_is_internal(crate::topics::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

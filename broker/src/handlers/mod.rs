@@ -27,7 +27,7 @@ use coordinator::{BrokerRegistration, ClusterMetadata};
 use protocol::chunked::Splice;
 use protocol::codec::{DecodedRequest, Request, Response};
 
-use crate::state::Broker;
+use crate::broker::Broker;
 
 /// Where a request came from: the client's address and the listener it
 /// connected to (clients are told the addresses of that listener).

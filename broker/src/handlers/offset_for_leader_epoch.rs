@@ -7,8 +7,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use crate::broker::Broker;
 use crate::errors::{self, code};
-use crate::state::Broker;
 
 pub fn handle(
     broker: &Broker,

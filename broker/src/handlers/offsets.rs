@@ -18,10 +18,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::{code, NONE};
 use crate::group::{CommitOffset, CommitRequest};
-use crate::state::Broker;
 
 /// OffsetCommit v6+ and OffsetFetch v5+ carry the committed leader epoch.
 const COMMIT_LEADER_EPOCH_VERSION_MIN: i16 = 6;
@@ -236,9 +236,9 @@ pub fn offset_fetch(
 fn not_coordinating(broker: &Broker, group: &str) -> i16 {
     let metadata = broker.metadata();
     let named = metadata
-        .topic(crate::group::OFFSETS_TOPIC)
+        .topic(crate::internal_topics::OFFSETS_TOPIC)
         .and_then(|topic| {
-            let index = crate::group::records::partition_for(group, topic.partitions.len() as i32);
+            let index = crate::internal_topics::partition_for(group, topic.partitions.len() as i32);
             topic.partitions.get(index as usize)
         })
         .is_some_and(|partition| partition.leader == broker.node_id());

@@ -40,11 +40,12 @@ use protocol::codec::Response;
 use protocol::legacy;
 
 use super::{Origin, Reply};
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::{self, code};
-use crate::group::records::partition_for;
-use crate::state::{Broker, Partition, Topic};
-use crate::txn::TRANSACTION_STATE_TOPIC;
+use crate::internal_topics::{partition_for, TRANSACTION_STATE_TOPIC};
+use crate::partition::Partition;
+use crate::topics::Topic;
 
 /// AddPartitionsToTxn v4 carries the verification of brokers (KIP-890).
 const VERIFY_VERSION: i16 = 4;
@@ -184,7 +185,7 @@ fn produce_partition(
         let message = format!("acks={acks} is not 0, 1 or -1");
         return (fail(ResponseError::InvalidRequiredAcks, message), None);
     }
-    if crate::state::is_internal(name) {
+    if crate::topics::is_internal(name) {
         let message = format!("Cannot append to internal topic {name}");
         return (fail(ResponseError::InvalidTopicException, message), None);
     }
@@ -464,7 +465,7 @@ async fn ask_coordinator(
     ]);
     let response = match broker
         .peers
-        .call(broker, coordinator, request, VERIFY_VERSION)
+        .call(coordinator, request, VERIFY_VERSION)
         .await
     {
         Ok(response) => response,

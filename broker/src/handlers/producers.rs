@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::Broker;
 use crate::errors::{self, code};
-use crate::state::Broker;
 
 /// InitProducerId v3+ carries the producer id and epoch the producer had (KIP-360).
 const KEEP_PRODUCER_VERSION_MIN: i16 = 3;
@@ -31,7 +31,7 @@ pub async fn init_producer_id(
         return match broker
             .transactions
             .init_producer_id(
-                broker,
+                &broker.producer_ids,
                 transactional_id,
                 request.transaction_timeout_ms,
                 expected,

@@ -27,11 +27,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker::txn_markers::{self, MarkerWrite};
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::{code, NONE};
-use crate::group::{records::partition_for, CommitOffset, CommitRequest, OFFSETS_TOPIC};
-use crate::state::Broker;
-use crate::txn::markers::{self, MarkerWrite};
+use crate::group::{CommitOffset, CommitRequest};
+use crate::internal_topics::{partition_for, OFFSETS_TOPIC};
 
 /// AddPartitionsToTxn v4+ batches transactions (brokers verifying them, KIP-890).
 const ADD_PARTITIONS_BATCHED_VERSION_MIN: i16 = 4;
@@ -250,7 +251,7 @@ pub async fn write_txn_markers(
             commit: marker.transaction_result,
             coordinator_epoch: marker.coordinator_epoch,
         };
-        let mut codes = markers::write_markers(broker, write, &partitions)
+        let mut codes = txn_markers::write_markers(broker, write, &partitions)
             .await
             .into_iter();
         let topics = marker

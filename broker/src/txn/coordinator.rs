@@ -30,10 +30,10 @@ use super::log::{decode_key, encode_key, TxnState, TxnValue};
 use crate::clock::now_ms;
 use crate::config::TransactionConfig;
 use crate::errors::code;
-use crate::group::records::{internal_batch, partition_for};
-use crate::state::{AppendError, Partition, Topic};
-
-pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+use crate::errors::AppendError;
+use crate::internal_topics::{internal_batch, partition_for};
+use crate::partition::Partition;
+use crate::topics::Topic;
 
 /// Longest a write to `__transaction_state` waits for its replicas.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,7 +221,7 @@ impl TransactionCoordinator {
     /// from now on, and finishes the transactions it finds being ended.
     pub fn load_partition(&self, partition: &Partition, leader_epoch: i32) {
         let mut txns = self.lock();
-        let records = partition.with_log(crate::group::read_all_records);
+        let records = partition.with_log(crate::internal_topics::read_all_records);
         let Ok(records) = records else {
             return;
         };
@@ -366,7 +366,7 @@ impl TransactionCoordinator {
     /// and epoch a producer that had them asks to keep (KIP-360, v3+).
     pub async fn init_producer_id(
         &self,
-        broker: &crate::state::Broker,
+        producer_ids: &super::ProducerIds,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
@@ -383,7 +383,7 @@ impl TransactionCoordinator {
         }
         // A new transactional id needs a producer id: taken before the lock.
         if !self.lock().contains_key(transactional_id) {
-            let producer_id = broker.producer_ids.next().await.map_err(|error| {
+            let producer_id = producer_ids.next().await.map_err(|error| {
                 tracing::warn!(%error, "no producer id to give");
                 code(ResponseError::CoordinatorNotAvailable)
             })?;
@@ -460,7 +460,7 @@ impl TransactionCoordinator {
         };
         let mut next = next;
         if next.producer_id < 0 {
-            match broker.producer_ids.next().await {
+            match producer_ids.next().await {
                 Ok(id) => {
                     next.producer_id = id;
                     next.producer_epoch = 0;

@@ -5,7 +5,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::group::records::{get_i16, get_i32, get_i64, get_string, need, put_string, RecordError};
+use crate::internal_topics::{
+    get_i16, get_i32, get_i64, get_string, need, put_string, RecordError,
+};
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;

@@ -4,8 +4,9 @@
 //! - [`cache`]: this broker's copy of the keys and the snapshot derived from it.
 //! - [`watch`]: the watch that keeps the cache current (no polling).
 //! - [`session`]: the lease, the broker's registration under it, keep-alives.
-//! - the controller, which runs in the broker that wins etcd's election, is
-//!   in [`crate::controller`].
+//! - [`controller`]: the controller, which runs in the broker that wins
+//!   etcd's election (it uses the store's guarded writes, and the store
+//!   spawns it: one component).
 //!
 //! Who writes what (every write an etcd transaction):
 //! - a broker writes its own registration, under its own lease;
@@ -22,6 +23,7 @@
 //!   same incarnation): a change computed from a stale state is refused.
 
 pub mod cache;
+pub mod controller;
 pub mod keys;
 pub(crate) mod session;
 pub(crate) mod watch;
@@ -38,13 +40,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::controller::{self, ControllerSeat};
 use crate::model::{
     BrokerRegistration, ClusterMetadata, ElectionType, IsrChange, NewTopic, PartitionMetadata,
     TopicMetadata,
 };
 use crate::{placement, CoordinatorError, ElectionResults, MetadataStore};
 use cache::{Cache, KeyRevision};
+use controller::ControllerSeat;
 use keys::{Keys, PartitionRecord, TopicRecord};
 
 /// Longest one etcd request may take before it counts as failed.

@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 
-use crate::etcd::{backoff, Inner, PartitionWrite};
+use super::{backoff, Inner, PartitionWrite};
 use crate::model::{ElectionType, NO_LEADER};
-use crate::standalone::all_partitions;
 use crate::{election, CoordinatorError, ElectionError, ElectionResults};
 
 /// Partition writes per etcd transaction: each takes one or two compares,
@@ -98,7 +97,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 async fn act(
     inner: &Inner,
     seat: &ControllerSeat,
-    leases: &mut tokio::sync::watch::Receiver<Option<crate::etcd::session::Lease>>,
+    leases: &mut tokio::sync::watch::Receiver<Option<super::session::Lease>>,
 ) -> &'static str {
     let config = inner.config.controller.clone();
     let mut changes = inner.metadata.subscribe();
@@ -215,7 +214,7 @@ async fn elect_as(
     let (results, writes) = {
         let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = cache.current().clone();
-        let mut partitions = partitions.unwrap_or_else(|| all_partitions(&snapshot));
+        let mut partitions = partitions.unwrap_or_else(|| snapshot.all_partitions());
         // One write per key in a transaction: a partition named twice is elected once.
         partitions.sort();
         partitions.dedup();

@@ -12,15 +12,14 @@
 //! leader's session (`MetadataStore::alter_isr`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordinator::{IsrChange, PartitionMetadata};
+use coordinator::PartitionMetadata;
 use kafka_protocol::error::ResponseError;
 use storage::PartitionLog;
 
+use super::Partition;
 use crate::errors::code;
-use crate::state::{Broker, Partition};
 
 /// The leader's knowledge of its followers, reset at every leader epoch.
 #[derive(Debug, Default)]
@@ -133,7 +132,7 @@ impl Partition {
     /// A follower fetched from `fetch_offset`: it has received everything
     /// before, and has it in its log up to `written_end` (the same, unless
     /// an append is still running there: see
-    /// [`crate::replica_fetcher::WRITTEN_END_TAG`]). Only what is written
+    /// [`protocol::extensions::WRITTEN_END_TAG`]). Only what is written
     /// counts towards the high watermark; whether the follower keeps up
     /// with the leader (the ISR) goes by what it has received, as the
     /// follower's next fetch, already on its way, is not held up by the
@@ -181,7 +180,7 @@ impl Partition {
     /// `lag_max` leave, replicas that caught up with the high watermark and
     /// the start of the epoch join, with the session each caught up in.
     /// Marks the change as in flight.
-    fn wanted_isr(
+    pub(crate) fn wanted_isr(
         &self,
         log: &PartitionLog,
         state: &PartitionMetadata,
@@ -236,7 +235,7 @@ impl Partition {
         Some((isr, joining_epochs))
     }
 
-    fn isr_change_done(&self) {
+    pub(crate) fn isr_change_done(&self) {
         let mut progress = self.progress();
         progress.isr_change_pending = false;
         progress.joining.clear();
@@ -279,103 +278,6 @@ impl Partition {
                 },
                 _ = tokio::time::sleep_until(deadline) => return Err(code(ResponseError::RequestTimedOut)),
             }
-        }
-    }
-}
-
-/// Shrinks and expands the ISR of the partitions this broker leads, every
-/// `period`, until shutdown.
-pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::CancellationToken) {
-    let lag_max = Duration::from_millis(broker.config.replica_lag_time_max_ms);
-    let period = (lag_max / 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let now = Instant::now();
-        for partition in broker.hosted_partitions() {
-            let wanted = partition.lead(|log, state| {
-                partition
-                    .wanted_isr(log, state, lag_max, now)
-                    .map(|(isr, joining)| (isr, joining, state.clone()))
-            });
-            let Ok(Some((isr, joining_epochs, state))) = wanted else {
-                continue;
-            };
-            let change = IsrChange {
-                topic: partition.topic.to_string(),
-                topic_id: partition.topic_id,
-                partition: partition.index,
-                leader_epoch: state.leader_epoch,
-                partition_epoch: state.partition_epoch,
-                isr: isr.clone(),
-                joining_epochs,
-            };
-            match broker.store().alter_isr(change).await {
-                Ok(_) => {
-                    tracing::info!(topic = %partition.topic, partition = partition.index, from = ?state.isr, to = ?isr, "ISR changed");
-                    broker.wait_applied().await;
-                }
-                Err(error) => {
-                    tracing::info!(topic = %partition.topic, partition = partition.index, %error, "ISR change refused");
-                }
-            }
-            partition.isr_change_done();
-        }
-    }
-}
-
-/// Writes down the high watermark of each replicated partition whose
-/// watermark moved, every `period`, until shutdown.
-pub async fn checkpoint_high_watermarks(
-    broker: Arc<Broker>,
-    period: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut written: HashMap<(Arc<str>, i32), i64> = HashMap::new();
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let broker = broker.clone();
-        let pass = std::mem::take(&mut written);
-        let done = tokio::task::spawn_blocking(move || {
-            let mut written = pass;
-            for partition in broker.hosted_partitions() {
-                let key = (partition.topic.clone(), partition.index);
-                let replicated = partition.state().replicas.len() > 1;
-                // Read under the log's lock, written without it: the fsyncs
-                // must not stall appends and fetches of the partition.
-                let Ok((dir, high_watermark)) =
-                    partition.with_log(|log| (log.dir().to_path_buf(), log.high_watermark()))
-                else {
-                    continue;
-                };
-                if !replicated || written.get(&key) == Some(&high_watermark) {
-                    continue;
-                }
-                match storage::checkpoint::write_offset(
-                    &dir,
-                    storage::checkpoint::HIGH_WATERMARK_FILE,
-                    high_watermark,
-                ) {
-                    Ok(()) => {
-                        written.insert(key, high_watermark);
-                    }
-                    Err(error) => tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "checkpointing the high watermark failed"),
-                }
-            }
-            written
-        })
-        .await;
-        if let Ok(done) = done {
-            written = done;
         }
     }
 }

@@ -23,11 +23,12 @@ use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 use tokio_util::sync::CancellationToken;
 
-use super::coordinator::Completion;
+use super::Broker;
 use crate::clock::now_ms;
+use crate::errors::AppendError;
 use crate::errors::{self, code, NONE};
-use crate::group::OFFSETS_TOPIC;
-use crate::state::{AppendError, Broker};
+use crate::internal_topics::OFFSETS_TOPIC;
+use crate::txn::coordinator::Completion;
 
 /// Longest a marker waits for the partition's in-sync replicas.
 const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -220,7 +221,7 @@ async fn send(
             )]);
     let response = match broker
         .peers
-        .call(broker, leader, request, WRITE_TXN_MARKERS_VERSION)
+        .call(leader, request, WRITE_TXN_MARKERS_VERSION)
         .await
     {
         Ok(response) => response,

@@ -18,12 +18,14 @@ use coordinator::{ClusterMetadata, PartitionMetadata, TopicMetadata, NO_LEADER};
 use storage::{LogConfig, PartitionLog};
 use tokio_util::sync::CancellationToken;
 
+use super::Broker;
 use crate::clock::now_ms;
 use crate::data_dir;
-use crate::group::OFFSETS_TOPIC;
-use crate::state::{Broker, Partition, Topic, Topics};
+use crate::internal_topics::OFFSETS_TOPIC;
+use crate::internal_topics::TRANSACTION_STATE_TOPIC;
+use crate::partition::Partition;
 use crate::topic_config;
-use crate::txn::TRANSACTION_STATE_TOPIC;
+use crate::topics::{Topic, Topics};
 
 /// Applies every snapshot the store publishes until shutdown.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
