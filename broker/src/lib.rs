@@ -25,9 +25,9 @@
 //! - [`connection`]: framing, in-order handling, response queue per client.
 //! - [`server`]: listeners, connection limit, periodic tasks, shutdown.
 //! - `main.rs` (binary `kbroker`): command line → [`config::BrokerConfig`]
-//!   → [`server::run`]; [`admin`]: `kbroker admin`.
+//!   → [`server::run`]; `kbroker admin ...` is one call into the `admin`
+//!   crate.
 
-pub mod admin;
 pub mod broker;
 pub mod clock;
 pub mod config;

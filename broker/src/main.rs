@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     // `kbroker admin ...` is the admin tool.
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("admin") {
-        broker::admin::main(args.skip(1));
+        admin::main(args.skip(1));
     }
     tracing_subscriber::fmt()
         .with_env_filter(

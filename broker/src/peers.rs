@@ -13,7 +13,7 @@ use anyhow::Context;
 use coordinator::MetadataStore;
 use kafka_protocol::protocol::Request;
 
-use crate::admin::client::Client;
+use client::Client;
 
 const CLIENT_ID: &str = "kbroker-peer";
 /// Longest a request to another broker may take.

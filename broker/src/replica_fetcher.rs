@@ -36,10 +36,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::admin::client::Client;
 use crate::clock::now_ms;
 use crate::config::ReplicaFetchConfig;
 use crate::partition::Partition;
+use client::Client;
 
 /// Fetch v15+ carries the follower's broker epoch (`replica_state`).
 const FETCH_VERSION: i16 = 15;

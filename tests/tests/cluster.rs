@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use broker::admin::client::Client;
 use bytes::BytesMut;
+use client::Client;
 use coordinator::etcd::{ControllerConfig, EtcdConfig, EtcdStore};
 use coordinator::{CoordinatorError, MetadataStore, NewTopic, NO_LEADER};
 use e2e::{eventually, Cluster, EtcdProcess};

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use broker::admin::client::Client;
+use client::Client;
 use e2e::BrokerProcess;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Request, StrBytes};

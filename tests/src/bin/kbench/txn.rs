@@ -20,7 +20,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use broker::admin::client::Client;
+use client::Client;
 
 use crate::load::Transactions;
 

@@ -1,8 +1,9 @@
-//! A minimal Kafka client for the admin tool and for brokers talking to
-//! each other (replica fetches): one connection, one request at a time (or
-//! pipelined with `send` and `receive`),
-//! versions fixed per API and checked against the broker's ApiVersions
-//! answer.
+//! Our Kafka client, for brokers talking to each other (replica fetches,
+//! transaction markers and verification), the admin tool and the tests:
+//! one connection, one request at a time (or pipelined with `send` and
+//! `receive`), versions fixed per API and checked against the broker's
+//! ApiVersions answer, responses bounded in size. TLS and the SASL client
+//! belong here, written once for all of them.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,8 @@ use tokio::net::TcpStream;
 /// Responses larger than this are refused (a describe of thousands of
 /// partitions stays far below).
 const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
-const CLIENT_ID: &str = "kbroker-admin";
+/// The client id of [`Client::connect`].
+pub const DEFAULT_CLIENT_ID: &str = "kbroker-client";
 /// A read buffer above this size is not kept between responses.
 const BUFFER_KEPT_MAX: usize = 16 * 1024 * 1024;
 
@@ -35,7 +37,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
-        Client::connect_as(bootstrap, CLIENT_ID).await
+        Client::connect_as(bootstrap, DEFAULT_CLIENT_ID).await
     }
 
     /// Connects to the first broker of `bootstrap` (`host:port`, or a

@@ -14,8 +14,8 @@ use kafka_protocol::messages::{
 };
 use serde_json::json;
 
-use super::client::Client;
 use super::{error_name, string, table, Output, METADATA_VERSION, REQUEST_TIMEOUT_MS};
+use client::Client;
 
 /// FindCoordinator's key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -82,7 +82,7 @@ impl Brokers {
                 .find(|b| b.node_id.0 == node_id)
                 .with_context(|| format!("broker {node_id} is not alive in the cluster"))?;
             let address = format!("{}:{}", broker.host, broker.port);
-            let client = Client::connect(&address).await?;
+            let client = Client::connect_as(&address, super::CLIENT_ID).await?;
             self.open.insert(node_id, client);
         }
         Ok(self.open.get_mut(&node_id).expect("just opened"))

@@ -9,7 +9,6 @@
 //! wants it: group requests to the group's coordinator, partition requests
 //! to the partition's leader, elections to the controller.
 
-pub mod client;
 mod routing;
 mod transactions;
 
@@ -41,6 +40,9 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use serde_json::{json, Value};
 
 use client::Client;
+
+/// The client id the admin tool names itself with.
+const CLIENT_ID: &str = "kbroker-admin";
 use routing::Brokers;
 
 const METADATA_VERSION: i16 = 12;
@@ -230,7 +232,8 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ! {
 }
 
 async fn run(arguments: Arguments) -> anyhow::Result<()> {
-    let mut brokers = Brokers::new(Client::connect(&arguments.bootstrap_server).await?);
+    let mut brokers =
+        Brokers::new(Client::connect_as(&arguments.bootstrap_server, CLIENT_ID).await?);
     let client = brokers.bootstrap();
     let output = match arguments.command {
         Command::Topics(TopicCommand::List) => list_topics(client).await?,
