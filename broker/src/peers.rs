@@ -6,7 +6,9 @@
 //! each other.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,13 +42,7 @@ impl Peers {
         request: R,
         version: i16,
     ) -> anyhow::Result<R::Response> {
-        let slot = self
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(node_id)
-            .or_default()
-            .clone();
+        let slot = self.connections.lock().entry(node_id).or_default().clone();
         let mut connection = slot.lock().await;
         if connection.is_none() {
             let endpoint = self

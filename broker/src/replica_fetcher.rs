@@ -20,7 +20,9 @@
 //! is fetch, then append, then fetch, and a fast producer outruns it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,14 +79,10 @@ impl ReplicaFetchers {
     /// Fetches `partition` from `leader` from now on (and from no other).
     pub fn follow(&self, partition: &Arc<Partition>, leader: i32) {
         let key = (partition.topic_id, partition.index);
-        let mut by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_leader = self.by_leader.lock();
         for (other, fetcher) in by_leader.iter() {
             if *other != leader {
-                fetcher
-                    .partitions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
+                fetcher.partitions.lock().remove(&key);
             }
         }
         let fetcher = by_leader.entry(leader).or_insert_with(|| {
@@ -108,24 +106,16 @@ impl ReplicaFetchers {
             }
             fetcher
         });
-        fetcher
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, partition.clone());
+        fetcher.partitions.lock().insert(key, partition.clone());
         fetcher.wake.notify_one();
     }
 
     /// Stops fetching `partition` from anyone.
     pub fn unfollow(&self, partition: &Partition) {
         let key = (partition.topic_id, partition.index);
-        let by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
+        let by_leader = self.by_leader.lock();
         for fetcher in by_leader.values() {
-            fetcher
-                .partitions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+            fetcher.partitions.lock().remove(&key);
         }
     }
 
@@ -174,12 +164,7 @@ async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        let followed: Vec<Arc<Partition>> = partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let followed: Vec<Arc<Partition>> = partitions.lock().values().cloned().collect();
         if followed.is_empty() {
             finish_appends(&mut appending).await;
             tokio::select! {

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -85,7 +87,7 @@ impl StandaloneStore {
         &self,
         change: impl FnOnce(&mut ClusterMetadata) -> Result<T, CoordinatorError>,
     ) -> Result<T, CoordinatorError> {
-        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = self.writing.lock();
         let mut next = ClusterMetadata::clone(&self.metadata.borrow());
         let result = change(&mut next)?;
         write_atomically(&self.path, &next)?;

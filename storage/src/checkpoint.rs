@@ -16,7 +16,9 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::config::CHECKPOINT_FILE_BYTES_MAX;
 use crate::error::{IoContext, StorageError};
@@ -155,7 +157,7 @@ impl CheckpointFile {
     }
 
     pub fn set(&self, contents: Vec<u8>) {
-        let mut latest = self.0.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut latest = self.0.latest.lock();
         *latest = (latest.0 + 1, Arc::from(contents));
     }
 
@@ -166,13 +168,8 @@ impl CheckpointFile {
     /// Writes the latest contents set, atomically and durably, unless the
     /// file holds them already.
     pub fn write(&self) -> Result<(), StorageError> {
-        let mut written = self.0.written.lock().unwrap_or_else(|p| p.into_inner());
-        let (count, contents) = self
-            .0
-            .latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut written = self.0.written.lock();
+        let (count, contents) = self.0.latest.lock().clone();
         if *written != count {
             write_atomically(&self.0.dir, self.0.name, &contents)?;
             *written = count;

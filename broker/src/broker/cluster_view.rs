@@ -53,7 +53,7 @@ impl Broker {
     /// replicas whose logs could not be opened (they stay closed, and
     /// requests for them are refused); everything else is applied anyway.
     pub(crate) fn apply(&self, metadata: &Arc<ClusterMetadata>) -> Result<(), Vec<String>> {
-        let mut last = self.last_applied.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_applied.lock();
         // Snapshots may be applied by the loop and by an admin request at
         // once: never go back to an older one.
         if metadata.revision <= last.revision {
@@ -105,7 +105,7 @@ impl Broker {
                 }
             }
         }
-        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        *self.topics.write() = next;
         *last = metadata.clone();
         drop(last);
         self.applied.send_replace(metadata.revision);
@@ -132,7 +132,7 @@ impl Broker {
                 tracing::error!(%error, "ignoring dynamic broker configs that are no longer valid");
                 self.config.log.clone()
             });
-        let mut current = self.log_defaults.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.log_defaults.write();
         let changed = *current != defaults;
         *current = defaults;
         changed

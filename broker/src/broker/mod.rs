@@ -19,7 +19,9 @@ pub mod replication;
 pub mod txn_markers;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use coordinator::{ClusterMetadata, MetadataStore, NewTopic, TopicMetadata};
 use storage::LogConfig;
@@ -229,31 +231,15 @@ impl Broker {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_name
-            .get(name)
-            .cloned()
+        self.topics.read().by_name.get(name).cloned()
     }
 
     pub fn topic_by_id(&self, topic_id: Uuid) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_id
-            .get(&topic_id)
-            .cloned()
+        self.topics.read().by_id.get(&topic_id).cloned()
     }
 
     pub fn all_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_name
-            .values()
-            .cloned()
-            .collect()
+        self.topics.read().by_name.values().cloned().collect()
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -432,10 +418,7 @@ impl Broker {
 
     /// The topic-config defaults in force now.
     pub fn log_defaults(&self) -> LogConfig {
-        self.log_defaults
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.log_defaults.read().clone()
     }
 
     /// The dynamic broker configs of `resource` (`""`: cluster-wide defaults;

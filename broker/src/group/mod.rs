@@ -23,7 +23,9 @@ pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -599,14 +601,11 @@ impl GroupCoordinator {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+        self.groups.lock()
     }
 
     pub fn offsets_topic(&self) -> Option<Arc<Topic>> {
-        self.offsets_topic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.offsets_topic.lock().clone()
     }
 
     /// Replays one partition of `__consumer_offsets` (in offset order),
@@ -672,10 +671,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        self.owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(partition.index);
+        self.owned.lock().insert(partition.index);
         tracing::info!(
             partition = partition.index,
             records = loaded,
@@ -689,11 +685,7 @@ impl GroupCoordinator {
     /// loads them) and their waiting members are told NOT_COORDINATOR.
     pub fn unload_partition(&self, index: i32) {
         let mut groups = self.lock();
-        let was_owned = self
-            .owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&index);
+        let was_owned = self.owned.lock().remove(&index);
         let count = self.partition_count();
         let moved: Vec<String> = groups
             .keys()
@@ -727,14 +719,11 @@ impl GroupCoordinator {
         let Some(count) = self.partition_count() else {
             return false;
         };
-        self.owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&partition_for(group_id, count))
+        self.owned.lock().contains(&partition_for(group_id, count))
     }
 
     pub fn set_offsets_topic(&self, topic: Arc<Topic>) {
-        *self.offsets_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some(topic);
+        *self.offsets_topic.lock() = Some(topic);
     }
 
     /// Appends records for `group` to its `__consumer_offsets` partition.

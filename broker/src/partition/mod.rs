@@ -7,7 +7,9 @@
 
 mod leader;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use bytes::Bytes;
 use coordinator::{MetadataStore, PartitionMetadata};
@@ -107,8 +109,8 @@ impl Partition {
         }
     }
 
-    pub(crate) fn progress(&self) -> std::sync::MutexGuard<'_, LeaderProgress> {
-        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn progress(&self) -> parking_lot::MutexGuard<'_, LeaderProgress> {
+        self.progress.lock()
     }
 
     pub(crate) fn node(&self) -> &LocalNode {
@@ -126,27 +128,21 @@ impl Partition {
 
     /// The partition's state as this broker last applied it.
     pub fn state(&self) -> PartitionMetadata {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.read().clone()
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .leader_epoch
+        self.state.read().leader_epoch
     }
 
     pub(crate) fn set_state(&self, state: PartitionMetadata) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        *self.state.write() = state;
         self.notify_changed();
     }
 
     /// Whether this broker holds an open replica of the partition.
     pub fn is_hosted(&self) -> bool {
-        self.log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some()
+        self.log.lock().is_some()
     }
 
     /// Runs `action` on this broker's replica of the log. Logs are touched
@@ -156,10 +152,7 @@ impl Partition {
         &self,
         action: impl FnOnce(&mut PartitionLog) -> T,
     ) -> Result<T, PartitionClosed> {
-        let mut log = self
-            .log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut log = self.log.lock();
         match log.as_mut() {
             Some(log) => Ok(action(log)),
             None => Err(PartitionClosed {
@@ -177,7 +170,7 @@ impl Partition {
         &self,
         action: impl FnOnce(&mut PartitionLog, &PartitionMetadata) -> T,
     ) -> Result<T, NotLeader> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.read();
         let not_leader = || NotLeader {
             topic: self.topic.clone(),
             partition: self.index,
@@ -201,7 +194,7 @@ impl Partition {
         leader_epoch: i32,
         action: impl FnOnce(&mut PartitionLog) -> T,
     ) -> Option<T> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.read();
         if state.leader != leader
             || state.leader_epoch != leader_epoch
             || state.leader == self.node.node_id
@@ -352,16 +345,10 @@ impl Partition {
     }
 
     pub(crate) fn put_log(&self, log: PartitionLog) {
-        *self
-            .log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(log);
+        *self.log.lock() = Some(log);
     }
 
     pub(crate) fn take_log(&self) -> Option<PartitionLog> {
-        self.log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
+        self.log.lock().take()
     }
 }

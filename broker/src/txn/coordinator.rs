@@ -20,7 +20,9 @@
 //! CONCURRENT_TRANSACTIONS until the write is done.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -168,30 +170,24 @@ impl TransactionCoordinator {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, TxnMetadata>> {
-        self.txns.lock().unwrap_or_else(|p| p.into_inner())
+        self.txns.lock()
     }
 
     fn owned(&self) -> MutexGuard<'_, BTreeMap<i32, i32>> {
-        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+        self.owned.lock()
     }
 
     /// The transactions to finish, for the one task that writes markers.
     pub fn take_completions(&self) -> Option<mpsc::UnboundedReceiver<Completion>> {
-        self.completions_rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.completions_rx.lock().take()
     }
 
     pub fn state_topic(&self) -> Option<Arc<Topic>> {
-        self.state_topic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state_topic.lock().clone()
     }
 
     pub fn set_state_topic(&self, topic: Arc<Topic>) {
-        *self.state_topic.lock().unwrap_or_else(|p| p.into_inner()) = Some(topic);
+        *self.state_topic.lock() = Some(topic);
     }
 
     fn partition_index(&self, transactional_id: &str) -> Option<i32> {

@@ -82,9 +82,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             lease: lease.id,
         };
         tracing::info!(controller_epoch = seat.epoch, "elected controller");
-        *inner.seat.lock().unwrap_or_else(|p| p.into_inner()) = Some(seat.clone());
+        *inner.seat.lock() = Some(seat.clone());
         let reason = act(&inner, &seat, &mut leases).await;
-        *inner.seat.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *inner.seat.lock() = None;
         tracing::info!(
             controller_epoch = seat.epoch,
             reason,
@@ -152,7 +152,7 @@ async fn act(
 /// That is known from the stored state alone, so a controller elected
 /// after the restart sees it as well as one that watched it happen.
 fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
-    let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = inner.cache.lock();
     let snapshot = cache.current().clone();
     let default_unclean = inner.config.controller.unclean_leader_election;
     let mut writes = Vec::new();
@@ -199,7 +199,6 @@ pub(crate) async fn elect(
     let seat = inner
         .seat
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .clone()
         .ok_or(CoordinatorError::NotController)?;
     elect_as(inner, &seat, election_type, partitions).await
@@ -212,7 +211,7 @@ async fn elect_as(
     partitions: Option<Vec<(String, i32)>>,
 ) -> Result<ElectionResults, CoordinatorError> {
     let (results, writes) = {
-        let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = inner.cache.lock();
         let snapshot = cache.current().clone();
         let mut partitions = partitions.unwrap_or_else(|| snapshot.all_partitions());
         // One write per key in a transaction: a partition named twice is elected once.

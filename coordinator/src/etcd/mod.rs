@@ -30,7 +30,9 @@ pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -166,11 +168,7 @@ impl EtcdStore {
 
     /// The controller seat this broker holds, if it is the controller.
     pub fn controller_seat(&self) -> Option<ControllerSeat> {
-        self.inner
-            .seat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.seat.lock().clone()
     }
 
     /// Writes a partition's state as the controller holding `seat`. The
@@ -267,7 +265,7 @@ impl Inner {
     /// `state` of a partition of `topic` as a guarded write, computed
     /// against the cache as it is now.
     pub fn planned_write(&self, topic: &str, state: PartitionMetadata) -> Option<PartitionWrite> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = self.cache.lock();
         let topic_id = cache.topic_record(topic)?.topic_id;
         let guard = self.partition_guard(&cache, topic, topic_id, state.partition)?;
         Some(PartitionWrite {
@@ -292,7 +290,7 @@ impl Inner {
     ) -> Result<i64, CoordinatorError> {
         for _ in 0..CONFLICT_RETRIES {
             let (snapshot, record, revision) = {
-                let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let cache = self.cache.lock();
                 let record = cache
                     .topic_record(name)
                     .cloned()
@@ -494,7 +492,7 @@ impl MetadataStore for EtcdStore {
 
     async fn delete_topic(&self, name: &str) -> Result<Arc<TopicMetadata>, CoordinatorError> {
         let (topic, revision) = {
-            let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.inner.cache.lock();
             let topic = cache
                 .current()
                 .topics
@@ -647,7 +645,7 @@ impl MetadataStore for EtcdStore {
         // The state checked and the revision compared come from one look
         // at the cache: a leader change in between cannot be written over.
         let (next, write) = {
-            let cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = inner.cache.lock();
             let next = crate::check_isr_change(cache.current(), inner.node_id(), &change)?;
             let guard = inner
                 .partition_guard(&cache, &change.topic, change.topic_id, change.partition)

@@ -19,7 +19,7 @@ pub async fn load(inner: &Inner) -> Result<i64, CoordinatorError> {
         .await
         .map_err(super::unavailable)?;
     let revision = response.header().map_or(0, |h| h.revision());
-    let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = inner.cache.lock();
     cache.clear();
     for kv in response.kvs() {
         if let Ok(key) = kv.key_str() {
@@ -105,7 +105,7 @@ pub async fn run(inner: Arc<Inner>, read_at: i64) {
             if response.events().is_empty() {
                 continue;
             }
-            let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = inner.cache.lock();
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 let Ok(key) = kv.key_str() else { continue };
