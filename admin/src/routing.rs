@@ -35,7 +35,7 @@ pub(super) struct Brokers {
 }
 
 impl Brokers {
-    pub fn new(bootstrap: Client) -> Brokers {
+    pub(crate) fn new(bootstrap: Client) -> Brokers {
         Brokers {
             bootstrap,
             metadata: None,
@@ -43,7 +43,7 @@ impl Brokers {
         }
     }
 
-    pub fn bootstrap(&mut self) -> &mut Client {
+    pub(crate) fn bootstrap(&mut self) -> &mut Client {
         &mut self.bootstrap
     }
 
@@ -62,7 +62,7 @@ impl Brokers {
         Ok(self.metadata.as_ref().expect("just set"))
     }
 
-    pub async fn node_ids(&mut self) -> anyhow::Result<Vec<i32>> {
+    pub(crate) async fn node_ids(&mut self) -> anyhow::Result<Vec<i32>> {
         Ok(self
             .metadata(false)
             .await?
@@ -73,7 +73,7 @@ impl Brokers {
     }
 
     /// A connection to broker `node_id`.
-    pub async fn node(&mut self, node_id: i32) -> anyhow::Result<&mut Client> {
+    pub(crate) async fn node(&mut self, node_id: i32) -> anyhow::Result<&mut Client> {
         if !self.open.contains_key(&node_id) {
             let metadata = self.metadata(false).await?;
             let broker = metadata
@@ -89,7 +89,7 @@ impl Brokers {
     }
 
     /// The partition indexes of `topic`.
-    pub async fn partitions(&mut self, topic: &str) -> anyhow::Result<Vec<i32>> {
+    pub(crate) async fn partitions(&mut self, topic: &str) -> anyhow::Result<Vec<i32>> {
         let metadata = self.metadata(false).await?;
         let found = metadata
             .topics
@@ -102,7 +102,7 @@ impl Brokers {
     }
 
     /// The leader of `topic`-`partition`, if it has one.
-    pub async fn leader_id(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i32>> {
+    pub(crate) async fn leader_id(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i32>> {
         let metadata = self.metadata(false).await?;
         Ok(metadata
             .topics
@@ -113,7 +113,7 @@ impl Brokers {
             .filter(|leader| *leader >= 0))
     }
 
-    pub async fn leader(&mut self, topic: &str, partition: i32) -> anyhow::Result<&mut Client> {
+    pub(crate) async fn leader(&mut self, topic: &str, partition: i32) -> anyhow::Result<&mut Client> {
         let leader = self
             .leader_id(topic, partition)
             .await?
@@ -122,12 +122,12 @@ impl Brokers {
     }
 
     /// The coordinator of `group`.
-    pub async fn coordinator(&mut self, group: &str) -> anyhow::Result<&mut Client> {
+    pub(crate) async fn coordinator(&mut self, group: &str) -> anyhow::Result<&mut Client> {
         self.coordinator_of(group, KEY_TYPE_GROUP).await
     }
 
     /// The transaction coordinator of `transactional_id`.
-    pub async fn transaction_coordinator(
+    pub(crate) async fn transaction_coordinator(
         &mut self,
         transactional_id: &str,
     ) -> anyhow::Result<&mut Client> {

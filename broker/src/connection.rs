@@ -36,15 +36,15 @@ use crate::handlers;
 
 /// Responses queued for the writer per connection before reading pauses
 /// (counting those still waiting for replicas).
-pub const RESPONSES_QUEUED_MAX: usize = 16;
+pub(crate) const RESPONSES_QUEUED_MAX: usize = 16;
 /// A request body's buffer starts at most this large, so memory grows with
 /// the bytes that really arrive, not with the size a prefix claims.
-pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// When a body's buffer is full it grows to this many times the bytes
 /// received (never past the frame's size): memory stays within a bounded
 /// multiple of what arrived, and a 1 MB produce request is moved once, 64
 /// KiB of it, instead of 960 KiB over four doublings.
-pub const READ_GROWTH: usize = 16;
+pub(crate) const READ_GROWTH: usize = 16;
 
 /// A response frame in chunks to write in order (see
 /// [`codec::encode_response_chunks`]); `Err` closes the connection.
@@ -57,7 +57,7 @@ enum Outgoing {
     Later(Pin<Box<dyn Future<Output = Encoded> + Send>>),
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,

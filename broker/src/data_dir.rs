@@ -22,7 +22,7 @@ const META_FILE_NAME: &str = "meta.properties";
 const PARTITION_METADATA_FILE_NAME: &str = "partition.metadata";
 
 /// The data directory, locked for this process.
-pub struct DataDir {
+pub(crate) struct DataDir {
     path: PathBuf,
     _lock: nix::fcntl::Flock<File>,
 }
@@ -30,7 +30,7 @@ pub struct DataDir {
 impl DataDir {
     /// Creates the directory if needed and locks it; fails if another
     /// process holds it.
-    pub fn lock(path: &Path) -> anyhow::Result<DataDir> {
+    pub(crate) fn lock(path: &Path) -> anyhow::Result<DataDir> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         let lock_path = path.join(LOCK_FILE_NAME);
         let file = File::options()
@@ -52,15 +52,11 @@ impl DataDir {
             })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Checks that the directory belongs to this cluster and this node id,
     /// as Kafka does with `meta.properties`, and records them on first use:
     /// a broker pointed at another cluster's data must not start (it would
     /// treat that data as strays and delete it).
-    pub fn check_identity(&self, cluster_id: &str, node_id: i32) -> anyhow::Result<()> {
+    pub(crate) fn check_identity(&self, cluster_id: &str, node_id: i32) -> anyhow::Result<()> {
         let meta = self.path.join(META_FILE_NAME);
         match std::fs::read_to_string(&meta) {
             Ok(text) => {
@@ -94,7 +90,7 @@ impl DataDir {
 }
 
 /// `<log.dir>/<topic>-<partition>`, as Kafka lays it out.
-pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+pub(crate) fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     log_dir.join(format!("{topic}-{partition}"))
 }
 
@@ -102,7 +98,7 @@ pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 /// of the topic (deleted and created again while this broker was away) is
 /// removed; one without a record (written by an older version) is adopted.
 /// Returns whether the directory starts out new (empty).
-pub fn claim_partition_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<bool> {
+pub(crate) fn claim_partition_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<bool> {
     let record = dir.join(PARTITION_METADATA_FILE_NAME);
     let fresh = match std::fs::read_to_string(&record) {
         Ok(text) => {
@@ -129,7 +125,7 @@ pub fn claim_partition_dir(dir: &Path, topic_id: Uuid) -> std::io::Result<bool> 
 
 /// Removes a partition directory: renamed first (so that a crash leaves a
 /// `-delete` directory that start-up finishes), then deleted.
-pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_dir(dir: &Path) -> std::io::Result<()> {
     let Some(name) = dir.file_name() else {
         return Ok(());
     };
@@ -146,7 +142,7 @@ pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Finishes deletions that a crash interrupted.
-pub fn remove_deleted_directories(log_dir: &Path) {
+pub(crate) fn remove_deleted_directories(log_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(log_dir) else {
         return;
     };
@@ -162,7 +158,7 @@ pub fn remove_deleted_directories(log_dir: &Path) {
 /// Removes partition directories that are not in `hosted` (topic,
 /// partition): topics deleted, or replicas moved away, while this broker
 /// was down.
-pub fn remove_strays(log_dir: &Path, hosted: &BTreeSet<(String, i32)>) {
+pub(crate) fn remove_strays(log_dir: &Path, hosted: &BTreeSet<(String, i32)>) {
     let Ok(entries) = std::fs::read_dir(log_dir) else {
         return;
     };

@@ -55,13 +55,13 @@ pub struct NotLeader {
     pub leader_epoch: i32,
 }
 
-pub const NONE: i16 = 0;
+pub(crate) const NONE: i16 = 0;
 
-pub fn code(error: ResponseError) -> i16 {
+pub(crate) fn code(error: ResponseError) -> i16 {
     error.code()
 }
 
-pub fn storage_error_code(error: &StorageError) -> i16 {
+pub(crate) fn storage_error_code(error: &StorageError) -> i16 {
     code(match error {
         StorageError::CorruptMessage(..) => ResponseError::CorruptMessage,
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
@@ -78,14 +78,14 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
     })
 }
 
-pub fn append_error_code(error: &AppendError) -> i16 {
+pub(crate) fn append_error_code(error: &AppendError) -> i16 {
     match error {
         AppendError::NotEnoughReplicas { .. } => code(ResponseError::NotEnoughReplicas),
         AppendError::Storage(error) => storage_error_code(error),
     }
 }
 
-pub fn topic_error_code(error: &TopicError) -> i16 {
+pub(crate) fn topic_error_code(error: &TopicError) -> i16 {
     code(match error {
         TopicError::InvalidName(..) => ResponseError::InvalidTopicException,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
@@ -97,7 +97,7 @@ pub fn topic_error_code(error: &TopicError) -> i16 {
     })
 }
 
-pub fn coordinator_error_code(error: &CoordinatorError) -> i16 {
+pub(crate) fn coordinator_error_code(error: &CoordinatorError) -> i16 {
     code(match error {
         CoordinatorError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         CoordinatorError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
@@ -114,7 +114,7 @@ pub fn coordinator_error_code(error: &CoordinatorError) -> i16 {
     })
 }
 
-pub fn election_error_code(error: &ElectionError) -> i16 {
+pub(crate) fn election_error_code(error: &ElectionError) -> i16 {
     code(match error {
         ElectionError::NotNeeded => ResponseError::ElectionNotNeeded,
         ElectionError::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
@@ -123,20 +123,14 @@ pub fn election_error_code(error: &ElectionError) -> i16 {
     })
 }
 
-/// A partition closed under a request was being deleted or shut down:
-/// the client should refresh its metadata and retry.
-pub fn closed_code(_: &PartitionClosed) -> i16 {
-    code(ResponseError::NotLeaderOrFollower)
-}
-
 /// This broker does not lead the partition (now): the client should
 /// refresh its metadata and go to the leader.
-pub fn not_leader_code(_: &NotLeader) -> i16 {
+pub(crate) fn not_leader_code(_: &NotLeader) -> i16 {
     code(ResponseError::NotLeaderOrFollower)
 }
 
 /// Checks a client's `current_leader_epoch` against ours (-1: no check).
-pub fn leader_epoch_code(requested: i32, ours: i32) -> i16 {
+pub(crate) fn leader_epoch_code(requested: i32, ours: i32) -> i16 {
     if requested == -1 || requested == ours {
         NONE
     } else if requested > ours {

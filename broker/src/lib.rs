@@ -29,18 +29,18 @@
 //!   crate.
 
 pub mod broker;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
-pub mod connection;
-pub mod data_dir;
-pub mod errors;
+pub(crate) mod connection;
+pub(crate) mod data_dir;
+pub(crate) mod errors;
 pub mod group;
-pub mod handlers;
+pub(crate) mod handlers;
 pub mod internal_topics;
-pub mod partition;
-pub mod peers;
-pub mod replica_fetcher;
+pub(crate) mod partition;
+pub(crate) mod peers;
+pub(crate) mod replica_fetcher;
 pub mod server;
-pub mod topic_config;
-pub mod topics;
-pub mod txn;
+pub(crate) mod topic_config;
+pub(crate) mod topics;
+pub(crate) mod txn;

@@ -57,7 +57,7 @@ struct Fetcher {
 }
 
 /// The fetchers of this broker, by leader.
-pub struct ReplicaFetchers {
+pub(crate) struct ReplicaFetchers {
     node_id: i32,
     store: Arc<dyn MetadataStore>,
     settings: ReplicaFetchConfig,
@@ -66,7 +66,7 @@ pub struct ReplicaFetchers {
 }
 
 impl ReplicaFetchers {
-    pub fn new(node_id: i32, store: Arc<dyn MetadataStore>, settings: ReplicaFetchConfig) -> Self {
+    pub(crate) fn new(node_id: i32, store: Arc<dyn MetadataStore>, settings: ReplicaFetchConfig) -> Self {
         ReplicaFetchers {
             node_id,
             store,
@@ -77,7 +77,7 @@ impl ReplicaFetchers {
     }
 
     /// Fetches `partition` from `leader` from now on (and from no other).
-    pub fn follow(&self, partition: &Arc<Partition>, leader: i32) {
+    pub(crate) fn follow(&self, partition: &Arc<Partition>, leader: i32) {
         let key = (partition.topic_id, partition.index);
         let mut by_leader = self.by_leader.lock();
         for (other, fetcher) in by_leader.iter() {
@@ -111,7 +111,7 @@ impl ReplicaFetchers {
     }
 
     /// Stops fetching `partition` from anyone.
-    pub fn unfollow(&self, partition: &Partition) {
+    pub(crate) fn unfollow(&self, partition: &Partition) {
         let key = (partition.topic_id, partition.index);
         let by_leader = self.by_leader.lock();
         for fetcher in by_leader.values() {
@@ -119,7 +119,7 @@ impl ReplicaFetchers {
         }
     }
 
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.shutdown.cancel();
     }
 }

@@ -39,7 +39,7 @@ const INT_NON_NEGATIVE: Kind = Kind::Long {
 /// Kafka's config types, as DescribeConfigs v3+ reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i8)]
-pub enum ConfigType {
+pub(crate) enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
@@ -50,7 +50,7 @@ pub enum ConfigType {
 
 /// One topic config: how it is checked and described, and which broker
 /// configs give its default.
-pub struct TopicConfigDef {
+pub(crate) struct TopicConfigDef {
     pub name: &'static str,
     kind: Kind,
     pub config_type: ConfigType,
@@ -93,7 +93,7 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// Every topic config Kafka defines that we accept, sorted by name. Values
 /// are validated; those that shape the log are applied by [`log_config`].
-pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+pub(crate) const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("cleanup.policy", Kind::List(&["delete", "compact"]), ConfigType::List,
         &[("log.cleanup.policy", 1)], "delete",
         "What happens to old segments: \"delete\" removes them by retention time and size, \"compact\" keeps the latest record of each key; both may be given."),
@@ -178,12 +178,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
 ];
 
 /// The definition of a topic config.
-pub fn definition(name: &str) -> Option<&'static TopicConfigDef> {
+pub(crate) fn definition(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|def| def.name == name)
 }
 
 /// Checks one topic config; the error says why, for the INVALID_CONFIG message.
-pub fn validate(name: &str, value: &str) -> Result<(), String> {
+pub(crate) fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(TopicConfigDef { kind, .. }) = definition(name) else {
         return Err(format!("Unknown topic config name: {name}"));
     };
@@ -229,7 +229,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 
 /// The log config of a topic: the broker's defaults with the topic's overrides.
 /// Overrides were validated when they were stored.
-pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
+pub(crate) fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let mut config = defaults.clone();
     let long = |name: &str| {
         overrides

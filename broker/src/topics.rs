@@ -12,7 +12,7 @@ use crate::partition::Partition;
 use crate::topic_config;
 
 /// Kafka's limit on topic name length.
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+pub(crate) const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 pub struct Topic {
     pub name: Arc<str>,
@@ -50,12 +50,12 @@ pub(crate) struct Topics {
 }
 
 /// Topics the broker keeps for itself: clients may read but not write or delete them.
-pub fn is_internal(name: &str) -> bool {
+pub(crate) fn is_internal(name: &str) -> bool {
     name == OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC
 }
 
 /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let invalid = |reason| Err(TopicError::InvalidName(name.to_string(), reason));
     if name.is_empty() {
         return invalid("the empty string is not allowed");

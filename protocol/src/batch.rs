@@ -256,10 +256,6 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTRIBUTE_CONTROL != 0
     }
-
-    pub fn has_delete_horizon(&self) -> bool {
-        self.attributes & ATTRIBUTE_DELETE_HORIZON != 0
-    }
 }
 
 /// CRC-32C of a whole batch as the header's crc field should hold it.

@@ -6,7 +6,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-pub fn record_with(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
+pub(crate) fn record_with(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
     Record {
         transactional: false,
         control: false,
@@ -26,7 +26,7 @@ pub fn record_with(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
 }
 
 /// A record with `key` (and the other fields of [`record_with`]).
-pub fn keyed_record(offset: i64, timestamp: i64, key: &str, value: Option<Vec<u8>>) -> Record {
+pub(crate) fn keyed_record(offset: i64, timestamp: i64, key: &str, value: Option<Vec<u8>>) -> Record {
     Record {
         key: Some(Bytes::copy_from_slice(key.as_bytes())),
         value: value.map(Bytes::from),
@@ -34,7 +34,7 @@ pub fn keyed_record(offset: i64, timestamp: i64, key: &str, value: Option<Vec<u8
     }
 }
 
-pub fn encode_records(records: &[Record], compression: Compression) -> Bytes {
+pub(crate) fn encode_records(records: &[Record], compression: Compression) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -49,7 +49,7 @@ pub fn encode_records(records: &[Record], compression: Compression) -> Bytes {
 }
 
 /// One uncompressed batch of `count` records of `value_bytes` each, timestamps from `timestamp`.
-pub fn batch_bytes(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
+pub(crate) fn batch_bytes(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| record_with(i as i64, timestamp + i as i64, vec![i as u8; value_bytes]))
         .collect();

@@ -34,7 +34,7 @@ use crate::topics::{is_internal, Topic};
 /// we do not run separately).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
-pub async fn create_partitions(
+pub(super) async fn create_partitions(
     broker: &Broker,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
@@ -65,7 +65,7 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(super) fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -114,7 +114,7 @@ pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteR
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-pub fn describe_log_dirs(
+pub(super) fn describe_log_dirs(
     broker: &Broker,
     request: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
@@ -179,7 +179,7 @@ fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
     ))
 }
 
-pub fn describe_cluster(
+pub(super) fn describe_cluster(
     broker: &Broker,
     request: DescribeClusterRequest,
     origin: Origin<'_>,
@@ -219,7 +219,7 @@ pub fn describe_cluster(
 
 /// DescribeTopicPartitions (KIP-966): topics in name order, at most
 /// `response_partition_limit` partitions per response, resumable at `cursor`.
-pub fn describe_topic_partitions(
+pub(super) fn describe_topic_partitions(
     broker: &Broker,
     request: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {

@@ -2,7 +2,7 @@
 
 use kafka_protocol::messages::ApiVersionsResponse;
 
-pub fn handle() -> ApiVersionsResponse {
+pub(super) fn handle() -> ApiVersionsResponse {
     // No supported or finalized features: the tagged fields stay at their
     // defaults and are therefore not written (old librdkafka mis-skips them).
     ApiVersionsResponse::default().with_api_keys(protocol::api::api_versions())

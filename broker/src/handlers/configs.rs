@@ -166,7 +166,7 @@ fn type_of_broker_value(value: &str) -> ConfigType {
     }
 }
 
-pub fn describe_configs(
+pub(super) fn describe_configs(
     broker: &Broker,
     request: DescribeConfigsRequest,
     version: i16,
@@ -326,7 +326,7 @@ async fn alter_broker(
         .map_err(|error| (topic_error_code(&error), error.to_string()))
 }
 
-pub async fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(super) async fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -468,7 +468,7 @@ fn apply_config_operation(
     Ok(())
 }
 
-pub async fn incremental_alter_configs(
+pub(super) async fn incremental_alter_configs(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {

@@ -17,7 +17,7 @@ use crate::errors::{self, code};
 /// DescribeConfigs' source code for a topic-level override.
 const CONFIG_SOURCE_TOPIC: i8 = 1;
 
-pub async fn handle(broker: &Broker, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub(super) async fn handle(broker: &Broker, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut seen = HashSet::new();
     for creatable in &request.topics {

@@ -12,7 +12,7 @@ use crate::errors::{self, code};
 /// From v6 topics come as (name or id) pairs; before, as a list of names.
 const TOPIC_STATES_VERSION_MIN: i16 = 6;
 
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: DeleteTopicsRequest,
     version: i16,

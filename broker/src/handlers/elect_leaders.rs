@@ -20,7 +20,7 @@ const UNCLEAN: i8 = 1;
 /// v1+ has a top-level error code.
 const TOP_LEVEL_ERROR_VERSION_MIN: i16 = 1;
 
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: ElectLeadersRequest,
     version: i16,

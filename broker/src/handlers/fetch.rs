@@ -42,9 +42,9 @@ const REPLICA_STATE_VERSION_MIN: i16 = 15;
 /// READ_COMMITTED in `isolation_level`.
 const READ_COMMITTED: i8 = 1;
 /// Longest a fetch may wait, whatever the client asks.
-pub const FETCH_WAIT_MS_MAX: u64 = 60_000;
+pub(super) const FETCH_WAIT_MS_MAX: u64 = 60_000;
 
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: FetchRequest,
     version: i16,

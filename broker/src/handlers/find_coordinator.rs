@@ -20,7 +20,7 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// From v4 the request carries a list of keys and the response a list of coordinators.
 const BATCHED_VERSION_MIN: i16 = 4;
 
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,

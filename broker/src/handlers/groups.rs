@@ -50,7 +50,7 @@ fn string(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
-pub async fn join_group(
+pub(super) async fn join_group(
     broker: &Broker,
     request: JoinGroupRequest,
     version: i16,
@@ -120,7 +120,7 @@ pub async fn join_group(
         )
 }
 
-pub async fn sync_group(
+pub(super) async fn sync_group(
     broker: &Broker,
     request: SyncGroupRequest,
     version: i16,
@@ -157,7 +157,7 @@ pub async fn sync_group(
     response
 }
 
-pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
     let error_code = broker.groups.heartbeat(
         request.group_id.0.as_str(),
         request.generation_id,
@@ -168,7 +168,7 @@ pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatRespons
     HeartbeatResponse::default().with_error_code(error_code)
 }
 
-pub fn leave_group(
+pub(super) fn leave_group(
     broker: &Broker,
     request: LeaveGroupRequest,
     version: i16,
@@ -220,7 +220,7 @@ pub fn leave_group(
         )
 }
 
-pub fn describe_groups(
+pub(super) fn describe_groups(
     broker: &Broker,
     request: DescribeGroupsRequest,
     version: i16,
@@ -264,7 +264,7 @@ pub fn describe_groups(
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub fn list_groups(
+pub(super) fn list_groups(
     broker: &Broker,
     request: ListGroupsRequest,
     version: i16,
@@ -301,7 +301,7 @@ pub fn list_groups(
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(super) fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let results = request
         .groups_names
         .into_iter()

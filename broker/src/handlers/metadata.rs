@@ -39,7 +39,7 @@ const NULL_MEANS_ALL_VERSION_MIN: i16 = 1;
 /// Before v4 there is no `allow_auto_topic_creation` field: creation is allowed.
 const AUTO_CREATE_FIELD_VERSION_MIN: i16 = 4;
 
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: MetadataRequest,
     version: i16,

@@ -32,7 +32,7 @@ use crate::broker::Broker;
 /// Where a request came from: the client's address and the listener it
 /// connected to (clients are told the addresses of that listener).
 #[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
+pub(crate) struct Origin<'a> {
     pub peer: SocketAddr,
     pub listener: &'a str,
 }
@@ -90,7 +90,7 @@ pub(crate) fn current_leader(
 }
 
 /// What handling a request comes to.
-pub enum Reply {
+pub(crate) enum Reply {
     /// The response.
     Now(Response),
     /// The response, with the pieces of its record set stand-ins (Fetch:
@@ -104,7 +104,7 @@ pub enum Reply {
 }
 
 /// Handles one request.
-pub async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>) -> Reply {
+pub(crate) async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>) -> Reply {
     let peer = origin.peer;
     let version = request.version();
     let client_id = request.header.client_id.clone().unwrap_or_default();

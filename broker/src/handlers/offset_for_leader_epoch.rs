@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use crate::broker::Broker;
 use crate::errors::{self, code};
 
-pub fn handle(
+pub(super) fn handle(
     broker: &Broker,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {

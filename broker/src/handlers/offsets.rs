@@ -32,7 +32,7 @@ const LEADER_EPOCH_FETCH_VERSION_MIN: i16 = 5;
 /// OffsetFetch before v2 has no top-level error code.
 const FETCH_ERROR_CODE_VERSION_MIN: i16 = 2;
 
-pub async fn offset_commit(
+pub(super) async fn offset_commit(
     broker: &Broker,
     request: OffsetCommitRequest,
     version: i16,
@@ -136,7 +136,7 @@ macro_rules! fetched_partition {
     }};
 }
 
-pub fn offset_fetch(
+pub(super) fn offset_fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
     version: i16,
@@ -279,7 +279,7 @@ fn not_coordinator(request: OffsetFetchRequest, version: i16, error: i16) -> Off
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(super) fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()

@@ -69,7 +69,7 @@ struct Pending {
 /// the connection reads and appends the requests after this one meanwhile
 /// and sends the responses in request order, so a pipelining producer is
 /// not held to one replication round trip per request.
-pub async fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,

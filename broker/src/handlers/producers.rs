@@ -17,7 +17,7 @@ use crate::errors::{self, code};
 /// InitProducerId v3+ carries the producer id and epoch the producer had (KIP-360).
 const KEEP_PRODUCER_VERSION_MIN: i16 = 3;
 
-pub async fn init_producer_id(
+pub(super) async fn init_producer_id(
     broker: &Broker,
     request: InitProducerIdRequest,
     version: i16,
@@ -59,7 +59,7 @@ pub async fn init_producer_id(
     }
 }
 
-pub fn describe_producers(
+pub(super) fn describe_producers(
     broker: &Broker,
     request: DescribeProducersRequest,
 ) -> DescribeProducersResponse {

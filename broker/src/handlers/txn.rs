@@ -107,7 +107,7 @@ fn added_results(
     })
 }
 
-pub async fn add_partitions_to_txn(
+pub(super) async fn add_partitions_to_txn(
     broker: &Broker,
     request: AddPartitionsToTxnRequest,
     version: i16,
@@ -178,7 +178,7 @@ pub async fn add_partitions_to_txn(
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
-pub async fn add_offsets_to_txn(
+pub(super) async fn add_offsets_to_txn(
     broker: &Broker,
     request: AddOffsetsToTxnRequest,
     version: i16,
@@ -212,7 +212,7 @@ pub async fn add_offsets_to_txn(
     response.with_error_code(result.err().unwrap_or(NONE))
 }
 
-pub async fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnResponse {
+pub(super) async fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnResponse {
     let result = broker
         .transactions
         .end_txn(
@@ -229,7 +229,7 @@ pub async fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> E
         .with_producer_epoch(-1)
 }
 
-pub async fn write_txn_markers(
+pub(super) async fn write_txn_markers(
     broker: &Broker,
     request: WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
@@ -281,7 +281,7 @@ pub async fn write_txn_markers(
     WriteTxnMarkersResponse::default().with_markers(results)
 }
 
-pub async fn txn_offset_commit(
+pub(super) async fn txn_offset_commit(
     broker: &Broker,
     request: TxnOffsetCommitRequest,
     version: i16,
@@ -372,7 +372,7 @@ fn partitions_by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<TopicData> {
     topics
 }
 
-pub fn describe_transactions(
+pub(super) fn describe_transactions(
     broker: &Broker,
     request: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
@@ -400,7 +400,7 @@ pub fn describe_transactions(
     DescribeTransactionsResponse::default().with_transaction_states(states)
 }
 
-pub fn list_transactions(
+pub(super) fn list_transactions(
     broker: &Broker,
     request: ListTransactionsRequest,
 ) -> ListTransactionsResponse {

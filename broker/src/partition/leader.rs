@@ -23,7 +23,7 @@ use crate::errors::code;
 
 /// The leader's knowledge of its followers, reset at every leader epoch.
 #[derive(Debug, Default)]
-pub struct LeaderProgress {
+pub(crate) struct LeaderProgress {
     /// The epoch these entries belong to.
     leader_epoch: i32,
     /// The log end offset when this epoch began: a follower must have at

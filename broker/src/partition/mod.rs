@@ -22,7 +22,7 @@ pub(crate) use leader::LeaderProgress;
 
 /// This broker, as its partitions see it: which node it is, and whether
 /// it may act as a leader now (it can prove its session).
-pub struct LocalNode {
+pub(crate) struct LocalNode {
     pub node_id: i32,
     store: Arc<dyn MetadataStore>,
     /// Bumped after every append and every move of a high watermark, so
@@ -31,7 +31,7 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
-    pub fn new(node_id: i32, store: Arc<dyn MetadataStore>) -> LocalNode {
+    pub(crate) fn new(node_id: i32, store: Arc<dyn MetadataStore>) -> LocalNode {
         LocalNode {
             node_id,
             store,
@@ -39,7 +39,7 @@ impl LocalNode {
         }
     }
 
-    pub fn session_valid(&self) -> bool {
+    pub(crate) fn session_valid(&self) -> bool {
         self.store.session_valid()
     }
 
@@ -48,7 +48,7 @@ impl LocalNode {
     /// in sync in. After a restart (or a lost session) it waits to be
     /// elected anew, its log possibly short of what it had acknowledged;
     /// not registered (yet, or again), it does not lead at all.
-    pub fn named_leader(&self, state: &PartitionMetadata) -> bool {
+    pub(crate) fn named_leader(&self, state: &PartitionMetadata) -> bool {
         state.leader == self.node_id
             && self
                 .store
@@ -56,17 +56,12 @@ impl LocalNode {
                 .is_some_and(|epoch| !state.restarted_since_in_sync(self.node_id, epoch))
     }
 
-    /// This broker's registration epoch as its metadata shows it.
-    pub fn broker_epoch(&self) -> Option<i64> {
-        self.store.broker_epoch()
-    }
-
-    pub fn notify_appended(&self) {
+    pub(crate) fn notify_appended(&self) {
         self.appended
             .send_modify(|count| *count = count.wrapping_add(1));
     }
 
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe_appends(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
     }
 }

@@ -70,7 +70,7 @@ impl TxnState {
 
 /// What `__transaction_state` holds for a transactional id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnValue {
+pub(crate) struct TxnValue {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub timeout_ms: i32,
@@ -81,14 +81,14 @@ pub struct TxnValue {
     pub start_ms: i64,
 }
 
-pub fn encode_key(transactional_id: &str) -> Bytes {
+pub(crate) fn encode_key(transactional_id: &str) -> Bytes {
     let mut buf = BytesMut::new();
     buf.put_i16(KEY_VERSION);
     put_string(&mut buf, transactional_id);
     buf.freeze()
 }
 
-pub fn decode_key(mut buf: Bytes) -> Result<String, RecordError> {
+pub(crate) fn decode_key(mut buf: Bytes) -> Result<String, RecordError> {
     match get_i16(&mut buf)? {
         KEY_VERSION => get_string(&mut buf),
         version => Err(RecordError(format!(
@@ -98,7 +98,7 @@ pub fn decode_key(mut buf: Bytes) -> Result<String, RecordError> {
 }
 
 impl TxnValue {
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         let mut buf = BytesMut::new();
         buf.put_i16(VALUE_VERSION);
         buf.put_i64(self.producer_id);
@@ -118,7 +118,7 @@ impl TxnValue {
         buf.freeze()
     }
 
-    pub fn decode(mut buf: Bytes) -> Result<TxnValue, RecordError> {
+    pub(crate) fn decode(mut buf: Bytes) -> Result<TxnValue, RecordError> {
         let version = get_i16(&mut buf)?;
         if version != VALUE_VERSION {
             return Err(RecordError(format!(

@@ -6,9 +6,9 @@
 //! per-partition producer state (sequences, epochs, open transactions, the
 //! last stable offset) lives with each log, in `storage::producer`.
 
-pub mod coordinator;
-pub mod log;
-pub mod producer_ids;
+pub(crate) mod coordinator;
+pub(crate) mod log;
+pub(crate) mod producer_ids;
 
-pub use coordinator::TransactionCoordinator;
-pub use producer_ids::ProducerIds;
+pub(crate) use coordinator::TransactionCoordinator;
+pub(crate) use producer_ids::ProducerIds;

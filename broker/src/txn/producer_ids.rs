@@ -10,7 +10,7 @@ use std::sync::Arc;
 use coordinator::{CoordinatorError, MetadataStore};
 
 /// Ids per block, as Kafka's `ProducerIdManager`.
-pub const BLOCK_SIZE: i64 = 1000;
+pub(crate) const BLOCK_SIZE: i64 = 1000;
 
 pub struct ProducerIds {
     store: Arc<dyn MetadataStore>,

@@ -84,14 +84,6 @@ impl Cache {
             .map(|(_, revision)| *revision)
     }
 
-    /// The controller candidate key with the lowest creation revision.
-    pub fn controller_key(&self) -> Option<(&str, i64)> {
-        self.candidates
-            .iter()
-            .next()
-            .map(|(revision, (key, _))| (key.as_str(), *revision))
-    }
-
     /// A key written (created or modified) at `revision`.
     pub fn put(&mut self, key: &str, value: &[u8], revision: KeyRevision) {
         self.revision = self.revision.max(revision.modified);

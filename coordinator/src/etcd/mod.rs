@@ -214,7 +214,7 @@ impl Inner {
     }
 
     /// Waits until this broker's snapshot shows etcd's `revision`.
-    pub async fn applied(&self, revision: i64) {
+    pub(crate) async fn applied(&self, revision: i64) {
         let mut receiver = self.metadata.subscribe();
         let waited = tokio::time::timeout(
             APPLY_WAIT,
@@ -233,7 +233,7 @@ impl Inner {
     /// the state changed since the cache saw it: the partition key's
     /// revision, or for a partition never written, that it is still absent
     /// and the topic is the same incarnation. `None` if the topic is gone.
-    pub fn partition_guard(
+    pub(crate) fn partition_guard(
         &self,
         cache: &Cache,
         topic: &str,
@@ -264,7 +264,7 @@ impl Inner {
 
     /// `state` of a partition of `topic` as a guarded write, computed
     /// against the cache as it is now.
-    pub fn planned_write(&self, topic: &str, state: PartitionMetadata) -> Option<PartitionWrite> {
+    pub(crate) fn planned_write(&self, topic: &str, state: PartitionMetadata) -> Option<PartitionWrite> {
         let cache = self.cache.lock();
         let topic_id = cache.topic_record(topic)?.topic_id;
         let guard = self.partition_guard(&cache, topic, topic_id, state.partition)?;
@@ -325,7 +325,7 @@ impl Inner {
         )))
     }
 
-    pub async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, CoordinatorError> {
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, CoordinatorError> {
         let mut client = self.client.clone();
         timed(client.txn(txn)).await.map_err(unavailable)
     }

@@ -27,12 +27,12 @@ const LEASE_FILE_NAME: &str = "etcd-session-lease";
 
 /// A lease this broker holds, and the epoch of the registration under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     pub id: i64,
     pub broker_epoch: i64,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     base: Instant,
     /// Nanoseconds after `base` until which the session is provably alive; 0: never.
     valid_until: AtomicU64,
@@ -40,7 +40,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new() -> Session {
+    pub(crate) fn new() -> Session {
         Session {
             base: Instant::now(),
             valid_until: AtomicU64::new(0),
@@ -48,7 +48,7 @@ impl Session {
         }
     }
 
-    pub fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         let until = self.valid_until.load(Ordering::Acquire);
         until != 0 && (self.base.elapsed().as_nanos() as u64) < until
     }
@@ -62,20 +62,20 @@ impl Session {
         self.valid_until.store(0, Ordering::Release);
     }
 
-    pub fn current(&self) -> Option<Lease> {
+    pub(crate) fn current(&self) -> Option<Lease> {
         *self.lease.borrow()
     }
 }
 
 /// How long before the lease's expiry (as this broker reckons it) the
 /// broker stops counting on it.
-pub fn margin(ttl: Duration) -> Duration {
+pub(crate) fn margin(ttl: Duration) -> Duration {
     ttl / 4
 }
 
 /// Registers this broker and keeps its session alive until shutdown,
 /// registering again whenever the lease is lost.
-pub async fn run(inner: Arc<Inner>) {
+pub(crate) async fn run(inner: Arc<Inner>) {
     let mut previous = read_lease_file(&inner.config.data_dir);
     let mut failures = 0u32;
     while !inner.shutdown.is_cancelled() {
@@ -256,7 +256,7 @@ async fn keep_alive(inner: &Inner, lease: i64) {
 
 /// Ends the session now (clean shutdown): the registration and the
 /// controller candidacy vanish at once.
-pub async fn revoke(inner: &Inner) {
+pub(crate) async fn revoke(inner: &Inner) {
     if let Some(lease) = inner.session.current() {
         let mut client = inner.client.clone();
         match timed(client.lease_revoke(lease.id)).await {

@@ -13,7 +13,7 @@ use crate::CoordinatorError;
 
 /// Reads every key of the cluster into the cache and publishes it; returns
 /// the revision read at.
-pub async fn load(inner: &Inner) -> Result<i64, CoordinatorError> {
+pub(crate) async fn load(inner: &Inner) -> Result<i64, CoordinatorError> {
     let mut client = inner.client.clone();
     let response = timed(client.get(inner.keys.all(), Some(GetOptions::new().with_prefix())))
         .await
@@ -43,7 +43,7 @@ pub async fn load(inner: &Inner) -> Result<i64, CoordinatorError> {
     Ok(revision)
 }
 
-pub async fn run(inner: Arc<Inner>, read_at: i64) {
+pub(crate) async fn run(inner: Arc<Inner>, read_at: i64) {
     let mut next = Some(read_at + 1);
     let mut failures = 0u32;
     while !inner.shutdown.is_cancelled() {

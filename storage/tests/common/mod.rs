@@ -12,12 +12,12 @@ use kafka_protocol::records::{
 use protocol::batch::{BatchHeader, Batches};
 use storage::{LogConfig, PartitionLog};
 
-pub use kafka_protocol::records::Compression;
+pub(crate) use kafka_protocol::records::Compression;
 
 /// A wall clock far from zero, so that "old" timestamps are easy to make.
-pub const NOW: i64 = 1_700_000_000_000;
+pub(crate) const NOW: i64 = 1_700_000_000_000;
 
-pub const ALL_COMPRESSIONS: [Compression; 5] = [
+pub(crate) const ALL_COMPRESSIONS: [Compression; 5] = [
     Compression::None,
     Compression::Gzip,
     Compression::Snappy,
@@ -25,7 +25,7 @@ pub const ALL_COMPRESSIONS: [Compression; 5] = [
     Compression::Zstd,
 ];
 
-pub fn record(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
+pub(crate) fn record(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
     Record {
         transactional: false,
         control: false,
@@ -45,7 +45,7 @@ pub fn record(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
 }
 
 /// One batch with a record per timestamp, each with a `value_bytes` value.
-pub fn batch_with(timestamps: &[i64], compression: Compression, value_bytes: usize) -> Bytes {
+pub(crate) fn batch_with(timestamps: &[i64], compression: Compression, value_bytes: usize) -> Bytes {
     let records: Vec<Record> = timestamps
         .iter()
         .enumerate()
@@ -61,7 +61,7 @@ pub fn batch_with(timestamps: &[i64], compression: Compression, value_bytes: usi
 }
 
 /// `records` as one batch, encoded by kafka_protocol.
-pub fn encode(records: &[Record], compression: Compression) -> Bytes {
+pub(crate) fn encode(records: &[Record], compression: Compression) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -78,12 +78,12 @@ pub fn encode(records: &[Record], compression: Compression) -> Bytes {
 }
 
 /// One uncompressed batch of `count` records with timestamps from `timestamp`.
-pub fn batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
+pub(crate) fn batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
     let timestamps: Vec<i64> = (0..count as i64).map(|i| timestamp + i).collect();
     batch_with(&timestamps, Compression::None, value_bytes)
 }
 
-pub fn concat(parts: &[Bytes]) -> Bytes {
+pub(crate) fn concat(parts: &[Bytes]) -> Bytes {
     let mut joined = BytesMut::new();
     for part in parts {
         joined.extend_from_slice(part);
@@ -92,19 +92,19 @@ pub fn concat(parts: &[Bytes]) -> Bytes {
 }
 
 /// A config for tests: small index interval, everything else Kafka's.
-pub fn config() -> LogConfig {
+pub(crate) fn config() -> LogConfig {
     LogConfig {
         index_interval_bytes: 128,
         ..LogConfig::default()
     }
 }
 
-pub fn open(dir: &Path, config: LogConfig) -> PartitionLog {
+pub(crate) fn open(dir: &Path, config: LogConfig) -> PartitionLog {
     PartitionLog::open(dir, config, NOW).expect("open")
 }
 
 /// `(base offset, last offset)` of each batch in `bytes`, checking CRCs.
-pub fn batch_ranges(bytes: &Bytes) -> Vec<(i64, i64)> {
+pub(crate) fn batch_ranges(bytes: &Bytes) -> Vec<(i64, i64)> {
     Batches::new(bytes.clone())
         .map(|item| {
             let (header, batch) = item.expect("whole batches");
@@ -114,14 +114,14 @@ pub fn batch_ranges(bytes: &Bytes) -> Vec<(i64, i64)> {
         .collect()
 }
 
-pub fn headers(bytes: &Bytes) -> Vec<BatchHeader> {
+pub(crate) fn headers(bytes: &Bytes) -> Vec<BatchHeader> {
     Batches::new(bytes.clone())
         .map(|item| item.expect("whole batches").0)
         .collect()
 }
 
 /// `(offset, value)` of every record in `bytes`, decoded by kafka_protocol.
-pub fn decoded_records(bytes: &Bytes) -> Vec<(i64, Bytes)> {
+pub(crate) fn decoded_records(bytes: &Bytes) -> Vec<(i64, Bytes)> {
     let mut buf = bytes.clone();
     RecordBatchDecoder::decode_all(&mut buf)
         .expect("decode")
@@ -132,7 +132,7 @@ pub fn decoded_records(bytes: &Bytes) -> Vec<(i64, Bytes)> {
 }
 
 /// Reads the whole log from `offset`, segment by segment.
-pub fn read_all(log: &PartitionLog, mut offset: i64) -> Vec<(i64, i64)> {
+pub(crate) fn read_all(log: &PartitionLog, mut offset: i64) -> Vec<(i64, i64)> {
     let mut ranges = Vec::new();
     while offset < log.high_watermark() {
         let bytes = log
@@ -146,7 +146,7 @@ pub fn read_all(log: &PartitionLog, mut offset: i64) -> Vec<(i64, i64)> {
     ranges
 }
 
-pub fn segment_files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn segment_files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -158,7 +158,7 @@ pub fn segment_files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
 
 /// One batch of an idempotent (or, with `transactional`, a transactional)
 /// producer: `count` records from sequence `sequence`.
-pub fn producer_batch(
+pub(crate) fn producer_batch(
     producer_id: i64,
     epoch: i16,
     sequence: i32,
@@ -184,7 +184,7 @@ pub fn producer_batch(
 /// A transaction marker as a coordinator writes it: a control batch whose
 /// one record has key (version 0, type 1 commit / 0 abort) and value
 /// (version 0, coordinator epoch).
-pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Bytes {
+pub(crate) fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Bytes {
     let mut value = vec![0u8, 0];
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
     let record = Record {
@@ -201,7 +201,7 @@ pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoc
 }
 
 /// Everything a log holds, from its start, as a fetch returns it.
-pub fn all_bytes(log: &PartitionLog) -> Bytes {
+pub(crate) fn all_bytes(log: &PartitionLog) -> Bytes {
     log.read(
         log.log_start_offset(),
         usize::MAX >> 1,

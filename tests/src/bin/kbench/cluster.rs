@@ -25,7 +25,7 @@ const FAILOVERS: usize = 3;
 /// librdkafka's (`batch.size` 1,000,000), under `message.max.bytes`.
 const RAW_BATCH_RECORDS: usize = 900;
 
-pub fn cluster_phases(
+pub(crate) fn cluster_phases(
     args: &Args,
     runtime: &tokio::runtime::Runtime,
     report: &mut Report,

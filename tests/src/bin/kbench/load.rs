@@ -18,7 +18,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-pub async fn create_topic(
+pub(crate) async fn create_topic(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -48,13 +48,13 @@ pub async fn create_topic(
 
 /// Counts delivery reports.
 #[derive(Default)]
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     acked: AtomicU64,
     failed: AtomicU64,
 }
 
 #[derive(Clone, Default)]
-pub struct Counting(Arc<Deliveries>);
+pub(crate) struct Counting(Arc<Deliveries>);
 
 impl ClientContext for Counting {}
 
@@ -70,7 +70,7 @@ impl ProducerContext for Counting {
 
 /// A producer with `acks` "0", "1", "all", or "idempotent" (acks=all with
 /// `enable.idempotence`).
-pub fn producer(
+pub(crate) fn producer(
     bootstrap: &str,
     acks: &str,
     linger_ms: u32,
@@ -96,17 +96,17 @@ pub fn producer(
 
 /// What a produce phase did.
 #[derive(Debug, Clone, Copy)]
-pub struct Produced {
+pub(crate) struct Produced {
     pub records: u64,
     pub bytes: u64,
     pub seconds: f64,
 }
 
 impl Produced {
-    pub fn records_per_second(&self) -> f64 {
+    pub(crate) fn records_per_second(&self) -> f64 {
         self.records as f64 / self.seconds
     }
-    pub fn bytes_per_second(&self) -> f64 {
+    pub(crate) fn bytes_per_second(&self) -> f64 {
         self.bytes as f64 / self.seconds
     }
 }
@@ -115,7 +115,7 @@ impl Produced {
 /// `topic` for `duration`, as fast as librdkafka's queue takes them, then
 /// waits for every delivery report. Counts acknowledged records only, over
 /// the time to the last acknowledgement.
-pub fn produce(
+pub(crate) fn produce(
     bootstrap: &str,
     topic: &str,
     record_bytes: usize,
@@ -129,7 +129,7 @@ pub fn produce(
 }
 
 /// [`produce`] of `count` records (rounded up to a multiple of 1,024).
-pub fn produce_records(
+pub(crate) fn produce_records(
     bootstrap: &str,
     topic: &str,
     record_bytes: usize,
@@ -198,7 +198,7 @@ fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
 
 /// Reads partition 0 of `topic` from its log start to its high watermark;
 /// the time from the first poll to the last record.
-pub fn consume_all(bootstrap: &str, topic: &str) -> anyhow::Result<Produced> {
+pub(crate) fn consume_all(bootstrap: &str, topic: &str) -> anyhow::Result<Produced> {
     let consumer = consumer(bootstrap)?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(30))?;
     let mut assignment = TopicPartitionList::new();
@@ -233,7 +233,7 @@ pub fn consume_all(bootstrap: &str, topic: &str) -> anyhow::Result<Produced> {
 const PRIMING_STAMP: u64 = u64::MAX;
 
 /// End-to-end latencies in microseconds.
-pub struct Latency {
+pub(crate) struct Latency {
     pub histogram: Histogram<u64>,
     pub received: u64,
     pub sent: u64,
@@ -244,7 +244,7 @@ pub struct Latency {
 /// consumer, receive time minus intended send time: a producer that falls
 /// behind schedule adds its delay to the figures (no coordinated omission).
 /// The first `warmup` is not recorded.
-pub fn latency(
+pub(crate) fn latency(
     bootstrap: &str,
     topic: &str,
     record_bytes: usize,
@@ -347,7 +347,7 @@ pub fn latency(
 
 /// What a transactions phase did.
 #[derive(Debug, Clone, Copy)]
-pub struct Transactions {
+pub(crate) struct Transactions {
     pub commits: u64,
     pub records: u64,
     pub seconds: f64,
@@ -356,7 +356,7 @@ pub struct Transactions {
 /// One transactional producer, one transaction after the other for
 /// `duration`: each writes `records_per_partition` records of 100 B to
 /// each of `partitions` partitions of `topic`, then commits.
-pub fn transactions(
+pub(crate) fn transactions(
     bootstrap: &str,
     topic: &str,
     partitions: i32,

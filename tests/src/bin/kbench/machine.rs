@@ -11,7 +11,7 @@ const CHUNK: usize = 1 << 20;
 
 /// Bytes per second one TCP stream carries over 127.0.0.1 for `duration`
 /// (1 MiB writes, 1 MiB reads, a thread at each end).
-pub fn loopback_tcp(duration: Duration) -> anyhow::Result<f64> {
+pub(crate) fn loopback_tcp(duration: Duration) -> anyhow::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
     let reader = std::thread::spawn(move || -> std::io::Result<u64> {
@@ -40,14 +40,14 @@ pub fn loopback_tcp(duration: Duration) -> anyhow::Result<f64> {
 /// `bytes`, whichever comes first: buffered with one fsync at the end
 /// (`sync_every` = None), or with fdatasync after every `sync_every` bytes.
 /// The file is removed after.
-pub struct DiskWrite {
+pub(crate) struct DiskWrite {
     pub bytes_per_second: f64,
     /// CPU seconds this process spent per GB written (the kernel's copy into
     /// the page cache is counted here, as it is for the broker).
     pub cpu_seconds_per_gb: f64,
 }
 
-pub fn disk_write(
+pub(crate) fn disk_write(
     dir: &Path,
     duration: Duration,
     bytes: u64,

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// User plus system CPU seconds of process `pid` (`self` for this one).
-pub fn cpu_seconds(pid: &str) -> f64 {
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
@@ -30,7 +30,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS`).
-pub fn rss_bytes(pid: &str) -> u64 {
+pub(crate) fn rss_bytes(pid: &str) -> u64 {
     status_kib(pid, "VmRSS:") * 1024
 }
 
@@ -49,7 +49,7 @@ fn status_kib(pid: &str, field: &str) -> u64 {
 
 /// Page cache waiting to be written back (`Dirty` + `Writeback` of
 /// `/proc/meminfo`), in bytes.
-pub fn dirty_bytes() -> u64 {
+pub(crate) fn dirty_bytes() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib = |field: &str| {
         meminfo
@@ -63,7 +63,7 @@ pub fn dirty_bytes() -> u64 {
 }
 
 /// Waits until at most `bytes` of page cache wait for writeback, or `limit`.
-pub fn wait_for_writeback(bytes: u64, limit: Duration) {
+pub(crate) fn wait_for_writeback(bytes: u64, limit: Duration) {
     let started = std::time::Instant::now();
     while dirty_bytes() > bytes && started.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(200));
@@ -71,14 +71,14 @@ pub fn wait_for_writeback(bytes: u64, limit: Duration) {
 }
 
 /// Samples a process's RSS every 50 ms and keeps the peak, for one phase.
-pub struct PeakRss {
+pub(crate) struct PeakRss {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl PeakRss {
-    pub fn start(pid: u32) -> PeakRss {
+    pub(crate) fn start(pid: u32) -> PeakRss {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
         let thread = {
@@ -99,7 +99,7 @@ impl PeakRss {
     }
 
     /// Stops sampling; the peak in bytes.
-    pub fn finish(mut self) -> u64 {
+    pub(crate) fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -109,14 +109,14 @@ impl PeakRss {
 }
 
 /// CPU seconds of the broker and of this process over a phase.
-pub struct CpuMeter {
+pub(crate) struct CpuMeter {
     broker_pid: String,
     broker_start: f64,
     own_start: f64,
 }
 
 impl CpuMeter {
-    pub fn start(broker_pid: u32) -> CpuMeter {
+    pub(crate) fn start(broker_pid: u32) -> CpuMeter {
         let broker_pid = broker_pid.to_string();
         CpuMeter {
             broker_start: cpu_seconds(&broker_pid),
@@ -126,7 +126,7 @@ impl CpuMeter {
     }
 
     /// `(broker, load generator)` CPU seconds since `start`.
-    pub fn read(&self) -> (f64, f64) {
+    pub(crate) fn read(&self) -> (f64, f64) {
         (
             cpu_seconds(&self.broker_pid) - self.broker_start,
             cpu_seconds("self") - self.own_start,

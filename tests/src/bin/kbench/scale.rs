@@ -19,7 +19,7 @@ use kafka_protocol::records::{
 };
 
 /// One uncompressed batch of `count` records of `value_bytes` bytes.
-pub fn batch(count: usize, value_bytes: usize) -> anyhow::Result<Bytes> {
+pub(crate) fn batch(count: usize, value_bytes: usize) -> anyhow::Result<Bytes> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -60,7 +60,7 @@ pub fn batch(count: usize, value_bytes: usize) -> anyhow::Result<Bytes> {
 }
 
 /// What `connections` connections produced together.
-pub struct ConnectionLoad {
+pub(crate) struct ConnectionLoad {
     pub connections: usize,
     pub records: u64,
     pub seconds: f64,
@@ -69,7 +69,7 @@ pub struct ConnectionLoad {
 /// Opens `connections` connections, then has each send Produce requests
 /// (acks=1, one batch of `batch_records` records to partition
 /// `i % partitions`) one at a time for `duration`.
-pub async fn connections(
+pub(crate) async fn connections(
     bootstrap: &str,
     topic: &str,
     partitions: i32,

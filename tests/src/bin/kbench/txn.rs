@@ -71,7 +71,7 @@ fn encode_batch(
 /// `records_per_partition` records of 100 B to each of `partitions`
 /// partitions of `topic` and committing. A single broker (it coordinates
 /// every transactional id and leads every partition).
-pub async fn run(
+pub(crate) async fn run(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -198,7 +198,7 @@ pub async fn run(
 
 /// What a protocol-level produce phase did.
 #[derive(Debug, Clone, Copy)]
-pub struct Produced {
+pub(crate) struct Produced {
     pub records: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -212,7 +212,7 @@ pub struct Produced {
 /// none. Both variants do the same client work per batch (a header
 /// rewritten and its CRC computed again), so the difference is the
 /// broker's.
-pub async fn produce(
+pub(crate) async fn produce(
     bootstrap: &str,
     topic: &str,
     acks: i16,
