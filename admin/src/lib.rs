@@ -780,7 +780,7 @@ async fn describe_groups(brokers: &mut Brokers, groups: &[String]) -> anyhow::Re
             "protocol": group.protocol_data.to_string(),
             "members": members.iter().map(|(m, assigned)| json!({
                 "member_id": m.member_id.to_string(),
-                "group_instance_id": m.group_instance_id.as_ref().map(|s| s.to_string()),
+                "group_instance_id": m.group_instance_id.as_ref().map(std::string::ToString::to_string),
                 "client_id": m.client_id.to_string(),
                 "client_host": m.client_host.to_string(),
                 "assignment": assigned.iter().map(|(t, p)| json!({"topic": t, "partition": p})).collect::<Vec<_>>(),
@@ -940,7 +940,7 @@ async fn describe_configs(
             .iter()
             .map(|c| json!({
                 "name": c.name.to_string(),
-                "value": c.value.as_ref().map(|v| v.to_string()),
+                "value": c.value.as_ref().map(std::string::ToString::to_string),
                 "source": source_name(c.config_source),
                 "read_only": c.read_only,
                 "sensitive": c.is_sensitive,

@@ -102,7 +102,11 @@ impl Brokers {
     }
 
     /// The leader of `topic`-`partition`, if it has one.
-    pub(crate) async fn leader_id(&mut self, topic: &str, partition: i32) -> anyhow::Result<Option<i32>> {
+    pub(crate) async fn leader_id(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<Option<i32>> {
         let metadata = self.metadata(false).await?;
         Ok(metadata
             .topics
@@ -113,7 +117,11 @@ impl Brokers {
             .filter(|leader| *leader >= 0))
     }
 
-    pub(crate) async fn leader(&mut self, topic: &str, partition: i32) -> anyhow::Result<&mut Client> {
+    pub(crate) async fn leader(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<&mut Client> {
         let leader = self
             .leader_id(topic, partition)
             .await?

@@ -112,7 +112,7 @@ pub(crate) async fn serve(
         let _ = writing.await;
     }
     .instrument(span)
-    .await
+    .await;
 }
 
 /// Reads one frame; `None` on a clean end of stream before a frame starts.

@@ -82,12 +82,12 @@ async fn open_store(config: &BrokerConfig) -> anyhow::Result<Arc<dyn MetadataSto
         registration: config.registration(),
         data_dir: config.log_dir.clone(),
         controller: ControllerConfig {
-            unclean_leader_election: config.unclean_leader_election_enable,
-            auto_leader_rebalance: config.auto_leader_rebalance_enable,
+            unclean_leader_election: config.replication.unclean_leader_election_enable,
+            auto_leader_rebalance: config.replication.auto_leader_rebalance_enable,
             leader_imbalance_check_interval: Duration::from_secs(
-                config.leader_imbalance_check_interval_seconds,
+                config.replication.leader_imbalance_check_interval_seconds,
             ),
-            leader_imbalance_percentage: config.leader_imbalance_per_broker_percentage,
+            leader_imbalance_percentage: config.replication.leader_imbalance_per_broker_percentage,
         },
     })
     .await
@@ -104,7 +104,7 @@ fn raise_open_files_limit() {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => tracing::info!(from = soft, to = hard, "raised the open files limit"),
             Err(error) => {
-                tracing::warn!(%error, soft, hard, "could not raise the open files limit")
+                tracing::warn!(%error, soft, hard, "could not raise the open files limit");
             }
         },
         Ok((soft, _)) => tracing::info!(limit = soft, "open files limit"),

@@ -66,7 +66,11 @@ pub(crate) struct ReplicaFetchers {
 }
 
 impl ReplicaFetchers {
-    pub(crate) fn new(node_id: i32, store: Arc<dyn MetadataStore>, settings: ReplicaFetchConfig) -> Self {
+    pub(crate) fn new(
+        node_id: i32,
+        store: Arc<dyn MetadataStore>,
+        settings: ReplicaFetchConfig,
+    ) -> Self {
         ReplicaFetchers {
             node_id,
             store,

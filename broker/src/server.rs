@@ -66,7 +66,12 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
     ));
     tracker.spawn(crate::broker::replication::checkpoint_high_watermarks(
         broker.clone(),
-        Duration::from_millis(broker.config.high_watermark_checkpoint_interval_ms),
+        Duration::from_millis(
+            broker
+                .config
+                .replication
+                .high_watermark_checkpoint_interval_ms,
+        ),
         shutdown.clone(),
     ));
     let expiring = broker.clone();

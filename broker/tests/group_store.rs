@@ -34,7 +34,7 @@ async fn commit(
     offsets: &[(i32, i64, &str)],
     now_ms: i64,
 ) {
-    commit_for(broker, group, topic, offsets, now_ms, None).await
+    commit_for(broker, group, topic, offsets, now_ms, None).await;
 }
 
 /// A commit; with `producer`, a transactional one (TxnOffsetCommit).

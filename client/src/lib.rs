@@ -53,8 +53,9 @@ impl Client {
             match TcpStream::connect(address).await {
                 Ok(stream) => return Client::handshake(stream, client_id).await,
                 Err(error) => {
-                    failure =
-                        Some(anyhow::Error::from(error).context(format!("connecting to {address}")))
+                    failure = Some(
+                        anyhow::Error::from(error).context(format!("connecting to {address}")),
+                    );
                 }
             }
         }

@@ -460,7 +460,7 @@ mod tests {
         let wrapper = message_set(1, 1, &[(0, 5, None, &gzip(&inner))]);
         assert!(matches!(
             parse(&wrapper, 10_000),
-            Err(LegacyError::TooLarge { .. }) | Err(LegacyError::Decompression { .. })
+            Err(LegacyError::TooLarge { .. } | LegacyError::Decompression { .. })
         ));
         assert!(parse(&wrapper, 200_000).is_ok());
     }

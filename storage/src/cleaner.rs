@@ -143,10 +143,7 @@ pub fn swap_file_name(base_offset: i64, end_offset: i64) -> String {
 }
 
 fn group_file_name(base_offset: i64, end_offset: i64, suffix: &str) -> String {
-    format!(
-        "{base_offset:0width$}-{end_offset:0width$}{suffix}",
-        width = SEGMENT_NAME_DIGITS
-    )
+    format!("{base_offset:0SEGMENT_NAME_DIGITS$}-{end_offset:0SEGMENT_NAME_DIGITS$}{suffix}")
 }
 
 /// `(base, end)` of a `<base>-<end><suffix>` file name.
@@ -440,7 +437,7 @@ impl Pass {
         stats.bytes_after += written;
         let file = writer
             .into_inner()
-            .map_err(|error| error.into_error())
+            .map_err(std::io::IntoInnerError::into_error)
             .at(path)?;
         file.sync_all().at(path)?;
         Ok(changed)

@@ -39,7 +39,7 @@ pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 
 pub fn segment_file_name(base_offset: i64, suffix: &str) -> String {
-    format!("{base_offset:0width$}{suffix}", width = SEGMENT_NAME_DIGITS)
+    format!("{base_offset:0SEGMENT_NAME_DIGITS$}{suffix}")
 }
 
 /// `(base offset, suffix)` of a segment file name.

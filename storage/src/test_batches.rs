@@ -26,7 +26,12 @@ pub(crate) fn record_with(offset: i64, timestamp: i64, value: Vec<u8>) -> Record
 }
 
 /// A record with `key` (and the other fields of [`record_with`]).
-pub(crate) fn keyed_record(offset: i64, timestamp: i64, key: &str, value: Option<Vec<u8>>) -> Record {
+pub(crate) fn keyed_record(
+    offset: i64,
+    timestamp: i64,
+    key: &str,
+    value: Option<Vec<u8>>,
+) -> Record {
     Record {
         key: Some(Bytes::copy_from_slice(key.as_bytes())),
         value: value.map(Bytes::from),

@@ -203,7 +203,7 @@ fn missing_and_damaged_indexes_are_rebuilt() {
             file.set_len(file_len(path) - 3).unwrap();
         }),
         ("garbage", |path| {
-            std::fs::write(path, vec![0xA5; 96]).unwrap()
+            std::fs::write(path, vec![0xA5; 96]).unwrap();
         }),
         ("zeros", |path| std::fs::write(path, vec![0; 48]).unwrap()),
         ("past the log", |path| {

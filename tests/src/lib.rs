@@ -51,7 +51,10 @@ impl BrokerProcess {
             log_path: temp.path().join("broker.log"),
             data_dir,
             _temp: Some(temp),
-            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            overrides: overrides
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
         };
         broker.spawn();
         broker
@@ -361,7 +364,7 @@ impl Cluster {
         let brokers = (1..=size)
             .map(|node_id| {
                 let mut all = cluster_overrides(&etcd, node_id as i32);
-                all.extend(overrides.iter().map(|o| o.to_string()));
+                all.extend(overrides.iter().map(std::string::ToString::to_string));
                 let all: Vec<&str> = all.iter().map(String::as_str).collect();
                 BrokerProcess::start_on(&format!("127.0.0.{node_id}"), &all)
             })

@@ -251,6 +251,10 @@ async fn metadata_auto_creates_topics_when_allowed() {
     let all = client("false")
         .fetch_metadata(None, TIMEOUT)
         .expect("metadata");
-    let names: Vec<&str> = all.topics().iter().map(|topic| topic.name()).collect();
+    let names: Vec<&str> = all
+        .topics()
+        .iter()
+        .map(rdkafka::metadata::MetadataTopic::name)
+        .collect();
     assert_eq!(names, ["auto-created"]);
 }

@@ -37,7 +37,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
         match applied {
             Ok(Ok(())) => {}
             Ok(Err(failures)) => {
-                tracing::error!(failures = failures.len(), first = %failures[0], "some replicas could not be opened")
+                tracing::error!(failures = failures.len(), first = %failures[0], "some replicas could not be opened");
             }
             Err(error) => tracing::error!(%error, "applying cluster metadata failed"),
         }
@@ -195,7 +195,7 @@ impl Broker {
         for state in &metadata.partitions {
             match topic.partition(state.partition) {
                 Some(partition) => {
-                    self.update_partition(partition, metadata, state, defaults, failures)
+                    self.update_partition(partition, metadata, state, defaults, failures);
                 }
                 None => partitions.push(self.new_partition(
                     &topic.name,

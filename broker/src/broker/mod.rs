@@ -77,7 +77,7 @@ impl Broker {
         let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
             config.node_id,
             store.clone(),
-            config.replica_fetch,
+            config.replication.replica_fetch,
         );
         let producer_ids = crate::txn::ProducerIds::new(store.clone());
         let transactions = crate::txn::TransactionCoordinator::new(config.transactions.clone());
@@ -135,7 +135,7 @@ impl Broker {
     /// Makes the partitions show the store's snapshot as of now (after a
     /// change this broker made), applying it here unless the apply loop
     /// already has.
-    pub async fn wait_applied(&self) {
+    pub fn wait_applied(&self) {
         let snapshot = self.metadata();
         if *self.applied.borrow() >= snapshot.revision {
             return;
@@ -208,7 +208,7 @@ impl Broker {
         {
             Ok(_) => Ok(()),
             Err(TopicError::Metadata(coordinator::CoordinatorError::TopicExists(_))) => {
-                self.wait_applied().await;
+                self.wait_applied();
                 Ok(())
             }
             Err(error) => Err(error),
@@ -294,7 +294,7 @@ impl Broker {
         };
         let topic = self.store.create_topic(request, validate_only).await?;
         if !validate_only {
-            self.wait_applied().await;
+            self.wait_applied();
             tracing::info!(topic = name, partitions = topic.partitions.len(), topic_id = %topic.topic_id, "created topic");
         }
         Ok(topic)
@@ -343,7 +343,7 @@ impl Broker {
             .create_partitions(name, count, assignment, validate_only)
             .await?;
         if !validate_only {
-            self.wait_applied().await;
+            self.wait_applied();
             tracing::info!(topic = name, to = count, "added partitions");
         }
         Ok(grown)
@@ -369,7 +369,7 @@ impl Broker {
             return Ok(());
         }
         self.store.set_topic_configs(name, configs).await?;
-        self.wait_applied().await;
+        self.wait_applied();
         tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }
@@ -385,7 +385,7 @@ impl Broker {
         }
         let _admin = self.admin.lock().await;
         let deleted = self.store.delete_topic(name).await?;
-        self.wait_applied().await;
+        self.wait_applied();
         tracing::info!(topic = name, topic_id = %deleted.topic_id, "deleted topic");
         Ok(deleted)
     }
@@ -407,10 +407,10 @@ impl Broker {
             match enforced {
                 Ok(Ok(0)) | Err(_) => {}
                 Ok(Ok(deleted)) => {
-                    tracing::info!(topic = %partition.topic, partition = partition.index, deleted, "retention deleted segments")
+                    tracing::info!(topic = %partition.topic, partition = partition.index, deleted, "retention deleted segments");
                 }
                 Ok(Err(error)) => {
-                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "retention failed")
+                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "retention failed");
                 }
             }
         }
@@ -464,7 +464,7 @@ impl Broker {
             return Ok(());
         }
         self.store.set_broker_configs(resource, configs).await?;
-        self.wait_applied().await;
+        self.wait_applied();
         tracing::info!(resource, "dynamic broker configs changed");
         Ok(())
     }
@@ -486,7 +486,7 @@ impl Broker {
                 ),
                 Ok(Ok(_)) | Err(_) => {}
                 Ok(Err(error)) => {
-                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "compaction failed")
+                    tracing::error!(topic = %partition.topic, partition = partition.index, %error, "compaction failed");
                 }
             }
         }

@@ -13,7 +13,7 @@ use super::Broker;
 /// Shrinks and expands the ISR of the partitions this broker leads, every
 /// `period`, until shutdown.
 pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::CancellationToken) {
-    let lag_max = Duration::from_millis(broker.config.replica_lag_time_max_ms);
+    let lag_max = Duration::from_millis(broker.config.replication.replica_lag_time_max_ms);
     let period = (lag_max / 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -44,7 +44,7 @@ pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::Cance
             match broker.store().alter_isr(change).await {
                 Ok(_) => {
                     tracing::info!(topic = %partition.topic, partition = partition.index, from = ?state.isr, to = ?isr, "ISR changed");
-                    broker.wait_applied().await;
+                    broker.wait_applied();
                 }
                 Err(error) => {
                     tracing::info!(topic = %partition.topic, partition = partition.index, %error, "ISR change refused");

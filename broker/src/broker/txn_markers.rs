@@ -183,10 +183,10 @@ async fn complete(broker: &Broker, completion: Completion, shutdown: &Cancellati
     }
     match broker.transactions.complete(&completion).await {
         Ok(()) => {
-            tracing::debug!(transactional_id = %completion.transactional_id, commit = completion.commit, "transaction complete")
+            tracing::debug!(transactional_id = %completion.transactional_id, commit = completion.commit, "transaction complete");
         }
         Err(error_code) => {
-            tracing::info!(transactional_id = %completion.transactional_id, error_code, "completing a transaction failed; the next coordinator finishes it")
+            tracing::info!(transactional_id = %completion.transactional_id, error_code, "completing a transaction failed; the next coordinator finishes it");
         }
     }
 }

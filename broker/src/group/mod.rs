@@ -190,7 +190,9 @@ impl CommitOffset {
             partition,
             offset,
             leader_epoch,
-            metadata: metadata.map(|m| m.to_string()).unwrap_or_default(),
+            metadata: metadata
+                .map(std::string::ToString::to_string)
+                .unwrap_or_default(),
         }
     }
 }
@@ -366,7 +368,7 @@ impl Group {
         first
             .iter()
             .filter(|name| rest.iter().all(|list| list.contains(name)))
-            .map(|name| name.to_string())
+            .map(std::string::ToString::to_string)
             .collect()
     }
 
@@ -450,7 +452,7 @@ impl Group {
     ) {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty => {
-                self.prepare_rebalance(config, now, now_ms, reason)
+                self.prepare_rebalance(config, now, now_ms, reason);
             }
             GroupState::PreparingRebalance | GroupState::Dead => {}
         }

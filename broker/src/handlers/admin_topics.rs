@@ -65,7 +65,10 @@ pub(super) async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub(super) fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(super) fn delete_records(
+    broker: &Broker,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()

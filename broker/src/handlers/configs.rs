@@ -326,7 +326,10 @@ async fn alter_broker(
         .map_err(|error| (topic_error_code(&error), error.to_string()))
 }
 
-pub(super) async fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(super) async fn alter_configs(
+    broker: &Broker,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();

@@ -75,9 +75,7 @@ async fn delete(broker: &Broker, name: Option<TopicName>, topic_id: Uuid) -> Del
     };
     match broker.delete_topic(&topic.name).await {
         Ok(deleted) => result
-            .with_name(Some(TopicName(StrBytes::from_string(
-                deleted.name.to_string(),
-            ))))
+            .with_name(Some(TopicName(StrBytes::from_string(deleted.name.clone()))))
             .with_topic_id(deleted.topic_id),
         Err(error) => failed(result, errors::topic_error_code(&error), error.to_string()),
     }

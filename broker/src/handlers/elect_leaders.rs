@@ -60,7 +60,7 @@ pub(super) async fn handle(
         }
     };
     if !results.is_empty() {
-        broker.wait_applied().await;
+        broker.wait_applied();
     }
     let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
     for ((topic, partition), outcome) in results {

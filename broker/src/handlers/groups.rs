@@ -180,7 +180,10 @@ pub(super) fn leave_group(
             .iter()
             .map(|m| LeavingMember {
                 member_id: m.member_id.to_string(),
-                group_instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
+                group_instance_id: m
+                    .group_instance_id
+                    .as_ref()
+                    .map(std::string::ToString::to_string),
             })
             .collect()
     } else {

@@ -23,7 +23,11 @@ const CONSUMER_REPLICA_ID: i32 = -1;
 /// The response carries the leader epoch from v4 on.
 const LEADER_EPOCH_VERSION_MIN: i16 = 4;
 
-pub(super) fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(super) fn handle(
+    broker: &Broker,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == READ_COMMITTED;
     // A consumer's request, not a replica's or a debugging tool's (Kafka
     // reads only those at an isolation level, and refuses only those while

@@ -146,7 +146,7 @@ async fn requested_topic(
     }
     match broker.auto_create_topic(name.0.as_str()).await {
         Ok(topic) => topic_response(&broker.metadata(), &topic, listener),
-        Err(error @ TopicError::Storage(_)) | Err(error @ TopicError::Metadata(_)) => {
+        Err(error @ (TopicError::Storage(_) | TopicError::Metadata(_))) => {
             tracing::error!(topic = %name.0, %error, "auto-creating a topic failed");
             failed(errors::topic_error_code(&error))
         }
@@ -190,9 +190,7 @@ fn topic_response(
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(
-            topic.name.to_string(),
-        ))))
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
         .with_is_internal(crate::topics::is_internal(&topic.name))
         .with_partitions(partitions)

@@ -77,7 +77,10 @@ pub(super) async fn offset_commit(
                     group_id: request.group_id.0.to_string(),
                     generation_id: request.generation_id_or_member_epoch,
                     member_id: request.member_id.to_string(),
-                    group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                    group_instance_id: request
+                        .group_instance_id
+                        .as_ref()
+                        .map(std::string::ToString::to_string),
                     offsets: commits,
                     producer: None,
                 },

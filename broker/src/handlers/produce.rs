@@ -194,8 +194,12 @@ fn produce_partition(
     else {
         return (not_here(broker, name, data.index, response), None);
     };
-    let min_insync_replicas = (acks == -1)
-        .then(|| min_insync_replicas(&topic.configs, broker.config.min_insync_replicas));
+    let min_insync_replicas = (acks == -1).then(|| {
+        min_insync_replicas(
+            &topic.configs,
+            broker.config.replication.min_insync_replicas,
+        )
+    });
     let mut records: Bytes = data.records.unwrap_or_default();
     if version < PRODUCE_RECORD_BATCH_VERSION_MIN {
         // A message set v0/v1: stored as one record batch, as Kafka 3.x does.
@@ -392,7 +396,7 @@ async fn verify_transactions(broker: &Broker, request: &ProduceRequest) -> Verif
         for ((key, guard), error_code) in partitions.into_iter().zip(codes) {
             let outcome = match ResponseError::try_from_code(error_code) {
                 None if error_code == errors::NONE => Ok(guard),
-                Some(ResponseError::ProducerFenced) | Some(ResponseError::InvalidProducerEpoch) => {
+                Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch) => {
                     Err(code(ResponseError::InvalidProducerEpoch))
                 }
                 Some(

@@ -212,7 +212,11 @@ pub(super) async fn add_offsets_to_txn(
     response.with_error_code(result.err().unwrap_or(NONE))
 }
 
-pub(super) async fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnResponse {
+pub(super) async fn end_txn(
+    broker: &Broker,
+    request: EndTxnRequest,
+    version: i16,
+) -> EndTxnResponse {
     let result = broker
         .transactions
         .end_txn(
@@ -331,7 +335,10 @@ pub(super) async fn txn_offset_commit(
                     } else {
                         String::new()
                     },
-                    group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                    group_instance_id: request
+                        .group_instance_id
+                        .as_ref()
+                        .map(std::string::ToString::to_string),
                     offsets: commits,
                     producer: Some((request.producer_id.0, request.producer_epoch)),
                 },

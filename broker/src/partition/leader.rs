@@ -258,9 +258,8 @@ impl Partition {
             changes.borrow_and_update();
             let now =
                 self.lead(|log, state| (log.high_watermark(), state.leader_epoch, state.isr.len()));
-            let (high_watermark, epoch, isr) = match now {
-                Ok(now) => now,
-                Err(_) => return Err(code(ResponseError::NotLeaderOrFollower)),
+            let Ok((high_watermark, epoch, isr)) = now else {
+                return Err(code(ResponseError::NotLeaderOrFollower));
             };
             if epoch != leader_epoch {
                 return Err(code(ResponseError::NotLeaderOrFollower));

@@ -299,7 +299,7 @@ impl Partition {
             Ok(Some(sync)) => self.spawn_roll_sync(sync),
             Ok(None) => {}
             Err(error) => {
-                tracing::error!(topic = %self.topic, partition = self.index, %error, "preparing the fsync of a rolled segment failed; the next flush does it")
+                tracing::error!(topic = %self.topic, partition = self.index, %error, "preparing the fsync of a rolled segment failed; the next flush does it");
             }
         }
     }

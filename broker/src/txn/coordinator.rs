@@ -239,7 +239,7 @@ impl TransactionCoordinator {
                     loaded.insert(id, TxnMetadata::from_value(value));
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(transactional_id = %id, %error, "skipping a transaction record")
+                    tracing::warn!(transactional_id = %id, %error, "skipping a transaction record");
                 }
             }
         }

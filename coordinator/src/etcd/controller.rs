@@ -310,7 +310,9 @@ pub(crate) async fn write(
                 CoordinatorError::NotController
             });
         }
-        revision = response.header().map_or(0, |h| h.revision());
+        revision = response
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
     }
     inner.applied(revision).await;
     Ok(revision)

@@ -264,7 +264,11 @@ impl Inner {
 
     /// `state` of a partition of `topic` as a guarded write, computed
     /// against the cache as it is now.
-    pub(crate) fn planned_write(&self, topic: &str, state: PartitionMetadata) -> Option<PartitionWrite> {
+    pub(crate) fn planned_write(
+        &self,
+        topic: &str,
+        state: PartitionMetadata,
+    ) -> Option<PartitionWrite> {
         let cache = self.cache.lock();
         let topic_id = cache.topic_record(topic)?.topic_id;
         let guard = self.partition_guard(&cache, topic, topic_id, state.partition)?;
@@ -312,7 +316,9 @@ impl Inner {
                     None,
                 )]);
             let response = self.txn(txn).await?;
-            let written_at = response.header().map_or(0, |h| h.revision());
+            let written_at = response
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision);
             if response.succeeded() {
                 self.applied(written_at).await;
                 return Ok(written_at);
@@ -436,7 +442,11 @@ impl MetadataStore for EtcdStore {
             return Err(CoordinatorError::TopicExists(request.name));
         }
         self.inner
-            .applied(response.header().map_or(0, |h| h.revision()))
+            .applied(
+                response
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision),
+            )
             .await;
         tracing::info!(topic = %planned.name, topic_id = %planned.topic_id, partitions = planned.partitions.len(), "created topic in etcd");
         Ok(self
@@ -525,7 +535,11 @@ impl MetadataStore for EtcdStore {
             )));
         }
         self.inner
-            .applied(response.header().map_or(0, |h| h.revision()))
+            .applied(
+                response
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision),
+            )
             .await;
         Ok(topic)
     }
@@ -571,7 +585,11 @@ impl MetadataStore for EtcdStore {
         // nothing to wait for.
         if wrote {
             self.inner
-                .applied(response.header().map_or(0, |h| h.revision()))
+                .applied(
+                    response
+                        .header()
+                        .map_or(0, etcd_client::ResponseHeader::revision),
+                )
                 .await;
         }
         Ok(())
@@ -679,7 +697,11 @@ impl MetadataStore for EtcdStore {
             )));
         }
         inner
-            .applied(response.header().map_or(0, |h| h.revision()))
+            .applied(
+                response
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision),
+            )
             .await;
         Ok(next)
     }

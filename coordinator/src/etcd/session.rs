@@ -143,7 +143,9 @@ async fn establish(inner: &Inner, previous: Option<i64>) -> Result<Lease, etcd_c
             .or_else([TxnOp::get(key.clone(), None)]);
         let response = timed(client.txn(txn)).await?;
         if response.succeeded() {
-            let revision = response.header().map_or(0, |h| h.revision());
+            let revision = response
+                .header()
+                .map_or(0, etcd_client::ResponseHeader::revision);
             return Ok(Lease {
                 id: lease,
                 broker_epoch: revision,
@@ -242,7 +244,7 @@ async fn keep_alive(inner: &Inner, lease: i64) {
                 inner.session.extend(sent + ttl_granted - margin(ttl));
             }
             Ok(Ok(Some(_))) => return, // TTL 0: the lease expired
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+            Ok(Ok(None) | Err(_)) | Err(_) => {
                 if inner.session.valid() {
                     tracing::warn!("etcd keep-alive failed; retrying");
                 } else {
@@ -262,7 +264,7 @@ pub(crate) async fn revoke(inner: &Inner) {
         match timed(client.lease_revoke(lease.id)).await {
             Ok(_) => tracing::info!(lease = format!("{:x}", lease.id), "ended the etcd session"),
             Err(error) => {
-                tracing::warn!(%error, "could not end the etcd session; it expires by itself")
+                tracing::warn!(%error, "could not end the etcd session; it expires by itself");
             }
         }
         inner.session.invalidate();

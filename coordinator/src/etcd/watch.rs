@@ -18,7 +18,9 @@ pub(crate) async fn load(inner: &Inner) -> Result<i64, CoordinatorError> {
     let response = timed(client.get(inner.keys.all(), Some(GetOptions::new().with_prefix())))
         .await
         .map_err(super::unavailable)?;
-    let revision = response.header().map_or(0, |h| h.revision());
+    let revision = response
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
     let mut cache = inner.cache.lock();
     cache.clear();
     for kv in response.kvs() {

@@ -45,7 +45,11 @@ pub(crate) fn record(offset: i64, timestamp: i64, value: Vec<u8>) -> Record {
 }
 
 /// One batch with a record per timestamp, each with a `value_bytes` value.
-pub(crate) fn batch_with(timestamps: &[i64], compression: Compression, value_bytes: usize) -> Bytes {
+pub(crate) fn batch_with(
+    timestamps: &[i64],
+    compression: Compression,
+    value_bytes: usize,
+) -> Bytes {
     let records: Vec<Record> = timestamps
         .iter()
         .enumerate()
@@ -184,7 +188,12 @@ pub(crate) fn producer_batch(
 /// A transaction marker as a coordinator writes it: a control batch whose
 /// one record has key (version 0, type 1 commit / 0 abort) and value
 /// (version 0, coordinator epoch).
-pub(crate) fn marker_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Bytes {
+pub(crate) fn marker_batch(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Bytes {
     let mut value = vec![0u8, 0];
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
     let record = Record {

@@ -91,7 +91,11 @@ pub(crate) fn cluster_phases(
         .map(|id| cluster.bootstrap(id))
         .collect::<Vec<_>>()
         .join(",");
-    let pids: Vec<u32> = cluster.brokers.iter().filter_map(|b| b.pid()).collect();
+    let pids: Vec<u32> = cluster
+        .brokers
+        .iter()
+        .filter_map(e2e::BrokerProcess::pid)
+        .collect();
     create_replicated(runtime, &bootstrap, "cluster-1024-all")?;
     phase("RF=3: warm-up");
     load::produce_records(&bootstrap, "cluster-1024-all", 1024, "all", warm_up_records)?;
@@ -410,7 +414,7 @@ fn leader_of(bootstrap: &str, topic: &str) -> anyhow::Result<i32> {
                 .topics()
                 .first()
                 .and_then(|t| t.partitions().first())
-                .map(|p| p.leader())
+                .map(rdkafka::metadata::MetadataPartition::leader)
                 .filter(|leader| *leader > 0)
             {
                 return Ok(leader);

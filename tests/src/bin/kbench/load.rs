@@ -291,7 +291,7 @@ pub(crate) fn latency(
                     match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&payload)) {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                            std::thread::sleep(Duration::from_micros(100))
+                            std::thread::sleep(Duration::from_micros(100));
                         }
                         Err((error, _)) => bail!("produce: {error}"),
                     }
