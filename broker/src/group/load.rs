@@ -1,0 +1,210 @@
+//! Loading a partition of `__consumer_offsets` when this broker becomes its
+//! leader (replaying its records into groups and offsets), and forgetting
+//! its groups when it stops leading it.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+
+use super::records::{GroupValue, OffsetValue, RecordKey};
+use super::state::*;
+use super::GroupCoordinator;
+use crate::internal_topics::{partition_for, read_all_records};
+use crate::partition::Partition;
+
+impl GroupCoordinator {
+    /// Replays one partition of `__consumer_offsets` (in offset order),
+    /// which this broker now leads: from now on it coordinates the groups
+    /// of that partition.
+    pub fn load_partition(&self, partition: &Partition, now: Instant, now_ms: i64) {
+        let mut groups = self.lock();
+        let records = partition.with_log(read_all_records);
+        let Ok(records) = records else {
+            return;
+        };
+        let loaded = records.len();
+        // Transactional offset commits wait for their producer's marker.
+        let mut open: HashMap<i64, Vec<(RecordKey, Option<Bytes>)>> = HashMap::new();
+        for record in records {
+            let Some(key) = record.key else { continue };
+            if record.control {
+                // A marker: key (version, type 0 abort / 1 commit).
+                let commit = key.len() >= 4 && key[3] == 1;
+                for (key, value) in open.remove(&record.producer_id).unwrap_or_default() {
+                    if commit {
+                        replay(&mut groups, key, value, now, now_ms);
+                    }
+                }
+                continue;
+            }
+            let key = match RecordKey::decode(key) {
+                Ok(key) => key,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a record of __consumer_offsets");
+                    continue;
+                }
+            };
+            if record.transactional {
+                open.entry(record.producer_id)
+                    .or_default()
+                    .push((key, record.value));
+            } else {
+                replay(&mut groups, key, record.value, now, now_ms);
+            }
+        }
+        for (producer_id, entries) in open {
+            for (key, value) in entries {
+                let (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    },
+                    Some(value),
+                ) = (key, value)
+                else {
+                    continue;
+                };
+                if let Ok(value) = OffsetValue::decode(value) {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms))
+                        .pending_txn
+                        .entry(producer_id)
+                        .or_default()
+                        .insert((topic, partition), value);
+                }
+            }
+        }
+        self.owned.lock().insert(partition.index);
+        tracing::info!(
+            partition = partition.index,
+            records = loaded,
+            groups = groups.len(),
+            "loaded group metadata and offsets"
+        );
+    }
+
+    /// This broker no longer leads partition `index` of
+    /// `__consumer_offsets`: its groups are forgotten here (the new leader
+    /// loads them) and their waiting members are told NOT_COORDINATOR.
+    pub fn unload_partition(&self, index: i32) {
+        let mut groups = self.lock();
+        let was_owned = self.owned.lock().remove(&index);
+        let count = self.partition_count();
+        let moved: Vec<String> = groups
+            .keys()
+            .filter(|id| count.is_some_and(|n| partition_for(id, n) == index))
+            .cloned()
+            .collect();
+        for id in &moved {
+            if let Some(mut group) = groups.remove(id) {
+                for member in group.members.values_mut() {
+                    member.fail_waiters(ResponseError::NotCoordinator);
+                }
+            }
+        }
+        if was_owned {
+            tracing::info!(
+                partition = index,
+                groups = moved.len(),
+                "no longer coordinating the groups of this partition"
+            );
+        }
+    }
+}
+
+/// Applies one `__consumer_offsets` record while loading.
+fn replay(
+    groups: &mut HashMap<String, Group>,
+    key: RecordKey,
+    value: Option<Bytes>,
+    now: Instant,
+    now_ms: i64,
+) {
+    let group_id = key.group().to_string();
+    match (key, value) {
+        (
+            RecordKey::Offset {
+                topic, partition, ..
+            },
+            Some(value),
+        ) => match OffsetValue::decode(value) {
+            Ok(value) => {
+                groups
+                    .entry(group_id.clone())
+                    .or_insert_with(|| Group::new(&group_id, now_ms))
+                    .offsets
+                    .insert((topic, partition), value);
+            }
+            Err(error) => tracing::warn!(group = %group_id, %error, "skipping an offset record"),
+        },
+        (
+            RecordKey::Offset {
+                topic, partition, ..
+            },
+            None,
+        ) => {
+            if let Some(group) = groups.get_mut(&group_id) {
+                group.offsets.remove(&(topic, partition));
+            }
+        }
+        (RecordKey::Group { .. }, None) => {
+            groups.remove(&group_id);
+        }
+        (RecordKey::Group { .. }, Some(value)) => match GroupValue::decode(value) {
+            Ok(value) => {
+                let group = groups
+                    .entry(group_id.clone())
+                    .or_insert_with(|| Group::new(&group_id, now_ms));
+                restore(group, value, now);
+            }
+            Err(error) => tracing::warn!(group = %group_id, %error, "skipping a group record"),
+        },
+    }
+}
+
+/// Restores a group from its latest metadata record: its members keep
+/// their assignment and must heartbeat within their session timeout.
+fn restore(group: &mut Group, value: GroupValue, now: Instant) {
+    group.generation = value.generation;
+    group.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
+    group.protocol = value.protocol.clone();
+    group.leader = value.leader;
+    group.state_timestamp_ms = value.state_timestamp_ms;
+    group.members.clear();
+    group.static_members.clear();
+    let protocol = value.protocol.unwrap_or_default();
+    for (seq, member) in value.members.into_iter().enumerate() {
+        if let Some(instance) = &member.group_instance_id {
+            group
+                .static_members
+                .insert(instance.clone(), member.member_id.clone());
+        }
+        group.members.insert(
+            member.member_id.clone(),
+            Member {
+                id: member.member_id,
+                instance_id: member.group_instance_id,
+                client_id: member.client_id,
+                client_host: member.client_host,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                session_timeout_ms: member.session_timeout_ms,
+                protocols: vec![(protocol.clone(), member.subscription)],
+                assignment: member.assignment,
+                joined_seq: seq as u64,
+                session_deadline: now + millis(member.session_timeout_ms),
+                join_waiter: None,
+                sync_waiter: None,
+            },
+        );
+    }
+    group.next_join_seq = group.members.len() as u64;
+    group.state = if group.members.is_empty() {
+        GroupState::Empty
+    } else {
+        GroupState::Stable
+    };
+}
