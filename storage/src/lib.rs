@@ -21,29 +21,30 @@
 //! # API (what the broker calls)
 //!
 //! ```text
-//! PartitionLog::open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, StorageError>
-//! append(&mut self, records: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError>
-//! read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<Bytes, StorageError>
-//! log_start_offset(&self) -> i64          log_end_offset(&self) -> i64
-//! high_watermark(&self) -> i64            set_high_watermark(&mut self, i64)
-//! offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, StorageError>
-//! max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError>
-//! end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64)
-//! delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError>
-//! truncate_to(&mut self, offset: i64) -> Result<(), StorageError>
-//! enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError>
-//! flush(&mut self) -> Result<(), StorageError>
-//! close(self) -> Result<(), StorageError>
-//! size_bytes(&self) -> u64   segment_count(&self) -> usize   segment_base_offsets(&self) -> Vec<i64>
-//! config(&self) -> &LogConfig   set_config(&mut self, LogConfig)   dir(&self) -> &Path
+//! PartitionLog::open(dir, config, now_ms)                       recovery included
+//! append_as_leader(records, leader_epoch, now_ms)               producer batches: checked, offsets assigned
+//! append_as_leader_verified(records, leader_epoch, now_ms, guard)   a transaction's first batch (KIP-890)
+//! append_as_coordinator(records, leader_epoch, now_ms)          a coordinator's batches for a producer
+//! append_marker(producer_id, producer_epoch, marker, leader_epoch, now_ms)
+//! append_as_follower(records)                                   the leader's bytes, offsets kept
+//! append(records, leader_epoch, now_ms)                         the only replica (tests, tools)
+//! read(offset, max_bytes, max_offset, min_one_batch)            CRC-checked, for consumers
+//! read_for_replica(offset, max_bytes)                           for followers: the tail in memory, else the file
+//! log_start_offset  log_end_offset  high_watermark  set_high_watermark  last_stable_offset
+//! assign_leader_epoch  end_offset_for_epoch  last_epoch  truncate_to  reset_to  follow_log_start
+//! offset_for_timestamp  max_timestamp  delete_records_before  enforce_retention  clean
+//! producers  expire_producers  checkpoint_high_watermark  flush  close
+//! take_roll_sync / complete_roll_sync, take_after_lock          disk waits done without the log's lock
+//! config  set_config  dir  size_bytes  segment_count  segment_base_offsets
 //! ```
 //!
-//! `append` validates every batch (lengths, `max.message.bytes`, CRC,
-//! record count and offset deltas, no control batches) before writing any,
-//! assigns offsets from the log end, stamps the leader epoch (and
-//! LogAppendTime), writes with `write(2)` before returning, and moves the
-//! high watermark to the log end: there is one replica. `set_high_watermark`
-//! is there for when there are more.
+//! Every append validates every batch (lengths, `max.message.bytes`, CRC,
+//! record count and offset deltas; control batches only as markers) before
+//! writing any, and writes with `write(2)` before returning. A leader's
+//! appends assign offsets from the log end and stamp the leader epoch (and
+//! LogAppendTime); the high watermark is the broker's to move
+//! (`set_high_watermark`) once the ISR has the batches, except in
+//! `append`, which has no other replica to wait for.
 //!
 //! # On disk
 //!

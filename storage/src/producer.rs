@@ -657,21 +657,31 @@ pub fn parse_marker(batch: &[u8], header: &BatchHeader) -> Option<Marker> {
     let Ok(Some((Some(key), value))) = found else {
         return None;
     };
-    if key.len() < 4 {
-        return None;
+    Marker::from_record(&key, value.as_deref())
+}
+
+impl Marker {
+    /// The marker a control record's key (version i16, type i16: 0 abort,
+    /// 1 commit) and value (version i16, coordinator epoch i32) make; `None`
+    /// for a control record that is not a marker. The one parser of
+    /// markers, for the log and for the coordinators that replay one.
+    pub fn from_record(key: &[u8], value: Option<&[u8]>) -> Option<Marker> {
+        let [_, _, high, low, ..] = *key else {
+            return None;
+        };
+        let commit = match i16::from_be_bytes([high, low]) {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let coordinator_epoch = value.filter(|value| value.len() >= 6).map_or(-1, |value| {
+            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+        });
+        Some(Marker {
+            commit,
+            coordinator_epoch,
+        })
     }
-    let commit = match i16::from_be_bytes([key[2], key[3]]) {
-        0 => false,
-        1 => true,
-        _ => return None,
-    };
-    let coordinator_epoch = value.filter(|value| value.len() >= 6).map_or(-1, |value| {
-        i32::from_be_bytes([value[2], value[3], value[4], value[5]])
-    });
-    Some(Marker {
-        commit,
-        coordinator_epoch,
-    })
 }
 
 pub fn snapshot_file_name(offset: i64) -> String {
@@ -879,6 +889,19 @@ mod tests {
             state.check(&HashMap::new(), &transactional, None),
             Err(StorageError::InvalidRecord(_))
         ));
+    }
+
+    #[test]
+    fn markers_parse_the_whole_type_and_the_coordinator_epoch() {
+        let epoch_7 = [0u8, 0, 0, 0, 0, 7];
+        let parsed = |key: &[u8], value: Option<&[u8]>| {
+            Marker::from_record(key, value).map(|m| (m.commit, m.coordinator_epoch))
+        };
+        assert_eq!(parsed(&[0, 0, 0, 1], Some(&epoch_7)), Some((true, 7)));
+        assert_eq!(parsed(&[0, 0, 0, 0], None), Some((false, -1)));
+        // Type 257 is no marker, although its low byte says commit.
+        assert_eq!(parsed(&[0, 0, 1, 1], Some(&epoch_7)), None);
+        assert_eq!(parsed(&[0, 0, 0], None), None);
     }
 
     #[test]

@@ -30,8 +30,10 @@ impl GroupCoordinator {
         for record in records {
             let Some(key) = record.key else { continue };
             if record.control {
-                // A marker: key (version, type 0 abort / 1 commit).
-                let commit = key.len() >= 4 && key[3] == 1;
+                // A marker ends the producer's transaction; another
+                // control record (none is known) is skipped like an abort.
+                let commit = storage::Marker::from_record(&key, record.value.as_deref())
+                    .is_some_and(|marker| marker.commit);
                 for (key, value) in open.remove(&record.producer_id).unwrap_or_default() {
                     if commit {
                         replay(&mut groups, key, value, now, now_ms);
