@@ -6,6 +6,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::Record;
 
+use crate::partition::Partition;
+
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// The internal topic holding the transaction coordinators' state.
@@ -142,39 +144,65 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     abs % partitions
 }
 
-/// Every record of an internal topic's partition, from its log start to its
-/// log end, in offset order (what a new leader replays). An undecodable
-/// batch ends the read, with an error logged.
-pub(crate) fn read_all_records(log: &mut storage::PartitionLog) -> Vec<Record> {
-    let mut records = Vec::new();
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let chunk = match log.read(offset, 1 << 20, end, true) {
-            Ok(chunk) if !chunk.is_empty() => chunk,
-            Ok(_) => break,
-            Err(error) => {
-                tracing::error!(dir = %log.dir().display(), %error, "reading an internal topic failed");
-                break;
+/// How much of an internal topic's partition is read under its log's lock
+/// at a time while it is loaded: the lock is released between reads, and
+/// what was read is decoded and applied before the next.
+const LOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Hands `apply` every record of an internal topic's partition from
+/// `from` to the log end (as it is when each chunk is read), in offset
+/// order, a chunk of [`LOAD_CHUNK_BYTES`] at a time: the log's lock is held
+/// only while a chunk is read, and at most one chunk is in memory. Returns
+/// the offset after the last record handed over (where a later call picks
+/// up), or `None` if the partition is closed. An unreadable or undecodable
+/// chunk ends the read, with an error logged.
+pub(crate) fn read_records(
+    partition: &Partition,
+    from: i64,
+    mut apply: impl FnMut(Record),
+) -> Option<i64> {
+    let mut offset = from;
+    loop {
+        let read = partition.with_log(|log| {
+            let offset = offset.max(log.log_start_offset());
+            let end = log.log_end_offset();
+            let chunk = (offset < end).then(|| log.read(offset, LOAD_CHUNK_BYTES, end, true));
+            (offset, chunk, log.dir().to_path_buf())
+        });
+        let (start, chunk, dir) = read.ok()?;
+        offset = start;
+        let mut chunk = match chunk {
+            None => return Some(offset),
+            Some(Ok(chunk)) if chunk.is_empty() => return Some(offset),
+            Some(Ok(chunk)) => chunk,
+            Some(Err(error)) => {
+                tracing::error!(dir = %dir.display(), %error, "reading an internal topic failed");
+                return Some(offset);
             }
         };
-        let mut buf = chunk;
-        match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf) {
+        // A batch may hold no record (compaction leaves an empty one in
+        // place of a wholly superseded head): its header still moves the
+        // position on.
+        let batches_end = protocol::batch::Batches::new(chunk.clone())
+            .map_while(Result::ok)
+            .map(|(header, _)| header.last_offset() + 1)
+            .max();
+        match kafka_protocol::records::RecordBatchDecoder::decode_all(&mut chunk) {
             Ok(sets) => {
                 for set in sets {
                     for record in set.records {
                         offset = offset.max(record.offset + 1);
-                        records.push(record);
+                        apply(record);
                     }
                 }
+                offset = offset.max(batches_end.unwrap_or(offset));
             }
             Err(error) => {
-                tracing::error!(dir = %log.dir().display(), offset, %error, "undecodable batch in an internal topic; stopping here");
-                break;
+                tracing::error!(dir = %dir.display(), offset, %error, "undecodable batch in an internal topic; stopping here");
+                return Some(offset);
             }
         }
     }
-    records
 }
 
 #[cfg(test)]

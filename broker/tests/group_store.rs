@@ -13,7 +13,11 @@ use broker::group::{CommitOffset, CommitRequest, Committed, GroupState, LeavingM
 const RETENTION_MINUTES: i64 = 10;
 
 fn open(dir: &Path) -> Broker {
-    let properties = BTreeMap::from([
+    open_with(dir, &[])
+}
+
+fn open_with(dir: &Path, extra: &[(&str, &str)]) -> Broker {
+    let mut properties = BTreeMap::from([
         ("log.dirs".to_string(), dir.display().to_string()),
         ("offsets.topic.num.partitions".to_string(), "5".to_string()),
         (
@@ -21,6 +25,7 @@ fn open(dir: &Path) -> Broker {
             RETENTION_MINUTES.to_string(),
         ),
     ]);
+    properties.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = BrokerConfig::from_properties(properties).expect("config");
     let store = coordinator::StandaloneStore::open(&config.log_dir, config.registration())
         .expect("metadata store");
@@ -257,4 +262,56 @@ async fn transactional_commits_count_once_their_transaction_commits() {
         fetch(&broker, "g", "t", 1, true).map(|c| c.offset),
         Some(30)
     );
+}
+
+/// Compaction leaves an empty batch (no records) in place of a wholly
+/// superseded head of `__consumer_offsets`: loading the partition must move
+/// past it. Reading by records alone stayed at its offset for good, so a
+/// broker taking over the partition never finished loading it.
+#[tokio::test]
+async fn an_offsets_partition_whose_compacted_head_is_empty_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let now_ms = now();
+    {
+        let broker = open_with(dir.path(), &[("offsets.topic.segment.bytes", "2048")]);
+        broker.ensure_offsets_topic().await.unwrap();
+        for offset in 0..100 {
+            commit(&broker, "g", "t", &[(0, offset, "")], now_ms).await;
+        }
+        broker.clean_logs();
+        let count = broker
+            .topic(broker::internal_topics::OFFSETS_TOPIC)
+            .unwrap()
+            .partitions
+            .len() as i32;
+        let partition = broker
+            .partition(
+                broker::internal_topics::OFFSETS_TOPIC,
+                broker::internal_topics::partition_for("g", count),
+            )
+            .unwrap();
+        let head = partition
+            .with_log(|log| {
+                assert_eq!(log.log_start_offset(), 0, "compaction keeps the log start");
+                log.read(0, 1 << 20, log.log_end_offset(), true).unwrap()
+            })
+            .unwrap();
+        let (first, _) = protocol::batch::Batches::new(head).next().unwrap().unwrap();
+        assert_eq!(
+            first.record_count, 0,
+            "the first batch of the cleaned head is the empty stand-in"
+        );
+    }
+    // Open (and load) on a thread of its own, so that a load that never
+    // ends fails the test instead of hanging it.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let broker = open(&path);
+        let _ = sender.send(committed(&broker, "g", "t", 0).map(|c| c.offset));
+    });
+    let committed = receiver
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("loading the compacted offsets partition did not finish in 60 s");
+    assert_eq!(committed, Some(99));
 }

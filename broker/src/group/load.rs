@@ -3,6 +3,8 @@
 //! its groups when it stops leading it.
 
 use std::collections::HashMap;
+
+use kafka_protocol::records::Record;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,80 +13,37 @@ use kafka_protocol::error::ResponseError;
 use super::records::{GroupValue, OffsetValue, RecordKey};
 use super::state::*;
 use super::GroupCoordinator;
-use crate::internal_topics::{partition_for, read_all_records};
+use crate::internal_topics::{partition_for, read_records};
 use crate::partition::Partition;
 
 impl GroupCoordinator {
     /// Replays one partition of `__consumer_offsets` (in offset order),
     /// which this broker now leads: from now on it coordinates the groups
     /// of that partition.
+    ///
+    /// The partition is read a chunk at a time (the log's lock held only
+    /// while one is read) into groups of its own, without the lock of
+    /// every group: the other partitions' groups are served meanwhile.
+    /// Nothing writes the partition's groups while it loads (this broker
+    /// does not coordinate them yet) but transaction markers: the last
+    /// records, appended while the rest loaded, are read under the groups
+    /// lock, so a marker's `complete_txn` either finds its groups loaded or
+    /// came before its marker was read.
     pub fn load_partition(&self, partition: &Partition, now: Instant, now_ms: i64) {
-        let mut groups = self.lock();
-        let records = partition.with_log(read_all_records);
-        let Ok(records) = records else {
+        let mut loading = Loading::new(now, now_ms);
+        let Some(next) = read_records(partition, 0, |record| loading.apply(record)) else {
             return;
         };
-        let loaded = records.len();
-        // Transactional offset commits wait for their producer's marker.
-        let mut open: HashMap<i64, Vec<(RecordKey, Option<Bytes>)>> = HashMap::new();
-        for record in records {
-            let Some(key) = record.key else { continue };
-            if record.control {
-                // A marker ends the producer's transaction; another
-                // control record (none is known) is skipped like an abort.
-                let commit = storage::Marker::from_record(&key, record.value.as_deref())
-                    .is_some_and(|marker| marker.commit);
-                for (key, value) in open.remove(&record.producer_id).unwrap_or_default() {
-                    if commit {
-                        replay(&mut groups, key, value, now, now_ms);
-                    }
-                }
-                continue;
-            }
-            let key = match RecordKey::decode(key) {
-                Ok(key) => key,
-                Err(error) => {
-                    tracing::warn!(%error, "skipping a record of __consumer_offsets");
-                    continue;
-                }
-            };
-            if record.transactional {
-                open.entry(record.producer_id)
-                    .or_default()
-                    .push((key, record.value));
-            } else {
-                replay(&mut groups, key, record.value, now, now_ms);
-            }
+        let mut groups = self.lock();
+        if read_records(partition, next, |record| loading.apply(record)).is_none() {
+            return;
         }
-        for (producer_id, entries) in open {
-            for (key, value) in entries {
-                let (
-                    RecordKey::Offset {
-                        group,
-                        topic,
-                        partition,
-                    },
-                    Some(value),
-                ) = (key, value)
-                else {
-                    continue;
-                };
-                if let Ok(value) = OffsetValue::decode(value) {
-                    groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(&group, now_ms))
-                        .pending_txn
-                        .entry(producer_id)
-                        .or_default()
-                        .insert((topic, partition), value);
-                }
-            }
-        }
+        let (loaded, count) = loading.finish(&mut groups);
         self.owned.lock().insert(partition.index);
         tracing::info!(
             partition = partition.index,
             records = loaded,
-            groups = groups.len(),
+            groups = count,
             "loaded group metadata and offsets"
         );
     }
@@ -209,4 +168,91 @@ fn restore(group: &mut Group, value: GroupValue, now: Instant) {
     } else {
         GroupState::Stable
     };
+}
+
+/// One partition's groups as they load, apart from the coordinator's.
+struct Loading {
+    groups: HashMap<String, Group>,
+    /// Transactional offset commits wait for their producer's marker.
+    open: HashMap<i64, Vec<(RecordKey, Option<Bytes>)>>,
+    records: usize,
+    now: Instant,
+    now_ms: i64,
+}
+
+impl Loading {
+    fn new(now: Instant, now_ms: i64) -> Loading {
+        Loading {
+            groups: HashMap::new(),
+            open: HashMap::new(),
+            records: 0,
+            now,
+            now_ms,
+        }
+    }
+
+    fn apply(&mut self, record: Record) {
+        self.records += 1;
+        let Some(key) = record.key else { return };
+        if record.control {
+            // A marker ends the producer's transaction; another control
+            // record (none is known) is skipped like an abort.
+            let commit = storage::Marker::from_record(&key, record.value.as_deref())
+                .is_some_and(|marker| marker.commit);
+            for (key, value) in self.open.remove(&record.producer_id).unwrap_or_default() {
+                if commit {
+                    replay(&mut self.groups, key, value, self.now, self.now_ms);
+                }
+            }
+            return;
+        }
+        let key = match RecordKey::decode(key) {
+            Ok(key) => key,
+            Err(error) => {
+                tracing::warn!(%error, "skipping a record of __consumer_offsets");
+                return;
+            }
+        };
+        if record.transactional {
+            self.open
+                .entry(record.producer_id)
+                .or_default()
+                .push((key, record.value));
+        } else {
+            replay(&mut self.groups, key, record.value, self.now, self.now_ms);
+        }
+    }
+
+    /// Puts the loaded groups, with the transactional commits still open,
+    /// among the coordinator's `groups`. Returns the records read and the
+    /// groups loaded.
+    fn finish(mut self, groups: &mut HashMap<String, Group>) -> (usize, usize) {
+        for (producer_id, entries) in self.open {
+            for (key, value) in entries {
+                let (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    },
+                    Some(value),
+                ) = (key, value)
+                else {
+                    continue;
+                };
+                if let Ok(value) = OffsetValue::decode(value) {
+                    self.groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, self.now_ms))
+                        .pending_txn
+                        .entry(producer_id)
+                        .or_default()
+                        .insert((topic, partition), value);
+                }
+            }
+        }
+        let count = self.groups.len();
+        groups.extend(self.groups);
+        (self.records, count)
+    }
 }

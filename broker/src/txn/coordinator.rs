@@ -216,19 +216,17 @@ impl TransactionCoordinator {
     /// now leads at `leader_epoch`: it coordinates its transactional ids
     /// from now on, and finishes the transactions it finds being ended.
     pub fn load_partition(&self, partition: &Partition, leader_epoch: i32) {
-        let mut txns = self.lock();
-        let records = partition.with_log(crate::internal_topics::read_all_records);
-        let Ok(records) = records else {
-            return;
-        };
+        // Read a chunk at a time without the lock of every transactional
+        // id: only this coordinator writes the partition, and it does not
+        // coordinate its ids until they are loaded.
         let mut loaded: HashMap<String, TxnMetadata> = HashMap::new();
-        for record in records {
-            let Some(key) = record.key else { continue };
+        let read = crate::internal_topics::read_records(partition, 0, |record| {
+            let Some(key) = record.key else { return };
             let id = match decode_key(key) {
                 Ok(id) => id,
                 Err(error) => {
                     tracing::warn!(%error, "skipping a record of __transaction_state");
-                    continue;
+                    return;
                 }
             };
             match record.value.map(TxnValue::decode) {
@@ -242,7 +240,11 @@ impl TransactionCoordinator {
                     tracing::warn!(transactional_id = %id, %error, "skipping a transaction record");
                 }
             }
+        });
+        if read.is_none() {
+            return;
         }
+        let mut txns = self.lock();
         let count = loaded.len();
         let open = loaded
             .values()
