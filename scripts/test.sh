@@ -154,6 +154,9 @@ install_python_clients
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+step "module graph: no circles, layers hold (scripts/module-graph.py)"
+python3 scripts/module-graph.py broker/src coordinator/src storage/src protocol/src client/src admin/src
+
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use broker::broker::Broker;
 use broker::config::BrokerConfig;
 use broker::group::{CommitOffset, CommitRequest, Committed, GroupState, LeavingMember};
+use kafka_protocol::error::ResponseError;
 
 const RETENTION_MINUTES: i64 = 10;
 
@@ -74,7 +75,7 @@ async fn commit_for(
             now_ms,
         )
         .await;
-    assert!(results.iter().all(|code| *code == 0), "{results:?}");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
 fn committed(broker: &Broker, group: &str, topic: &str, partition: i32) -> Option<Committed> {
@@ -106,7 +107,7 @@ async fn commits_and_deletions_survive_a_restart() {
         commit(&broker, "g1", "t", &[(0, 10, "a"), (1, 20, "b")], now_ms).await;
         commit(&broker, "g1", "t", &[(0, 11, "c")], now_ms).await;
         commit(&broker, "g2", "t", &[(0, 5, "")], now_ms).await;
-        assert_eq!(broker.groups.delete_group("g2"), 0);
+        assert_eq!(broker.groups.delete_group("g2"), Ok(()));
         // No close: as after kill -9, only what is in the log counts.
     }
     let broker = open(dir.path());
@@ -183,8 +184,8 @@ async fn leaving_an_unknown_group_names_every_member() {
     let (error, members) = broker
         .groups
         .leave("nobody", &leaving, Instant::now(), now());
-    assert_eq!(error, 0);
-    assert_eq!(members, vec![25, 25]); // UNKNOWN_MEMBER_ID
+    assert_eq!(error, Ok(()));
+    assert_eq!(members, vec![Err(ResponseError::UnknownMemberId); 2]);
 }
 
 fn now() -> i64 {
@@ -218,7 +219,7 @@ async fn end_txn(broker: &Broker, group: &str, producer: (i64, i16), commit: boo
         )],
     )
     .await;
-    assert_eq!(results, vec![0]);
+    assert_eq!(results, vec![Ok(())]);
 }
 
 #[tokio::test]

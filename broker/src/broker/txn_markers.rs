@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Broker;
 use crate::clock::now_ms;
 use crate::errors::AppendError;
-use crate::errors::{self, code, NONE};
+use crate::errors::{self, KafkaResult};
 use crate::internal_topics::OFFSETS_TOPIC;
 use crate::txn::coordinator::Completion;
 
@@ -46,21 +46,21 @@ pub struct MarkerWrite {
 }
 
 /// The leader's side: appends the marker to each of `partitions` this
-/// broker leads and waits until their in-sync replicas have it. One error
-/// code per partition. A marker on `__consumer_offsets` also settles the
+/// broker leads and waits until their in-sync replicas have it. One
+/// outcome per partition. A marker on `__consumer_offsets` also settles the
 /// producer's transactional offset commits there.
 pub async fn write_markers(
     broker: &Broker,
     marker: MarkerWrite,
     partitions: &[(String, i32)],
-) -> Vec<i16> {
+) -> Vec<KafkaResult> {
     let mut results = Vec::with_capacity(partitions.len());
     for (topic, index) in partitions {
         let Some(partition) = broker
             .topic(topic)
             .and_then(|topic| topic.partition(*index).cloned())
         else {
-            results.push(code(ResponseError::UnknownTopicOrPartition));
+            results.push(Err(ResponseError::UnknownTopicOrPartition));
             continue;
         };
         let appended = partition.append_marker(
@@ -76,15 +76,15 @@ pub async fn write_markers(
             Ok(Ok(appended)) => appended,
             Ok(Err(AppendError::Storage(error))) => {
                 tracing::info!(%topic, partition = index, %error, "transaction marker refused");
-                results.push(errors::storage_error_code(&error));
+                results.push(Err(errors::storage_error(&error)));
                 continue;
             }
             Ok(Err(error)) => {
-                results.push(errors::append_error_code(&error));
+                results.push(Err(errors::append_error(&error)));
                 continue;
             }
             Err(not_leader) => {
-                results.push(errors::not_leader_code(&not_leader));
+                results.push(Err(errors::not_leader(&not_leader)));
                 continue;
             }
         };
@@ -97,7 +97,7 @@ pub async fn write_markers(
         let replicated = partition
             .wait_replicated(info.last_offset + 1, leader_epoch, 1, deadline)
             .await;
-        results.push(replicated.err().unwrap_or(NONE));
+        results.push(replicated);
     }
     results
 }
@@ -153,23 +153,25 @@ async fn complete(broker: &Broker, completion: Completion, shutdown: &Cancellati
             let results = if leader == broker.node_id() {
                 write_markers(broker, marker, &partitions).await
             } else if leader < 0 {
-                vec![code(ResponseError::LeaderNotAvailable); partitions.len()]
+                vec![Err(ResponseError::LeaderNotAvailable); partitions.len()]
             } else {
                 send(broker, leader, marker, &partitions).await
             };
-            for (partition, error_code) in partitions.into_iter().zip(results) {
-                if error_code == NONE
-                    || error_code == code(ResponseError::UnknownTopicOrPartition)
-                    || error_code == code(ResponseError::InvalidProducerEpoch)
-                {
+            for (partition, written) in partitions.into_iter().zip(results) {
+                let error = match written {
                     // Written; or gone; or a newer epoch's marker supersedes it.
-                    continue;
-                }
-                if error_code == code(ResponseError::TransactionCoordinatorFenced) {
-                    tracing::warn!(transactional_id = %completion.transactional_id, "a newer coordinator wrote markers: stopping");
-                    return;
-                }
-                tracing::debug!(transactional_id = %completion.transactional_id, topic = %partition.0, partition = partition.1, error_code, "marker not written yet; retrying");
+                    Ok(())
+                    | Err(
+                        ResponseError::UnknownTopicOrPartition
+                        | ResponseError::InvalidProducerEpoch,
+                    ) => continue,
+                    Err(ResponseError::TransactionCoordinatorFenced) => {
+                        tracing::warn!(transactional_id = %completion.transactional_id, "a newer coordinator wrote markers: stopping");
+                        return;
+                    }
+                    Err(error) => error,
+                };
+                tracing::debug!(transactional_id = %completion.transactional_id, topic = %partition.0, partition = partition.1, %error, "marker not written yet; retrying");
                 remaining.push(partition);
             }
         }
@@ -185,20 +187,20 @@ async fn complete(broker: &Broker, completion: Completion, shutdown: &Cancellati
         Ok(()) => {
             tracing::debug!(transactional_id = %completion.transactional_id, commit = completion.commit, "transaction complete");
         }
-        Err(error_code) => {
-            tracing::info!(transactional_id = %completion.transactional_id, error_code, "completing a transaction failed; the next coordinator finishes it");
+        Err(error) => {
+            tracing::info!(transactional_id = %completion.transactional_id, %error, "completing a transaction failed; the next coordinator finishes it");
         }
     }
 }
 
-/// Sends the marker for `partitions` to `leader`: one error code per
+/// Sends the marker for `partitions` to `leader`: one outcome per
 /// partition (NETWORK_EXCEPTION for all if the request failed).
 async fn send(
     broker: &Broker,
     leader: i32,
     marker: MarkerWrite,
     partitions: &[(String, i32)],
-) -> Vec<i16> {
+) -> Vec<KafkaResult> {
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (topic, index) in partitions {
         topics.entry(topic).or_default().push(*index);
@@ -227,7 +229,7 @@ async fn send(
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(leader, %error, "WriteTxnMarkers failed");
-            return vec![code(ResponseError::NetworkException); partitions.len()];
+            return vec![Err(ResponseError::NetworkException); partitions.len()];
         }
     };
     let mut by_partition: HashMap<(String, i32), i16> = HashMap::new();
@@ -246,8 +248,9 @@ async fn send(
         .map(|partition| {
             by_partition
                 .get(partition)
-                .copied()
-                .unwrap_or(code(ResponseError::UnknownServerError))
+                .map_or(Err(ResponseError::UnknownServerError), |error_code| {
+                    errors::from_code(*error_code)
+                })
         })
         .collect()
 }

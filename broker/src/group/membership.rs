@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::state::*;
 use super::wire::*;
 use super::GroupCoordinator;
-use crate::errors::{code, NONE};
+use crate::errors::KafkaResult;
 
 impl GroupCoordinator {
     pub fn join(&self, request: JoinRequest, now: Instant, now_ms: i64) -> Reply<JoinResponse> {
@@ -242,11 +242,8 @@ impl GroupCoordinator {
 
         if group.state == GroupState::Stable && unchanged {
             // No rebalance: the member resumes its assignment.
-            if let Err(error_code) = self.persist_group(group) {
-                return Reply::Now(JoinResponse {
-                    error_code,
-                    ..JoinResponse::error(ResponseError::UnknownServerError, &new_id)
-                });
+            if let Err(error) = self.persist_group(group) {
+                return Reply::Now(JoinResponse::error(error, &new_id));
             }
             let member = &group.members[&new_id];
             let mut response = group.response_for(member, was_leader);
@@ -296,8 +293,8 @@ impl GroupCoordinator {
             group.protocol = None;
             group.leader = None;
             group.set_state(GroupState::Empty, now_ms);
-            if let Err(error_code) = self.persist_group(group) {
-                tracing::warn!(group = %group.id, error_code, "could not record the now empty group");
+            if let Err(error) = self.persist_group(group) {
+                tracing::warn!(group = %group.id, %error, "could not record the now empty group");
             }
             return;
         }
@@ -366,7 +363,7 @@ impl GroupCoordinator {
                 let member = group.members.get_mut(&request.member_id).expect("checked");
                 member.heartbeat(now);
                 let response = SyncResponse {
-                    error_code: NONE,
+                    error: None,
                     protocol_type: group.protocol_type.clone(),
                     protocol_name: group.protocol.clone(),
                     assignment: member.assignment.clone(),
@@ -399,14 +396,11 @@ impl GroupCoordinator {
         for member in group.members.values_mut() {
             member.assignment = assignments.remove(&member.id).unwrap_or_default();
         }
-        if let Err(error_code) = self.persist_group(group) {
+        if let Err(error) = self.persist_group(group) {
             for member in group.members.values_mut() {
                 member.assignment = Bytes::new();
                 if let Some(waiter) = member.sync_waiter.take() {
-                    let _ = waiter.send(SyncResponse {
-                        error_code,
-                        ..SyncResponse::default()
-                    });
+                    let _ = waiter.send(SyncResponse::error(error));
                 }
             }
             group.prepare_rebalance(&self.config, now, now_ms, "recording the assignment failed");
@@ -420,7 +414,7 @@ impl GroupCoordinator {
         for member in group.members.values_mut() {
             if let Some(waiter) = member.sync_waiter.take() {
                 let _ = waiter.send(SyncResponse {
-                    error_code: NONE,
+                    error: None,
                     protocol_type: protocol_type.clone(),
                     protocol_name: protocol_name.clone(),
                     assignment: member.assignment.clone(),
@@ -438,30 +432,30 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         now: Instant,
-    ) -> i16 {
+    ) -> KafkaResult {
         if !self.coordinates(group_id) {
-            return code(ResponseError::NotCoordinator);
+            return Err(ResponseError::NotCoordinator);
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return code(ResponseError::UnknownMemberId);
+            return Err(ResponseError::UnknownMemberId);
         };
         if group.fenced(instance_id, member_id) {
-            return code(ResponseError::FencedInstanceId);
+            return Err(ResponseError::FencedInstanceId);
         }
         let state = group.state;
         let generation = group.generation;
         let Some(member) = group.members.get_mut(member_id) else {
-            return code(ResponseError::UnknownMemberId);
+            return Err(ResponseError::UnknownMemberId);
         };
         if generation_id != generation {
-            return code(ResponseError::IllegalGeneration);
+            return Err(ResponseError::IllegalGeneration);
         }
         member.heartbeat(now);
         match state {
-            GroupState::Empty | GroupState::Dead => code(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
-            GroupState::CompletingRebalance | GroupState::Stable => NONE,
+            GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
         }
     }
 
@@ -474,19 +468,19 @@ impl GroupCoordinator {
         leaving: &[LeavingMember],
         now: Instant,
         now_ms: i64,
-    ) -> (i16, Vec<i16>) {
+    ) -> (KafkaResult, Vec<KafkaResult>) {
         if !self.coordinates(group_id) {
-            return (code(ResponseError::NotCoordinator), Vec::new());
+            return (Err(ResponseError::NotCoordinator), Vec::new());
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return (
-                NONE,
-                vec![code(ResponseError::UnknownMemberId); leaving.len()],
+                Ok(()),
+                vec![Err(ResponseError::UnknownMemberId); leaving.len()],
             );
         };
         if group.state == GroupState::Dead {
-            return (code(ResponseError::CoordinatorNotAvailable), Vec::new());
+            return (Err(ResponseError::CoordinatorNotAvailable), Vec::new());
         }
         let mut errors = Vec::with_capacity(leaving.len());
         let mut removed = false;
@@ -497,31 +491,31 @@ impl GroupCoordinator {
                         known.clone()
                     }
                     Some(_) => {
-                        errors.push(code(ResponseError::FencedInstanceId));
+                        errors.push(Err(ResponseError::FencedInstanceId));
                         continue;
                     }
                     None => {
-                        errors.push(code(ResponseError::UnknownMemberId));
+                        errors.push(Err(ResponseError::UnknownMemberId));
                         continue;
                     }
                 },
                 None => member.member_id.clone(),
             };
             if group.pending.remove(&member_id).is_some() {
-                errors.push(NONE);
+                errors.push(Ok(()));
             } else if group.remove_member(&member_id, ResponseError::UnknownMemberId) {
                 tracing::info!(group = %group.id, member = %member_id, "member left");
                 removed = true;
-                errors.push(NONE);
+                errors.push(Ok(()));
             } else {
-                errors.push(code(ResponseError::UnknownMemberId));
+                errors.push(Err(ResponseError::UnknownMemberId));
             }
         }
         if removed {
             group.rebalance_or_check(&self.config, now, now_ms, "a member left");
         }
         self.try_complete_join(group, now, now_ms);
-        (NONE, errors)
+        (Ok(()), errors)
     }
 
     // ------------------------------------------------------------- offsets

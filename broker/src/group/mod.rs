@@ -45,7 +45,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::config::GroupConfig;
 use crate::errors::AppendError;
-use crate::errors::{code, NONE};
+use crate::errors::KafkaResult;
 use crate::internal_topics::{internal_batch, partition_for};
 use crate::partition::Partition;
 use crate::topics::Topic;
@@ -122,7 +122,7 @@ impl GroupCoordinator {
         &self,
         group: &str,
         entries: Vec<(RecordKey, Option<Bytes>)>,
-    ) -> Result<Option<Appended>, i16> {
+    ) -> Result<Option<Appended>, ResponseError> {
         self.persist_for(group, entries, None)
     }
 
@@ -133,16 +133,16 @@ impl GroupCoordinator {
         group: &str,
         entries: Vec<(RecordKey, Option<Bytes>)>,
         producer: Option<(i64, i16)>,
-    ) -> Result<Option<Appended>, i16> {
+    ) -> Result<Option<Appended>, ResponseError> {
         if entries.is_empty() {
             return Ok(None);
         }
         let Some(topic) = self.offsets_topic() else {
-            return Err(code(ResponseError::CoordinatorNotAvailable));
+            return Err(ResponseError::CoordinatorNotAvailable);
         };
         let index = partition_for(group, topic.partitions.len() as i32);
         let Some(partition) = topic.partitions.get(index as usize) else {
-            return Err(code(ResponseError::CoordinatorNotAvailable));
+            return Err(ResponseError::CoordinatorNotAvailable);
         };
         let now = crate::clock::now_ms();
         let entries = entries
@@ -153,7 +153,7 @@ impl GroupCoordinator {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(group, %error, "encoding a __consumer_offsets batch failed");
-                return Err(code(ResponseError::UnknownServerError));
+                return Err(ResponseError::UnknownServerError);
             }
         };
         let appended = match producer {
@@ -167,21 +167,21 @@ impl GroupCoordinator {
                 leader_epoch,
             })),
             Ok(Err(AppendError::Storage(storage::StorageError::MessageTooLarge { .. }))) => {
-                Err(code(ResponseError::InvalidCommitOffsetSize))
+                Err(ResponseError::InvalidCommitOffsetSize)
             }
             Ok(Err(AppendError::Storage(storage::StorageError::InvalidProducerEpoch(message)))) => {
                 tracing::info!(group, %message, "transactional offset commit fenced");
-                Err(code(ResponseError::InvalidProducerEpoch))
+                Err(ResponseError::InvalidProducerEpoch)
             }
             Ok(Err(error)) => {
                 tracing::error!(group, %error, "appending to __consumer_offsets failed");
-                Err(code(ResponseError::CoordinatorNotAvailable))
+                Err(ResponseError::CoordinatorNotAvailable)
             }
-            Err(_) => Err(code(ResponseError::NotCoordinator)),
+            Err(_) => Err(ResponseError::NotCoordinator),
         }
     }
 
-    fn persist_group(&self, group: &Group) -> Result<(), i16> {
+    fn persist_group(&self, group: &Group) -> Result<(), ResponseError> {
         let key = RecordKey::Group {
             group: group.id.clone(),
         };
@@ -194,7 +194,7 @@ impl GroupCoordinator {
     pub fn describe(&self, group_id: &str) -> GroupDescription {
         if !self.coordinates(group_id) {
             return GroupDescription {
-                error_code: code(ResponseError::NotCoordinator),
+                error: Some(ResponseError::NotCoordinator),
                 state: GroupState::Dead,
                 protocol_type: String::new(),
                 protocol: String::new(),
@@ -204,7 +204,7 @@ impl GroupCoordinator {
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return GroupDescription {
-                error_code: NONE,
+                error: None,
                 state: GroupState::Dead,
                 protocol_type: String::new(),
                 protocol: String::new(),
@@ -216,7 +216,7 @@ impl GroupCoordinator {
         let mut members: Vec<&Member> = group.members.values().collect();
         members.sort_by_key(|m| m.joined_seq);
         GroupDescription {
-            error_code: NONE,
+            error: None,
             state: group.state,
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
             // Kafka names the protocol and shows metadata only once stable.
@@ -263,21 +263,21 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group: only empty groups can be deleted.
-    pub fn delete_group(&self, group_id: &str) -> i16 {
+    pub fn delete_group(&self, group_id: &str) -> KafkaResult {
         if group_id.is_empty() {
-            return code(ResponseError::InvalidGroupId);
+            return Err(ResponseError::InvalidGroupId);
         }
         if !self.coordinates(group_id) {
-            return code(ResponseError::NotCoordinator);
+            return Err(ResponseError::NotCoordinator);
         }
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {
-            return code(ResponseError::GroupIdNotFound);
+            return Err(ResponseError::GroupIdNotFound);
         };
         match group.state {
-            GroupState::Dead => return code(ResponseError::GroupIdNotFound),
+            GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
             GroupState::Empty => {}
-            _ => return code(ResponseError::NonEmptyGroup),
+            _ => return Err(ResponseError::NonEmptyGroup),
         }
         let mut entries: Vec<(RecordKey, Option<Bytes>)> = group
             .offsets
@@ -290,12 +290,10 @@ impl GroupCoordinator {
             },
             None,
         ));
-        if let Err(error_code) = self.persist(group_id, entries) {
-            return error_code;
-        }
+        self.persist(group_id, entries)?;
         groups.remove(group_id);
         tracing::info!(group = group_id, "deleted group");
-        NONE
+        Ok(())
     }
 
     // ---------------------------------------------------------------- time

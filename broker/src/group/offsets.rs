@@ -12,7 +12,7 @@ use super::records::{OffsetValue, RecordKey};
 use super::state::*;
 use super::wire::*;
 use super::{Appended, GroupCoordinator};
-use crate::errors::{code, NONE};
+use crate::errors::KafkaResult;
 use crate::internal_topics::partition_for;
 
 /// How long an OffsetCommit waits for the in-sync replicas (Kafka's
@@ -34,8 +34,8 @@ pub(super) fn offset_tombstone(
 }
 
 impl GroupCoordinator {
-    /// Commits offsets; returns one error code per offset of the request.
-    pub async fn commit(&self, request: CommitRequest, now_ms: i64) -> Vec<i16> {
+    /// Commits offsets; returns one outcome per offset of the request.
+    pub async fn commit(&self, request: CommitRequest, now_ms: i64) -> Vec<KafkaResult> {
         let (mut results, appended) = self.commit_locally(request, now_ms);
         if let Some(appended) = appended {
             let deadline = tokio::time::Instant::now() + OFFSET_COMMIT_TIMEOUT;
@@ -43,16 +43,16 @@ impl GroupCoordinator {
                 .partition
                 .wait_replicated(appended.end_offset, appended.leader_epoch, 1, deadline)
                 .await;
-            if let Err(error_code) = replicated {
+            if let Err(error) = replicated {
                 // Kafka's storeOffsets: leadership lost is NOT_COORDINATOR,
                 // replicas too few or too slow COORDINATOR_NOT_AVAILABLE.
-                let error_code = if error_code == code(ResponseError::NotLeaderOrFollower) {
-                    code(ResponseError::NotCoordinator)
+                let error = if error == ResponseError::NotLeaderOrFollower {
+                    ResponseError::NotCoordinator
                 } else {
-                    code(ResponseError::CoordinatorNotAvailable)
+                    ResponseError::CoordinatorNotAvailable
                 };
-                for result in results.iter_mut().filter(|r| **r == NONE) {
-                    *result = error_code;
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    *result = Err(error);
                 }
             }
         }
@@ -65,8 +65,8 @@ impl GroupCoordinator {
         &self,
         request: CommitRequest,
         now_ms: i64,
-    ) -> (Vec<i16>, Option<Appended>) {
-        let all = |error: ResponseError| (vec![code(error); request.offsets.len()], None);
+    ) -> (Vec<KafkaResult>, Option<Appended>) {
+        let all = |error: ResponseError| (vec![Err(error); request.offsets.len()], None);
         if request.group_id.is_empty() {
             return all(ResponseError::InvalidGroupId);
         }
@@ -126,10 +126,10 @@ impl GroupCoordinator {
             if commit.metadata.len() > self.config.offset_metadata_max_bytes
                 || commit.metadata.len() > i16::MAX as usize
             {
-                results.push(code(ResponseError::OffsetMetadataTooLarge));
+                results.push(Err(ResponseError::OffsetMetadataTooLarge));
                 continue;
             }
-            results.push(NONE);
+            results.push(Ok(()));
             let value = OffsetValue {
                 offset: commit.offset,
                 leader_epoch: commit.leader_epoch,
@@ -148,9 +148,9 @@ impl GroupCoordinator {
         }
         let appended = match self.persist_for(&request.group_id, entries, request.producer) {
             Ok(appended) => appended,
-            Err(error_code) => {
+            Err(error) => {
                 for (i, _) in &accepted {
-                    results[*i] = error_code;
+                    results[*i] = Err(error);
                 }
                 return (results, None);
             }
@@ -250,20 +250,24 @@ impl GroupCoordinator {
     }
 
     /// OffsetDelete: returns the top-level error and one error per partition.
-    pub fn delete_offsets(&self, group_id: &str, partitions: &[(String, i32)]) -> (i16, Vec<i16>) {
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> (KafkaResult, Vec<KafkaResult>) {
         if !self.coordinates(group_id) {
-            return (code(ResponseError::NotCoordinator), Vec::new());
+            return (Err(ResponseError::NotCoordinator), Vec::new());
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return (code(ResponseError::GroupIdNotFound), Vec::new());
+            return (Err(ResponseError::GroupIdNotFound), Vec::new());
         };
         let subscribed = match group.state {
             GroupState::Empty => Vec::new(),
-            GroupState::Dead => return (code(ResponseError::GroupIdNotFound), Vec::new()),
+            GroupState::Dead => return (Err(ResponseError::GroupIdNotFound), Vec::new()),
             _ => match group.subscribed_topics() {
                 Some(topics) => topics,
-                None => return (code(ResponseError::NonEmptyGroup), Vec::new()),
+                None => return (Err(ResponseError::NonEmptyGroup), Vec::new()),
             },
         };
         let mut errors = Vec::with_capacity(partitions.len());
@@ -271,22 +275,22 @@ impl GroupCoordinator {
         let mut doomed = Vec::new();
         for (topic, partition) in partitions {
             if subscribed.contains(topic) {
-                errors.push(code(ResponseError::GroupSubscribedToTopic));
+                errors.push(Err(ResponseError::GroupSubscribedToTopic));
                 continue;
             }
-            errors.push(NONE);
+            errors.push(Ok(()));
             if group.offsets.contains_key(&(topic.clone(), *partition)) {
                 entries.push(offset_tombstone(group_id, topic, *partition));
                 doomed.push((topic.clone(), *partition));
             }
         }
-        if let Err(error_code) = self.persist(group_id, entries) {
-            return (error_code, Vec::new());
+        if let Err(error) = self.persist(group_id, entries) {
+            return (Err(error), Vec::new());
         }
         for key in doomed {
             group.offsets.remove(&key);
         }
-        (NONE, errors)
+        (Ok(()), errors)
     }
 
     // -------------------------------------------------------- administration

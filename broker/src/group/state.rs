@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 use super::records::{GroupValue, MemberValue, OffsetValue};
 use super::wire::*;
 use crate::config::GroupConfig;
-use crate::errors::NONE;
 
 /// Client ids longer than this are cut in generated member ids, which must
 /// fit a Kafka string (at most 32767 bytes) with room to spare.
@@ -269,7 +268,7 @@ impl Group {
             Vec::new()
         };
         JoinResponse {
-            error_code: NONE,
+            error: None,
             generation_id: self.generation,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol.clone(),
@@ -510,8 +509,8 @@ mod tests {
         group.rebalance_or_check(&config(), now, 1, "member left");
         assert_eq!(group.state, GroupState::PreparingRebalance);
         assert_eq!(
-            waiting.try_recv().unwrap().error_code,
-            ResponseError::RebalanceInProgress.code()
+            waiting.try_recv().unwrap().error,
+            Some(ResponseError::RebalanceInProgress)
         );
         assert!(group.members["a"].assignment.is_empty());
         assert_eq!(
@@ -542,7 +541,7 @@ mod tests {
         assert!(group.static_members.is_empty());
         assert!(!group.fenced(Some("instance-1"), "other-id"));
         let answer = waiting.try_recv().unwrap();
-        assert_eq!(answer.error_code, ResponseError::UnknownMemberId.code());
+        assert_eq!(answer.error, Some(ResponseError::UnknownMemberId));
         assert_eq!(answer.member_id, "a");
     }
 

@@ -7,7 +7,6 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
 use super::GroupState;
-use crate::errors::code;
 
 /// A response that is ready now or arrives when the group moves on.
 pub enum Reply<T> {
@@ -42,7 +41,7 @@ pub struct JoinRequest {
 
 #[derive(Debug, Clone, Default)]
 pub struct JoinResponse {
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -63,7 +62,7 @@ pub struct JoinedMember {
 impl JoinResponse {
     pub(super) fn error(error: ResponseError, member_id: &str) -> JoinResponse {
         JoinResponse {
-            error_code: code(error),
+            error: Some(error),
             generation_id: -1,
             member_id: member_id.to_string(),
             ..JoinResponse::default()
@@ -83,7 +82,7 @@ pub struct SyncRequest {
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncResponse {
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
@@ -92,7 +91,7 @@ pub struct SyncResponse {
 impl SyncResponse {
     pub(super) fn error(error: ResponseError) -> SyncResponse {
         SyncResponse {
-            error_code: code(error),
+            error: Some(error),
             ..SyncResponse::default()
         }
     }
@@ -155,7 +154,7 @@ pub type CommittedByTopic = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
 /// DescribeGroups' view of a group.
 pub struct GroupDescription {
-    pub error_code: i16,
+    pub error: Option<ResponseError>,
     pub state: GroupState,
     pub protocol_type: String,
     pub protocol: String,

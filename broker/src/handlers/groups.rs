@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::errors::code;
+use crate::errors::{option_code, result_code};
 use crate::group::{self, JoinRequest, LeavingMember, SyncRequest};
 
 /// JoinGroup v4+ asks new members to rejoin with the id we give them (KIP-394).
@@ -82,7 +82,7 @@ pub(super) async fn join_group(
     let reply = broker.groups.join(join, Instant::now(), now_ms());
     let result = reply
         .wait(|| group::JoinResponse {
-            error_code: code(ResponseError::NotCoordinator),
+            error: Some(ResponseError::NotCoordinator),
             generation_id: -1,
             member_id,
             ..Default::default()
@@ -90,7 +90,7 @@ pub(super) async fn join_group(
         .await;
     let new_protocol_fields = version >= JOIN_PROTOCOL_TYPE_VERSION_MIN;
     JoinGroupResponse::default()
-        .with_error_code(result.error_code)
+        .with_error_code(option_code(result.error))
         .with_generation_id(result.generation_id)
         .with_protocol_type(if new_protocol_fields {
             result.protocol_type.map(string)
@@ -142,12 +142,12 @@ pub(super) async fn sync_group(
         .groups
         .sync(sync, Instant::now(), now_ms())
         .wait(|| group::SyncResponse {
-            error_code: code(ResponseError::NotCoordinator),
+            error: Some(ResponseError::NotCoordinator),
             ..Default::default()
         })
         .await;
     let mut response = SyncGroupResponse::default()
-        .with_error_code(result.error_code)
+        .with_error_code(option_code(result.error))
         .with_assignment(result.assignment);
     if version >= SYNC_PROTOCOL_VERSION_MIN {
         response = response
@@ -158,14 +158,14 @@ pub(super) async fn sync_group(
 }
 
 pub(super) fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
-    let error_code = broker.groups.heartbeat(
+    let beat = broker.groups.heartbeat(
         request.group_id.0.as_str(),
         request.generation_id,
         request.member_id.as_str(),
         request.group_instance_id.as_deref(),
         Instant::now(),
     );
-    HeartbeatResponse::default().with_error_code(error_code)
+    HeartbeatResponse::default().with_error_code(result_code(&beat))
 }
 
 pub(super) fn leave_group(
@@ -192,7 +192,7 @@ pub(super) fn leave_group(
             group_instance_id: None,
         }]
     };
-    let (error_code, errors) = broker.groups.leave(
+    let (outcome, errors) = broker.groups.leave(
         request.group_id.0.as_str(),
         &leaving,
         Instant::now(),
@@ -200,24 +200,20 @@ pub(super) fn leave_group(
     );
     if !batched {
         // One member: its error is the response's.
-        let error_code = if error_code != crate::errors::NONE {
-            error_code
-        } else {
-            errors.first().copied().unwrap_or(error_code)
-        };
-        return LeaveGroupResponse::default().with_error_code(error_code);
+        let outcome = outcome.and(errors.first().copied().unwrap_or(Ok(())));
+        return LeaveGroupResponse::default().with_error_code(result_code(&outcome));
     }
     LeaveGroupResponse::default()
-        .with_error_code(error_code)
+        .with_error_code(result_code(&outcome))
         .with_members(
             leaving
                 .into_iter()
                 .zip(errors)
-                .map(|(m, error_code)| {
+                .map(|(m, left)| {
                     MemberResponse::default()
                         .with_member_id(string(m.member_id))
                         .with_group_instance_id(m.group_instance_id.map(string))
-                        .with_error_code(error_code)
+                        .with_error_code(result_code(&left))
                 })
                 .collect(),
         )
@@ -241,7 +237,7 @@ pub(super) fn describe_groups(
         .map(|group_id| {
             let description = broker.groups.describe(group_id.0.as_str());
             DescribedGroup::default()
-                .with_error_code(description.error_code)
+                .with_error_code(option_code(description.error))
                 .with_group_id(group_id)
                 .with_group_state(string(description.state.name()))
                 .with_protocol_type(string(description.protocol_type))
@@ -309,10 +305,10 @@ pub(super) fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> De
         .groups_names
         .into_iter()
         .map(|group_id| {
-            let error_code = broker.groups.delete_group(group_id.0.as_str());
+            let deleted = broker.groups.delete_group(group_id.0.as_str());
             DeletableGroupResult::default()
                 .with_group_id(group_id)
-                .with_error_code(error_code)
+                .with_error_code(result_code(&deleted))
         })
         .collect();
     DeleteGroupsResponse::default().with_results(results)

@@ -1,6 +1,11 @@
-//! One module per Kafka API (the group APIs share `groups`, the offset APIs
-//! `offsets`). `handle` is the single dispatch on the request kind; which
-//! APIs and versions exist is decided by `protocol::api`.
+//! One module per Kafka API, or per family of APIs: `groups` (the group
+//! APIs), `offsets` (OffsetCommit, OffsetFetch, OffsetDelete), `txn` (the
+//! transaction APIs), `producers` (InitProducerId, DescribeProducers),
+//! `configs` (Describe/Alter/IncrementalAlterConfigs), `admin_topics`
+//! (CreatePartitions, DeleteRecords, DescribeLogDirs, DescribeCluster,
+//! DescribeTopicPartitions). `handle` is the single dispatch on the
+//! request kind; which APIs and versions exist is decided by
+//! `protocol::api`.
 
 mod admin_topics;
 mod api_versions;

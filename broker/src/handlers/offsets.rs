@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::errors::{code, NONE};
+use crate::errors::{code, result_code, NONE};
 use crate::group::{CommitOffset, CommitRequest};
 
 /// OffsetCommit v6+ and OffsetFetch v5+ carry the committed leader epoch.
@@ -95,7 +95,7 @@ pub(super) async fn offset_commit(
         .collect();
     for (t, p, outcome) in placed {
         let error_code = match outcome {
-            Ok(i) => results[i],
+            Ok(i) => result_code(&results[i]),
             Err(error_code) => error_code,
         };
         topics[t].partitions.push(
@@ -292,11 +292,11 @@ pub(super) fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> Of
                 .map(|p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let (error_code, errors) = broker
+    let (outcome, errors) = broker
         .groups
         .delete_offsets(request.group_id.0.as_str(), &partitions);
-    if error_code != NONE {
-        return OffsetDeleteResponse::default().with_error_code(error_code);
+    if let Err(error) = outcome {
+        return OffsetDeleteResponse::default().with_error_code(code(error));
     }
     let mut errors = errors.into_iter();
     let topics = request
@@ -310,7 +310,8 @@ pub(super) fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> Of
                         .partitions
                         .iter()
                         .map(|p| {
-                            let deleted = errors.next().unwrap_or(NONE);
+                            let deleted =
+                                errors.next().map_or(NONE, |deleted| result_code(&deleted));
                             let exists = known.as_ref().is_some_and(|t| {
                                 usize::try_from(p.partition_index)
                                     .is_ok_and(|i| i < t.partitions.len())

@@ -149,10 +149,10 @@ async fn wait_replicated(
                 deadline,
             )
             .await;
-        if let Err(error_code) = replicated {
-            tracing::debug!(topic = %waiting.partition.topic, partition = waiting.partition.index, error_code, "acks=all not met");
+        if let Err(error) = replicated {
+            tracing::debug!(topic = %waiting.partition.topic, partition = waiting.partition.index, %error, "acks=all not met");
             let partition = &mut response.responses[t].partition_responses[p];
-            partition.error_code = error_code;
+            partition.error_code = code(error);
             partition.base_offset = -1;
         }
     }
@@ -431,7 +431,10 @@ async fn ask_coordinator(
     if broker.transactions.coordinates(transactional_id) {
         return broker
             .transactions
-            .verify(transactional_id, producer_id, epoch, partitions);
+            .verify(transactional_id, producer_id, epoch, partitions)
+            .iter()
+            .map(errors::result_code)
+            .collect();
     }
     let unavailable = vec![code(ResponseError::CoordinatorNotAvailable); partitions.len()];
     let metadata = broker.metadata();

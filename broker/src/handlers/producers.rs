@@ -6,13 +6,13 @@ use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::{
-    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    ApiKey, DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::errors::{self, code};
+use crate::errors::{self, code, for_version};
 
 /// InitProducerId v3+ carries the producer id and epoch the producer had (KIP-360).
 const KEEP_PRODUCER_VERSION_MIN: i16 = 3;
@@ -28,21 +28,20 @@ pub(super) async fn init_producer_id(
     if let Some(transactional_id) = &request.transactional_id {
         let expected = (version >= KEEP_PRODUCER_VERSION_MIN)
             .then_some((request.producer_id.0, request.producer_epoch));
-        return match broker
+        let initialized = broker
             .transactions
             .init_producer_id(
                 &broker.producer_ids,
                 transactional_id,
                 request.transaction_timeout_ms,
                 expected,
-                version,
             )
-            .await
-        {
+            .await;
+        return match for_version(initialized, ApiKey::InitProducerId, version) {
             Ok((producer_id, epoch)) => response
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(epoch),
-            Err(error_code) => response.with_error_code(error_code),
+            Err(error) => response.with_error_code(code(error)),
         };
     }
     // An idempotent producer: a new id at epoch 0, whatever it had (Kafka

@@ -20,7 +20,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    AddPartitionsToTxnResponse, ApiKey, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
     TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
     WriteTxnMarkersRequest, WriteTxnMarkersResponse,
@@ -30,15 +30,12 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::txn_markers::{self, MarkerWrite};
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::errors::{code, NONE};
+use crate::errors::{code, for_version, result_code, NONE};
 use crate::group::{CommitOffset, CommitRequest};
 use crate::internal_topics::{partition_for, OFFSETS_TOPIC};
 
 /// AddPartitionsToTxn v4+ batches transactions (brokers verifying them, KIP-890).
 const ADD_PARTITIONS_BATCHED_VERSION_MIN: i16 = 4;
-/// PRODUCER_FENCED is known to AddPartitionsToTxn, AddOffsetsToTxn and
-/// EndTxn from v2, older versions get INVALID_PRODUCER_EPOCH (KIP-588).
-const PRODUCER_FENCED_VERSION_MIN: i16 = 2;
 /// TxnOffsetCommit v3+ names the group member (KIP-447).
 const TXN_COMMIT_MEMBER_VERSION_MIN: i16 = 3;
 
@@ -112,22 +109,19 @@ pub(super) async fn add_partitions_to_txn(
     request: AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
-    let knows_fenced = version >= PRODUCER_FENCED_VERSION_MIN;
     if version < ADD_PARTITIONS_BATCHED_VERSION_MIN {
         let (partitions, unknown) = partitions_of(broker, &request.v3_and_below_topics);
         let error_code = if unknown.is_empty() {
-            broker
+            let added = broker
                 .transactions
                 .add_partitions(
                     &request.v3_and_below_transactional_id.0,
                     request.v3_and_below_producer_id.0,
                     request.v3_and_below_producer_epoch,
                     &partitions,
-                    knows_fenced,
                 )
-                .await
-                .err()
-                .unwrap_or(NONE)
+                .await;
+            result_code(&for_version(added, ApiKey::AddPartitionsToTxn, version))
         } else {
             NONE
         };
@@ -149,21 +143,21 @@ pub(super) async fn add_partitions_to_txn(
                 &partitions,
             );
             let mut codes = codes.into_iter();
-            topic_results(&transaction.topics, |_, _| codes.next().unwrap_or(NONE))
+            topic_results(&transaction.topics, |_, _| {
+                codes.next().map_or(NONE, |verified| result_code(&verified))
+            })
         } else {
             let error_code = if unknown.is_empty() {
-                broker
+                let added = broker
                     .transactions
                     .add_partitions(
                         &id,
                         transaction.producer_id.0,
                         transaction.producer_epoch,
                         &partitions,
-                        true,
                     )
-                    .await
-                    .err()
-                    .unwrap_or(NONE)
+                    .await;
+                result_code(&added)
             } else {
                 NONE
             };
@@ -206,10 +200,13 @@ pub(super) async fn add_offsets_to_txn(
             request.producer_id.0,
             request.producer_epoch,
             &[partition],
-            version >= PRODUCER_FENCED_VERSION_MIN,
         )
         .await;
-    response.with_error_code(result.err().unwrap_or(NONE))
+    response.with_error_code(result_code(&for_version(
+        result,
+        ApiKey::AddOffsetsToTxn,
+        version,
+    )))
 }
 
 pub(super) async fn end_txn(
@@ -224,11 +221,10 @@ pub(super) async fn end_txn(
             request.producer_id.0,
             request.producer_epoch,
             request.committed,
-            version >= PRODUCER_FENCED_VERSION_MIN,
         )
         .await;
     EndTxnResponse::default()
-        .with_error_code(result.err().unwrap_or(NONE))
+        .with_error_code(result_code(&for_version(result, ApiKey::EndTxn, version)))
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1)
 }
@@ -257,7 +253,8 @@ pub(super) async fn write_txn_markers(
         };
         let mut codes = txn_markers::write_markers(broker, write, &partitions)
             .await
-            .into_iter();
+            .into_iter()
+            .map(|written| result_code(&written));
         let topics = marker
             .topics
             .into_iter()
@@ -349,7 +346,7 @@ pub(super) async fn txn_offset_commit(
     let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
     for (name, index, outcome) in placed {
         let error_code = match outcome {
-            Ok(i) => results[i],
+            Ok(i) => result_code(&results[i]),
             Err(error_code) => error_code,
         };
         if topics.last().is_none_or(|topic| topic.name != name) {
@@ -396,8 +393,8 @@ pub(super) fn describe_transactions(
                     .with_producer_id(ProducerId(txn.producer_id))
                     .with_producer_epoch(txn.producer_epoch)
                     .with_topics(partitions_by_topic(&txn.partitions)),
-                Err(error_code) => state
-                    .with_error_code(error_code)
+                Err(error) => state
+                    .with_error_code(code(error))
                     .with_transaction_state(StrBytes::from_static_str(""))
                     .with_producer_id(ProducerId(-1))
                     .with_producer_epoch(-1),

@@ -19,7 +19,7 @@ use kafka_protocol::error::ResponseError;
 use storage::PartitionLog;
 
 use super::Partition;
-use crate::errors::code;
+use crate::errors::KafkaResult;
 
 /// The leader's knowledge of its followers, reset at every leader epoch.
 #[derive(Debug, Default)]
@@ -252,30 +252,30 @@ impl Partition {
         leader_epoch: i32,
         min_insync_replicas: usize,
         deadline: tokio::time::Instant,
-    ) -> Result<(), i16> {
+    ) -> KafkaResult {
         let mut changes = self.subscribe_changes();
         loop {
             changes.borrow_and_update();
             let now =
                 self.lead(|log, state| (log.high_watermark(), state.leader_epoch, state.isr.len()));
             let Ok((high_watermark, epoch, isr)) = now else {
-                return Err(code(ResponseError::NotLeaderOrFollower));
+                return Err(ResponseError::NotLeaderOrFollower);
             };
             if epoch != leader_epoch {
-                return Err(code(ResponseError::NotLeaderOrFollower));
+                return Err(ResponseError::NotLeaderOrFollower);
             }
             if high_watermark >= end_offset {
                 return if isr < min_insync_replicas {
-                    Err(code(ResponseError::NotEnoughReplicasAfterAppend))
+                    Err(ResponseError::NotEnoughReplicasAfterAppend)
                 } else {
                     Ok(())
                 };
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() {
-                    return Err(code(ResponseError::NotLeaderOrFollower));
+                    return Err(ResponseError::NotLeaderOrFollower);
                 },
-                _ = tokio::time::sleep_until(deadline) => return Err(code(ResponseError::RequestTimedOut)),
+                _ = tokio::time::sleep_until(deadline) => return Err(ResponseError::RequestTimedOut),
             }
         }
     }

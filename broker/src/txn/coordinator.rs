@@ -9,7 +9,7 @@
 //!
 //! Ending a transaction: EndTxn writes PrepareCommit (or PrepareAbort) and
 //! answers; then the markers are written to every partition of the
-//! transaction (`markers`), and CompleteCommit (CompleteAbort) is written.
+//! transaction (`crate::broker::txn_markers`), and CompleteCommit (CompleteAbort) is written.
 //! Meanwhile requests for the transactional id get CONCURRENT_TRANSACTIONS
 //! and retry. A transaction open longer than its timeout is aborted by the
 //! coordinator with the producer's epoch bumped, which fences that producer.
@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use super::log::{decode_key, encode_key, TxnState, TxnValue};
 use crate::clock::now_ms;
 use crate::config::TransactionConfig;
-use crate::errors::code;
 use crate::errors::AppendError;
+use crate::errors::KafkaResult;
 use crate::internal_topics::{internal_batch, partition_for};
 use crate::partition::Partition;
 use crate::topics::Topic;
@@ -124,16 +124,6 @@ pub struct Completion {
 pub struct TxnListing {
     pub transactional_id: String,
     pub metadata: TxnMetadata,
-}
-
-/// Kafka's error for a producer fenced by a newer epoch: PRODUCER_FENCED
-/// for clients that know it, INVALID_PRODUCER_EPOCH before (KIP-588).
-fn fenced(knows_producer_fenced: bool) -> i16 {
-    if knows_producer_fenced {
-        code(ResponseError::ProducerFenced)
-    } else {
-        code(ResponseError::InvalidProducerEpoch)
-    }
 }
 
 pub struct TransactionCoordinator {
@@ -295,8 +285,8 @@ impl TransactionCoordinator {
     /// replica count) have it. Kafka's errors: NOT_COORDINATOR when the
     /// leadership moved, COORDINATOR_NOT_AVAILABLE when replicas are too
     /// few or too slow.
-    async fn write(&self, transactional_id: &str, value: Option<TxnValue>) -> Result<(), i16> {
-        let not_available = code(ResponseError::CoordinatorNotAvailable);
+    async fn write(&self, transactional_id: &str, value: Option<TxnValue>) -> KafkaResult<()> {
+        let not_available = ResponseError::CoordinatorNotAvailable;
         let partition = self.partition_of(transactional_id).ok_or(not_available)?;
         let batch = internal_batch(
             vec![(encode_key(transactional_id), value.map(|v| v.encode()))],
@@ -305,7 +295,7 @@ impl TransactionCoordinator {
         )
         .map_err(|error| {
             tracing::error!(%error, "encoding a __transaction_state batch failed");
-            code(ResponseError::UnknownServerError)
+            ResponseError::UnknownServerError
         })?;
         let min_isr = self
             .config
@@ -319,15 +309,15 @@ impl TransactionCoordinator {
                 tracing::error!(transactional_id, %error, "appending to __transaction_state failed");
                 return Err(not_available);
             }
-            Err(_) => return Err(code(ResponseError::NotCoordinator)),
+            Err(_) => return Err(ResponseError::NotCoordinator),
         };
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         partition
             .wait_replicated(info.last_offset + 1, leader_epoch, min_isr, deadline)
             .await
-            .map_err(|error_code| {
-                if error_code == code(ResponseError::NotLeaderOrFollower) {
-                    code(ResponseError::NotCoordinator)
+            .map_err(|error| {
+                if error == ResponseError::NotLeaderOrFollower {
+                    ResponseError::NotCoordinator
                 } else {
                     not_available
                 }
@@ -336,7 +326,7 @@ impl TransactionCoordinator {
 
     /// Marks `transactional_id` pending, writes `next` as its state and
     /// applies it once written; on failure the old state stays.
-    async fn transition(&self, transactional_id: &str, next: TxnMetadata) -> Result<(), i16> {
+    async fn transition(&self, transactional_id: &str, next: TxnMetadata) -> KafkaResult<()> {
         let written = self.write(transactional_id, Some(next.value())).await;
         let mut txns = self.lock();
         match txns.get_mut(transactional_id) {
@@ -351,7 +341,7 @@ impl TransactionCoordinator {
             }
             None => {
                 // Unloaded meanwhile: the new leader has what was written.
-                return written.and(Err(code(ResponseError::NotCoordinator)));
+                return written.and(Err(ResponseError::NotCoordinator));
             }
         }
         drop(txns);
@@ -368,22 +358,21 @@ impl TransactionCoordinator {
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
-        version: i16,
-    ) -> Result<(i64, i16), i16> {
+    ) -> KafkaResult<(i64, i16)> {
         if transactional_id.is_empty() {
-            return Err(code(ResponseError::InvalidRequest));
+            return Err(ResponseError::InvalidRequest);
         }
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
-            return Err(code(ResponseError::InvalidTransactionTimeout));
+            return Err(ResponseError::InvalidTransactionTimeout);
         }
         if !self.coordinates(transactional_id) {
-            return Err(code(ResponseError::NotCoordinator));
+            return Err(ResponseError::NotCoordinator);
         }
         // A new transactional id needs a producer id: taken before the lock.
         if !self.lock().contains_key(transactional_id) {
             let producer_id = producer_ids.next().await.map_err(|error| {
                 tracing::warn!(%error, "no producer id to give");
-                code(ResponseError::CoordinatorNotAvailable)
+                ResponseError::CoordinatorNotAvailable
             })?;
             self.lock()
                 .entry(transactional_id.to_string())
@@ -399,30 +388,29 @@ impl TransactionCoordinator {
                     pending: false,
                 });
         }
-        let knows_fenced = version >= 4;
         let (next, fence) = {
             let mut txns = self.lock();
             let Some(current) = txns.get_mut(transactional_id) else {
-                return Err(code(ResponseError::NotCoordinator));
+                return Err(ResponseError::NotCoordinator);
             };
             if current.pending {
-                return Err(code(ResponseError::ConcurrentTransactions));
+                return Err(ResponseError::ConcurrentTransactions);
             }
             if let Some((producer_id, epoch)) = expected.filter(|(id, _)| *id >= 0) {
                 if current.producer_epoch >= 0 && producer_id != current.producer_id {
-                    return Err(fenced(knows_fenced));
+                    return Err(ResponseError::ProducerFenced);
                 }
                 if epoch != current.producer_epoch {
                     if epoch == current.last_producer_epoch && current.state == TxnState::Empty {
                         // A retry of the bump that got us here.
                         return Ok((current.producer_id, current.producer_epoch));
                     }
-                    return Err(fenced(knows_fenced));
+                    return Err(ResponseError::ProducerFenced);
                 }
             }
             match current.state {
                 TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
-                    return Err(code(ResponseError::ConcurrentTransactions))
+                    return Err(ResponseError::ConcurrentTransactions)
                 }
                 TxnState::Ongoing => {
                     // A new producer instance: the open transaction is
@@ -467,7 +455,7 @@ impl TransactionCoordinator {
                 Err(error) => {
                     tracing::warn!(%error, "no producer id to give");
                     self.clear_pending(transactional_id);
-                    return Err(code(ResponseError::CoordinatorNotAvailable));
+                    return Err(ResponseError::CoordinatorNotAvailable);
                 }
             }
         }
@@ -480,7 +468,7 @@ impl TransactionCoordinator {
                 "a new producer fenced the open transaction: aborting it"
             );
             self.complete_later(transactional_id);
-            return Err(code(ResponseError::ConcurrentTransactions));
+            return Err(ResponseError::ConcurrentTransactions);
         }
         Ok((next.producer_id, next.producer_epoch))
     }
@@ -498,19 +486,18 @@ impl TransactionCoordinator {
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
-        knows_fenced: bool,
-    ) -> Result<&'a mut TxnMetadata, i16> {
+    ) -> KafkaResult<&'a mut TxnMetadata> {
         let Some(current) = txns.get_mut(transactional_id) else {
-            return Err(code(ResponseError::InvalidProducerIdMapping));
+            return Err(ResponseError::InvalidProducerIdMapping);
         };
         if current.producer_id != producer_id {
-            return Err(code(ResponseError::InvalidProducerIdMapping));
+            return Err(ResponseError::InvalidProducerIdMapping);
         }
         if current.producer_epoch != epoch {
-            return Err(fenced(knows_fenced));
+            return Err(ResponseError::ProducerFenced);
         }
         if current.pending {
-            return Err(code(ResponseError::ConcurrentTransactions));
+            return Err(ResponseError::ConcurrentTransactions);
         }
         Ok(current)
     }
@@ -524,23 +511,16 @@ impl TransactionCoordinator {
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
-        knows_fenced: bool,
-        decide: impl FnOnce(&TxnMetadata) -> Result<Option<TxnMetadata>, i16>,
-    ) -> Result<Option<TxnMetadata>, i16> {
+        decide: impl FnOnce(&TxnMetadata) -> KafkaResult<Option<TxnMetadata>>,
+    ) -> KafkaResult<Option<TxnMetadata>> {
         if transactional_id.is_empty() {
-            return Err(code(ResponseError::InvalidRequest));
+            return Err(ResponseError::InvalidRequest);
         }
         if !self.coordinates(transactional_id) {
-            return Err(code(ResponseError::NotCoordinator));
+            return Err(ResponseError::NotCoordinator);
         }
         let mut txns = self.lock();
-        let current = Self::check_producer(
-            &mut txns,
-            transactional_id,
-            producer_id,
-            epoch,
-            knows_fenced,
-        )?;
+        let current = Self::check_producer(&mut txns, transactional_id, producer_id, epoch)?;
         let next = decide(current)?;
         if next.is_some() {
             current.pending = true;
@@ -550,48 +530,38 @@ impl TransactionCoordinator {
 
     /// AddPartitionsToTxn (and AddOffsetsToTxn with the group's partition of
     /// `__consumer_offsets`): the partitions join the transaction, which is
-    /// Ongoing from then on. `knows_fenced`: the request version knows
-    /// PRODUCER_FENCED.
+    /// Ongoing from then on.
     pub async fn add_partitions(
         &self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
-        knows_fenced: bool,
-    ) -> Result<(), i16> {
-        let next = self.prepare_change(
-            transactional_id,
-            producer_id,
-            epoch,
-            knows_fenced,
-            |current| {
-                match current.state {
-                    TxnState::PrepareCommit
-                    | TxnState::PrepareAbort
-                    | TxnState::PrepareEpochFence => {
-                        return Err(code(ResponseError::ConcurrentTransactions))
-                    }
-                    TxnState::Ongoing
-                        if partitions
-                            .iter()
-                            .all(|partition| current.partitions.contains(partition)) =>
-                    {
-                        return Ok(None);
-                    }
-                    _ => {}
+    ) -> KafkaResult<()> {
+        let next = self.prepare_change(transactional_id, producer_id, epoch, |current| {
+            match current.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                    return Err(ResponseError::ConcurrentTransactions)
                 }
-                let mut next = current.clone();
-                if next.state != TxnState::Ongoing {
-                    next.partitions.clear();
-                    next.start_ms = now_ms();
+                TxnState::Ongoing
+                    if partitions
+                        .iter()
+                        .all(|partition| current.partitions.contains(partition)) =>
+                {
+                    return Ok(None);
                 }
-                next.partitions.extend(partitions.iter().cloned());
-                next.state = TxnState::Ongoing;
-                next.last_update_ms = now_ms();
-                Ok(Some(next))
-            },
-        )?;
+                _ => {}
+            }
+            let mut next = current.clone();
+            if next.state != TxnState::Ongoing {
+                next.partitions.clear();
+                next.start_ms = now_ms();
+            }
+            next.partitions.extend(partitions.iter().cloned());
+            next.state = TxnState::Ongoing;
+            next.last_update_ms = now_ms();
+            Ok(Some(next))
+        })?;
         match next {
             Some(next) => self.transition(transactional_id, next).await,
             None => Ok(()),
@@ -607,46 +577,39 @@ impl TransactionCoordinator {
         producer_id: i64,
         epoch: i16,
         commit: bool,
-        knows_fenced: bool,
-    ) -> Result<(), i16> {
-        let next = self.prepare_change(
-            transactional_id,
-            producer_id,
-            epoch,
-            knows_fenced,
-            |current| {
-                match (current.state, commit) {
-                    (TxnState::Ongoing, _) => {}
-                    // A retry of what is already done.
-                    (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
-                        return Ok(None)
-                    }
-                    // A retry of what is being done.
-                    (TxnState::PrepareCommit, true)
-                    | (TxnState::PrepareAbort, false)
-                    | (TxnState::PrepareEpochFence, _) => {
-                        return Err(code(ResponseError::ConcurrentTransactions))
-                    }
-                    (state, _) => {
-                        tracing::info!(
-                            transactional_id,
-                            state = state.name(),
-                            commit,
-                            "EndTxn in a state that cannot end that way"
-                        );
-                        return Err(code(ResponseError::InvalidTxnState));
-                    }
+    ) -> KafkaResult<()> {
+        let next = self.prepare_change(transactional_id, producer_id, epoch, |current| {
+            match (current.state, commit) {
+                (TxnState::Ongoing, _) => {}
+                // A retry of what is already done.
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                    return Ok(None)
                 }
-                let mut next = current.clone();
-                next.state = if commit {
-                    TxnState::PrepareCommit
-                } else {
-                    TxnState::PrepareAbort
-                };
-                next.last_update_ms = now_ms();
-                Ok(Some(next))
-            },
-        )?;
+                // A retry of what is being done.
+                (TxnState::PrepareCommit, true)
+                | (TxnState::PrepareAbort, false)
+                | (TxnState::PrepareEpochFence, _) => {
+                    return Err(ResponseError::ConcurrentTransactions)
+                }
+                (state, _) => {
+                    tracing::info!(
+                        transactional_id,
+                        state = state.name(),
+                        commit,
+                        "EndTxn in a state that cannot end that way"
+                    );
+                    return Err(ResponseError::InvalidTxnState);
+                }
+            }
+            let mut next = current.clone();
+            next.state = if commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            };
+            next.last_update_ms = now_ms();
+            Ok(Some(next))
+        })?;
         let Some(next) = next else {
             return Ok(());
         };
@@ -713,11 +676,11 @@ impl TransactionCoordinator {
     }
 
     /// Every marker of `completion` is written: the transaction is complete.
-    pub async fn complete(&self, completion: &Completion) -> Result<(), i16> {
+    pub async fn complete(&self, completion: &Completion) -> KafkaResult<()> {
         let next = {
             let mut txns = self.lock();
             let Some(current) = txns.get_mut(&completion.transactional_id) else {
-                return Err(code(ResponseError::NotCoordinator));
+                return Err(ResponseError::NotCoordinator);
             };
             if current.pending
                 || completion_of(
@@ -728,7 +691,7 @@ impl TransactionCoordinator {
                 .as_ref()
                     != Some(completion)
             {
-                return Err(code(ResponseError::ConcurrentTransactions));
+                return Err(ResponseError::ConcurrentTransactions);
             }
             let mut next = current.clone();
             next.state = if completion.commit {
@@ -826,8 +789,8 @@ impl TransactionCoordinator {
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
-    ) -> Vec<i16> {
-        let all = |error: ResponseError| vec![code(error); partitions.len()];
+    ) -> Vec<KafkaResult> {
+        let all = |error: ResponseError| vec![Err(error); partitions.len()];
         if !self.coordinates(transactional_id) {
             return all(ResponseError::NotCoordinator);
         }
@@ -845,9 +808,9 @@ impl TransactionCoordinator {
             .iter()
             .map(|partition| {
                 if txn.state == TxnState::Ongoing && txn.partitions.contains(partition) {
-                    0
+                    Ok(())
                 } else {
-                    code(ResponseError::InvalidTxnState)
+                    Err(ResponseError::InvalidTxnState)
                 }
             })
             .collect()
@@ -868,14 +831,14 @@ impl TransactionCoordinator {
     }
 
     /// One transactional id's state, if this broker coordinates it.
-    pub fn describe(&self, transactional_id: &str) -> Result<TxnMetadata, i16> {
+    pub fn describe(&self, transactional_id: &str) -> KafkaResult<TxnMetadata> {
         if !self.coordinates(transactional_id) {
-            return Err(code(ResponseError::NotCoordinator));
+            return Err(ResponseError::NotCoordinator);
         }
         self.lock()
             .get(transactional_id)
             .cloned()
-            .ok_or(code(ResponseError::TransactionalIdNotFound))
+            .ok_or(ResponseError::TransactionalIdNotFound)
     }
 }
 
