@@ -316,3 +316,80 @@ async fn an_offsets_partition_whose_compacted_head_is_empty_loads() {
         .expect("loading the compacted offsets partition did not finish in 60 s");
     assert_eq!(committed, Some(99));
 }
+
+/// While a partition of `__consumer_offsets` loads, its groups are told
+/// COORDINATOR_LOAD_IN_PROGRESS (retriable, no new coordinator to find),
+/// never NOT_COORDINATOR, and the groups of other partitions are served
+/// meanwhile: the load holds no lock they need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loading_partitions_groups_wait_while_other_groups_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = std::sync::Arc::new(open(dir.path()));
+    broker.ensure_offsets_topic().await.unwrap();
+    let count = broker
+        .topic(broker::internal_topics::OFFSETS_TOPIC)
+        .unwrap()
+        .partitions
+        .len() as i32;
+    let big = "big";
+    let index = broker::internal_topics::partition_for(big, count);
+    let small = (0..)
+        .map(|i| format!("small-{i}"))
+        .find(|id| broker::internal_topics::partition_for(id, count) != index)
+        .unwrap();
+    let offsets: Vec<(i32, i64, &str)> = (0..1000).map(|p| (p, 1, "")).collect();
+    for _ in 0..100 {
+        commit(&broker, big, "t", &offsets, now()).await;
+    }
+    commit(&broker, &small, "t", &[(0, 7, "")], now()).await;
+    let partition = broker
+        .partition(broker::internal_topics::OFFSETS_TOPIC, index)
+        .unwrap();
+
+    broker.groups.unload_partition(index);
+    assert_eq!(
+        broker.groups.describe(big).error,
+        Some(ResponseError::NotCoordinator)
+    );
+    let loading = {
+        let broker = broker.clone();
+        std::thread::spawn(move || {
+            broker
+                .groups
+                .load_partition(&partition, Instant::now(), now())
+        })
+    };
+    let mut waits = 0;
+    let mut served_while_loading = 0;
+    while !loading.is_finished() {
+        match broker.groups.describe(big).error {
+            Some(ResponseError::CoordinatorLoadInProgress) => {
+                waits += 1;
+                assert_eq!(broker.groups.describe(&small).error, None);
+                if broker.groups.describe(big).error
+                    == Some(ResponseError::CoordinatorLoadInProgress)
+                {
+                    served_while_loading += 1;
+                }
+            }
+            None => {}
+            Some(ResponseError::NotCoordinator) if waits == 0 => {} // not started yet
+            other => panic!("{big} answered {other:?} while its partition loaded"),
+        }
+    }
+    loading.join().unwrap();
+    assert!(
+        waits > 0,
+        "the load of 100,000 records was never seen in progress"
+    );
+    assert!(
+        served_while_loading > 0,
+        "{small} was never answered while {big} loaded"
+    );
+    assert_eq!(broker.groups.describe(big).error, None);
+    assert_eq!(committed(&broker, big, "t", 999).map(|c| c.offset), Some(1));
+    assert_eq!(
+        committed(&broker, &small, "t", 0).map(|c| c.offset),
+        Some(7)
+    );
+}

@@ -28,24 +28,32 @@ impl GroupCoordinator {
     /// does not coordinate them yet) but transaction markers: the last
     /// records, appended while the rest loaded, are read under the groups
     /// lock, so a marker's `complete_txn` either finds its groups loaded or
-    /// came before its marker was read.
+    /// came before its marker was read. Meanwhile the partition's groups
+    /// are told COORDINATOR_LOAD_IN_PROGRESS.
     pub fn load_partition(&self, partition: &Partition, now: Instant, now_ms: i64) {
-        let mut loading = Loading::new(now, now_ms);
-        let Some(next) = read_records(partition, 0, |record| loading.apply(record)) else {
+        self.loading.lock().insert(partition.index);
+        let loaded = self.load(partition, now, now_ms);
+        self.loading.lock().remove(&partition.index);
+        let Some((loaded, count)) = loaded else {
             return;
         };
-        let mut groups = self.lock();
-        if read_records(partition, next, |record| loading.apply(record)).is_none() {
-            return;
-        }
-        let (loaded, count) = loading.finish(&mut groups);
-        self.owned.lock().insert(partition.index);
         tracing::info!(
             partition = partition.index,
             records = loaded,
             groups = count,
             "loaded group metadata and offsets"
         );
+    }
+
+    /// The load; `None` if the partition closed meanwhile.
+    fn load(&self, partition: &Partition, now: Instant, now_ms: i64) -> Option<(usize, usize)> {
+        let mut loading = Loading::new(now, now_ms);
+        let next = read_records(partition, 0, |record| loading.apply(record))?;
+        let mut groups = self.lock();
+        read_records(partition, next, |record| loading.apply(record))?;
+        let loaded = loading.finish(&mut groups);
+        self.owned.lock().insert(partition.index);
+        Some(loaded)
     }
 
     /// This broker no longer leads partition `index` of

@@ -30,8 +30,11 @@ impl GroupCoordinator {
             return fail(ResponseError::InvalidSessionTimeout);
         }
         let mut groups = self.lock();
-        if self.closed.load(Ordering::Relaxed) || !self.coordinates(&request.group_id) {
+        if self.closed.load(Ordering::Relaxed) {
             return fail(ResponseError::NotCoordinator);
+        }
+        if let Err(error) = self.check_coordinates(&request.group_id) {
+            return fail(error);
         }
         if !groups.contains_key(&request.group_id) {
             if !request.member_id.is_empty() {
@@ -330,8 +333,11 @@ impl GroupCoordinator {
     pub fn sync(&self, request: SyncRequest, now: Instant, now_ms: i64) -> Reply<SyncResponse> {
         let fail = |error| Reply::Now(SyncResponse::error(error));
         let mut groups = self.lock();
-        if self.closed.load(Ordering::Relaxed) || !self.coordinates(&request.group_id) {
+        if self.closed.load(Ordering::Relaxed) {
             return fail(ResponseError::NotCoordinator);
+        }
+        if let Err(error) = self.check_coordinates(&request.group_id) {
+            return fail(error);
         }
         let Some(group) = groups.get_mut(&request.group_id) else {
             return fail(ResponseError::UnknownMemberId);
@@ -433,9 +439,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         now: Instant,
     ) -> KafkaResult {
-        if !self.coordinates(group_id) {
-            return Err(ResponseError::NotCoordinator);
-        }
+        self.check_coordinates(group_id)?;
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Err(ResponseError::UnknownMemberId);
@@ -469,8 +473,8 @@ impl GroupCoordinator {
         now: Instant,
         now_ms: i64,
     ) -> (KafkaResult, Vec<KafkaResult>) {
-        if !self.coordinates(group_id) {
-            return (Err(ResponseError::NotCoordinator), Vec::new());
+        if let Err(error) = self.check_coordinates(group_id) {
+            return (Err(error), Vec::new());
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {

@@ -71,6 +71,10 @@ pub struct GroupCoordinator {
     /// The partitions of `__consumer_offsets` this broker leads and has
     /// loaded: it coordinates exactly the groups that hash to them.
     owned: Mutex<std::collections::BTreeSet<i32>>,
+    /// The partitions of `__consumer_offsets` being loaded: their groups
+    /// are told COORDINATOR_LOAD_IN_PROGRESS (retriable, without looking
+    /// for another coordinator) until the load is done.
+    loading: Mutex<std::collections::BTreeSet<i32>>,
     /// Set at shutdown (under the groups lock): no request waits any more.
     closed: AtomicBool,
 }
@@ -82,6 +86,7 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets_topic: Mutex::new(None),
             owned: Mutex::new(std::collections::BTreeSet::new()),
+            loading: Mutex::new(std::collections::BTreeSet::new()),
             closed: AtomicBool::new(false),
         }
     }
@@ -106,10 +111,24 @@ impl GroupCoordinator {
     /// Whether this broker coordinates `group_id`: it leads the group's
     /// partition of `__consumer_offsets` (FindCoordinator points there).
     pub fn coordinates(&self, group_id: &str) -> bool {
+        self.check_coordinates(group_id).is_ok()
+    }
+
+    /// [`Self::coordinates`], with Kafka's answer when it does not:
+    /// COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads,
+    /// NOT_COORDINATOR otherwise.
+    fn check_coordinates(&self, group_id: &str) -> KafkaResult {
         let Some(count) = self.partition_count() else {
-            return false;
+            return Err(ResponseError::NotCoordinator);
         };
-        self.owned.lock().contains(&partition_for(group_id, count))
+        let index = partition_for(group_id, count);
+        if self.owned.lock().contains(&index) {
+            Ok(())
+        } else if self.loading.lock().contains(&index) {
+            Err(ResponseError::CoordinatorLoadInProgress)
+        } else {
+            Err(ResponseError::NotCoordinator)
+        }
     }
 
     pub fn set_offsets_topic(&self, topic: Arc<Topic>) {
@@ -192,9 +211,9 @@ impl GroupCoordinator {
     // ---------------------------------------------------------------- join
 
     pub fn describe(&self, group_id: &str) -> GroupDescription {
-        if !self.coordinates(group_id) {
+        if let Err(error) = self.check_coordinates(group_id) {
             return GroupDescription {
-                error: Some(ResponseError::NotCoordinator),
+                error: Some(error),
                 state: GroupState::Dead,
                 protocol_type: String::new(),
                 protocol: String::new(),
@@ -267,9 +286,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        if !self.coordinates(group_id) {
-            return Err(ResponseError::NotCoordinator);
-        }
+        self.check_coordinates(group_id)?;
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return Err(ResponseError::GroupIdNotFound);

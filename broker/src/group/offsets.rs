@@ -70,8 +70,8 @@ impl GroupCoordinator {
         if request.group_id.is_empty() {
             return all(ResponseError::InvalidGroupId);
         }
-        if !self.coordinates(&request.group_id) {
-            return all(ResponseError::NotCoordinator);
+        if let Err(error) = self.check_coordinates(&request.group_id) {
+            return all(error);
         }
         let mut groups = self.lock();
         let transactional = request.producer.is_some();
@@ -255,8 +255,8 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> (KafkaResult, Vec<KafkaResult>) {
-        if !self.coordinates(group_id) {
-            return (Err(ResponseError::NotCoordinator), Vec::new());
+        if let Err(error) = self.check_coordinates(group_id) {
+            return (Err(error), Vec::new());
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
