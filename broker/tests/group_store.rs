@@ -356,7 +356,7 @@ async fn a_loading_partitions_groups_wait_while_other_groups_are_served() {
         std::thread::spawn(move || {
             broker
                 .groups
-                .load_partition(&partition, Instant::now(), now())
+                .load_partition(&partition, Instant::now(), now());
         })
     };
     let mut waits = 0;
