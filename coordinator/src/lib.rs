@@ -92,6 +92,11 @@ pub trait MetadataStore: Send + Sync {
     fn broker_epoch(&self) -> Option<i64> {
         Some(0)
     }
+    /// Every change of [`Self::broker_epoch`]; `None` where it never
+    /// changes (standalone).
+    fn subscribe_broker_epoch(&self) -> Option<watch::Receiver<Option<i64>>> {
+        None
+    }
     /// Joins the cluster: registers this broker, which from now on counts
     /// as alive, and stands for controller. Called once its logs are open.
     async fn join(&self) -> Result<(), CoordinatorError>;

@@ -118,6 +118,8 @@ class Broker:
         self.starts = 0
         #: Run as this uid (the fault suite tells brokers apart by it).
         self.run_as: int | None = None
+        #: Environment for the next starts, over the test's own.
+        self.env: dict[str, str] = {}
 
     # -- addresses ---------------------------------------------------------
     @property
@@ -150,6 +152,7 @@ class Broker:
         self.starts += 1
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             log.write(f"\n==== start #{self.starts}: {' '.join(self.command())}\n".encode())
             log.flush()

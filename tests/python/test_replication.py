@@ -207,6 +207,41 @@ def test_a_replica_outside_the_isr_is_elected_only_uncleanly(cluster_factory):
     assert {v for v in seen.values()} == {v for _, _, v in first}, "what broker 2 had, and only that"
 
 
+def test_a_sole_isr_member_elected_before_it_knows_its_session_leads_and_takes_followers_back(cluster_factory):
+    """The isr-shrink-then-kill failure CI met once, forced: the sole
+    in-sync replica of an offline partition restarts; its registration
+    reaches etcd, the controller elects it, and it applies that election
+    before it has taken the session it registered with as its own (a
+    failpoint delays that by 2 s; in CI it was 2 ms). Once it has, it must
+    act as the leader it was named — record its epoch, let the follower
+    back into the ISR — although no later metadata comes to say so. Before
+    the fix it led appends but never let the follower in."""
+    cluster = start(cluster_factory, "auto.leader.rebalance.enable=false")
+    topic = unique_topic("late-session")
+    create(cluster, topic, 1, assignment=[[1, 2]])
+    wait_full_isr(cluster, topic)
+    acked, failed = produce(cluster, topic, 50, prefix=b"first")
+    assert not failed
+    cluster.brokers[2].kill9()
+    cluster.wait_until("broker 2 out of the ISR", lambda: states(cluster, topic)[0][2] == [1], SESSION_TIMEOUT_S + 15)
+    later, failed = produce(cluster, topic, 50, prefix=b"later")
+    assert not failed
+    cluster.brokers[1].kill9()
+    cluster.brokers[2].start()
+    cluster.wait_until("the partition offline", lambda: states(cluster, topic)[0][0] == -1, SESSION_TIMEOUT_S + 15)
+
+    sole = cluster.brokers[1]
+    sole.env["KBROKER_FAILPOINT_SESSION_PUBLISH_DELAY_MS"] = "2000"
+    sole.start()
+    cluster.wait_until("broker 1 elected", lambda: states(cluster, topic)[0][0] == 1, SESSION_TIMEOUT_S + 15)
+    assert "failpoint: publishing the session late" in sole.log_text()
+    wait_full_isr(cluster, topic, timeout=30)
+    last, failed = produce(cluster, topic, 20, prefix=b"last", **{"message.timeout.ms": 20000})
+    assert not failed and len(last) == 20
+    seen = consume_all(cluster.bootstrap, topic, 1, len(acked) + len(later) + len(last))
+    assert {v for v in seen.values()} == {v for _, _, v in acked + later + last}
+
+
 def test_preferred_election_by_the_admin_tool(cluster_factory):
     cluster = start(cluster_factory, "auto.leader.rebalance.enable=false")
     topic = unique_topic("elect")

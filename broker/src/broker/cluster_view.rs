@@ -27,9 +27,11 @@ use crate::partition::Partition;
 use crate::topic_config;
 use crate::topics::{Topic, Topics};
 
-/// Applies every snapshot the store publishes until shutdown.
+/// Applies every snapshot the store publishes until shutdown, and decides
+/// the partitions' roles again whenever this broker's session changes.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
     let mut snapshots = broker.store.subscribe();
+    let mut epochs = broker.store.subscribe_broker_epoch();
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let applying = broker.clone();
@@ -41,9 +43,27 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
             }
             Err(error) => tracing::error!(%error, "applying cluster metadata failed"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = snapshots.changed() => if changed.is_err() { return },
+        loop {
+            let epoch_changed = async {
+                match epochs.as_mut() {
+                    Some(epochs) => epochs.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = snapshots.changed() => if changed.is_err() { return } else { break },
+                changed = epoch_changed => {
+                    if !changed {
+                        epochs = None;
+                        continue;
+                    }
+                    let deciding = broker.clone();
+                    if let Err(error) = tokio::task::spawn_blocking(move || deciding.session_changed()).await {
+                        tracing::error!(%error, "deciding the partitions' roles failed");
+                    }
+                }
+            }
         }
     }
 }
@@ -94,17 +114,17 @@ impl Broker {
                 self.remove_topic(topic);
             }
         }
-        // This broker registered (again): the partitions it is named leader
-        // of may now be led by it, or no longer.
+        // This broker registered (again), as the metadata or its own
+        // session shows it: the partitions it is named leader of may now be
+        // led by it, or no longer.
         let own_epoch = |m: &ClusterMetadata| m.brokers.get(&self.node_id()).map(|b| b.epoch);
-        if own_epoch(&last) != own_epoch(metadata) {
-            for topic in next.by_id.values() {
-                for partition in &topic.partitions {
-                    let state = partition.state();
-                    self.took_state(partition, Some(&state), &state);
-                }
-            }
+        let session_epoch = self.store.broker_epoch();
+        let mut decided_at = self.decided_at_epoch.lock();
+        if own_epoch(&last) != own_epoch(metadata) || *decided_at != session_epoch {
+            *decided_at = session_epoch;
+            self.decide_roles_again(next.by_id.values());
         }
+        drop(decided_at);
         *self.topics.write() = next;
         *last = metadata.clone();
         drop(last);
@@ -245,6 +265,33 @@ impl Broker {
         if before != *state {
             partition.set_state(state.clone());
             self.took_state(partition, Some(&before), state);
+        }
+    }
+
+    /// This broker's session changed (it registered, again, or lost it):
+    /// the partitions' roles are decided again if the snapshots applied
+    /// have not done so. A registration can reach the metadata (and an
+    /// election naming this broker, applied as a follower's state) before
+    /// the session that made it is this broker's own; no later snapshot
+    /// need come to change that.
+    pub(crate) fn session_changed(&self) {
+        let _applying = self.last_applied.lock();
+        let session_epoch = self.store.broker_epoch();
+        let mut decided_at = self.decided_at_epoch.lock();
+        if *decided_at == session_epoch {
+            return;
+        }
+        *decided_at = session_epoch;
+        tracing::info!(broker_epoch = ?session_epoch, "session changed: deciding the partitions' roles again");
+        self.decide_roles_again(self.all_topics().iter());
+    }
+
+    fn decide_roles_again<'a>(&self, topics: impl Iterator<Item = &'a Arc<Topic>>) {
+        for topic in topics {
+            for partition in &topic.partitions {
+                let state = partition.state();
+                self.took_state(partition, Some(&state), &state);
+            }
         }
     }
 

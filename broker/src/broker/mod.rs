@@ -62,6 +62,9 @@ pub struct Broker {
     pub(crate) applied: watch::Sender<i64>,
     /// The last snapshot applied; held while one is applied.
     pub(crate) last_applied: Mutex<Arc<ClusterMetadata>>,
+    /// This broker's session epoch when the partitions' roles were last
+    /// decided (changed only under `last_applied`'s lock).
+    pub(crate) decided_at_epoch: Mutex<Option<i64>>,
 }
 
 impl Broker {
@@ -95,6 +98,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             groups,
             applied: watch::channel(0).0,
+            decided_at_epoch: Mutex::new(None),
             last_applied: Mutex::new(Arc::new(ClusterMetadata {
                 cluster_id: snapshot.cluster_id.clone(),
                 revision: -1,

@@ -373,6 +373,10 @@ impl MetadataStore for EtcdStore {
         self.inner.session.current().map(|lease| lease.broker_epoch)
     }
 
+    fn subscribe_broker_epoch(&self) -> Option<channel::Receiver<Option<i64>>> {
+        Some(self.inner.session.broker_epoch.subscribe())
+    }
+
     async fn join(&self) -> Result<(), CoordinatorError> {
         let inner = &self.inner;
         inner.tasks.spawn(session::run(inner.clone()));

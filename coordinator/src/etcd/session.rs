@@ -37,6 +37,8 @@ pub(crate) struct Session {
     /// Nanoseconds after `base` until which the session is provably alive; 0: never.
     valid_until: AtomicU64,
     pub lease: watch::Sender<Option<Lease>>,
+    /// The broker epoch of `lease`, for those outside this crate.
+    pub broker_epoch: watch::Sender<Option<i64>>,
 }
 
 impl Session {
@@ -45,6 +47,7 @@ impl Session {
             base: Instant::now(),
             valid_until: AtomicU64::new(0),
             lease: watch::channel(None).0,
+            broker_epoch: watch::channel(None).0,
         }
     }
 
@@ -65,6 +68,24 @@ impl Session {
     pub(crate) fn current(&self) -> Option<Lease> {
         *self.lease.borrow()
     }
+
+    /// The session now held (or none).
+    fn publish(&self, lease: Option<Lease>) {
+        self.lease.send_replace(lease);
+        self.broker_epoch
+            .send_replace(lease.map(|lease| lease.broker_epoch));
+    }
+}
+
+/// `KBROKER_FAILPOINT_SESSION_PUBLISH_DELAY_MS`: a fault-injection point
+/// for tests, never set in production — the pause between registering in
+/// etcd and this broker taking the new session as its own.
+fn publish_delay() -> Option<Duration> {
+    std::env::var("KBROKER_FAILPOINT_SESSION_PUBLISH_DELAY_MS")
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// How long before the lease's expiry (as this broker reckons it) the
@@ -100,14 +121,21 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             broker_epoch = lease.broker_epoch,
             "registered in etcd"
         );
-        inner.session.lease.send_replace(Some(lease));
+        if let Some(delay) = publish_delay() {
+            // Fault injection: the registration is in etcd (the watch may
+            // deliver it, and an election naming this broker) before this
+            // broker knows its own session.
+            tracing::warn!(?delay, "failpoint: publishing the session late");
+            tokio::time::sleep(delay).await;
+        }
+        inner.session.publish(Some(lease));
         keep_alive(&inner, lease.id).await;
         if inner.shutdown.is_cancelled() {
             // `revoke` ends the session.
             return;
         }
         inner.session.invalidate();
-        inner.session.lease.send_replace(None);
+        inner.session.publish(None);
         tracing::warn!(
             lease = format!("{:x}", lease.id),
             "the etcd session is lost; registering again"
