@@ -26,7 +26,7 @@ LAYERS = {
     "broker/src": [
         ["clock", "errors", "config", "topic_config"],
         ["partition", "topics", "internal_topics"],
-        ["data_dir", "peers"],
+        ["data_dir", "peers", "tls"],
         ["group", "txn", "replica_fetcher"],
         ["broker"],
         ["handlers"],

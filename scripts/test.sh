@@ -41,6 +41,7 @@ SYSTEM_TOOLS=(
     "unshare:util-linux"
     "ip:iproute2"
     "go:golang-go" # Go 1.19 builds the Go client checks (tests/go) in GOPATH mode
+    "openssl:openssl" # test certificates for the TLS tests (tests/python/test_tls.py)
 )
 # Debian packages with no command of their own: the Go clients' sources
 # under /usr/share/gocode (tests/python/test_go_clients.py).

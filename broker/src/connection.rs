@@ -24,9 +24,7 @@ use std::task::Poll;
 use bytes::{Bytes, BytesMut};
 use protocol::codec::{self, DecodeError};
 use protocol::frame::{self, FRAME_PREFIX_BYTES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -57,17 +55,21 @@ enum Outgoing {
     Later(Pin<Box<dyn Future<Output = Encoded> + Send>>),
 }
 
-pub(crate) async fn serve(
-    stream: TcpStream,
+/// Serves one connection: `reader` and `writer` are its two directions (a
+/// TCP stream's halves, or a TLS stream's).
+pub(crate) async fn serve<R, W>(
+    (mut reader, writer): (R, W),
     peer: SocketAddr,
     listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
-) {
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let span = tracing::info_span!("connection", %peer, listener = &*listener);
     async move {
         tracing::debug!("accepted");
-        let (mut reader, writer) = stream.into_split();
         let (responses, queue) = mpsc::channel::<Outgoing>(RESPONSES_QUEUED_MAX);
         // The writer cancels it when it stops, so that reading stops too.
         let closing = shutdown.child_token();
@@ -116,7 +118,10 @@ pub(crate) async fn serve(
 }
 
 /// Reads one frame; `None` on a clean end of stream before a frame starts.
-async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>, String> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, String> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -202,8 +207,8 @@ async fn handle_frame(
 
 /// Writes the responses in the order they were queued, until the queue
 /// closes or something fails; then cancels `closing`.
-async fn write_responses(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    writer: W,
     queue: mpsc::Receiver<Outgoing>,
     closing: CancellationToken,
 ) {
@@ -211,8 +216,8 @@ async fn write_responses(
     closing.cancel();
 }
 
-async fn write_in_order(
-    mut writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn write_in_order<W: AsyncWrite + Unpin>(
+    mut writer: BufWriter<W>,
     mut queue: mpsc::Receiver<Outgoing>,
 ) {
     while let Some(outgoing) = queue.recv().await {

@@ -41,6 +41,7 @@ pub(crate) mod partition;
 pub(crate) mod peers;
 pub(crate) mod replica_fetcher;
 pub mod server;
+pub(crate) mod tls;
 pub(crate) mod topic_config;
 pub(crate) mod topics;
 pub(crate) mod txn;

@@ -9,12 +9,17 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::connection;
+
+/// A client that has not finished its TLS handshake by then is dropped
+/// (it holds a connection slot meanwhile).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds every listener, joins the cluster (registers this broker: from
 /// now on it is alive to the others), then serves until `shutdown` is
@@ -24,12 +29,21 @@ use crate::connection;
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for listener in &broker.config.listeners {
+        // TLS material is read before anything binds: a listener that
+        // cannot have it stops the broker, never falls back to plaintext.
+        let tls = match &listener.ssl {
+            Some(ssl) => Some(TlsAcceptor::from(
+                crate::tls::server_config(&listener.name, ssl)
+                    .with_context(|| format!("listener {}", listener.name))?,
+            )),
+            None => None,
+        };
         let address = listener.bind_address();
         let socket = TcpListener::bind(&address)
             .await
             .with_context(|| format!("binding {address}"))?;
-        tracing::info!(listener = %listener.name, address = %socket.local_addr()?, "listening");
-        listeners.push((Arc::<str>::from(listener.name.as_str()), socket));
+        tracing::info!(listener = %listener.name, address = %socket.local_addr()?, security_protocol = listener.security_protocol.name(), "listening");
+        listeners.push((Arc::<str>::from(listener.name.as_str()), socket, tls));
     }
     let tracker = TaskTracker::new();
     tracker.spawn(crate::broker::cluster_view::run(
@@ -45,9 +59,10 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         }
     }
     let connections = Arc::new(Semaphore::new(broker.config.max_connections));
-    for (name, socket) in listeners {
+    for (name, socket, tls) in listeners {
         tracker.spawn(accept_loop(
             socket,
+            tls,
             name,
             broker.clone(),
             connections.clone(),
@@ -110,6 +125,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
 
 async fn accept_loop(
     socket: TcpListener,
+    tls: Option<TlsAcceptor>,
     listener: Arc<str>,
     broker: Arc<Broker>,
     connections: Arc<Semaphore>,
@@ -140,8 +156,32 @@ async fn accept_loop(
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         let listener = listener.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            connection::serve(stream, peer, listener, broker, shutdown).await;
+            match tls {
+                None => {
+                    let halves = stream.into_split();
+                    connection::serve(halves, peer, listener, broker, shutdown).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let halves = tokio::io::split(stream);
+                            connection::serve(halves, peer, listener, broker, shutdown).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::info!(%peer, listener = &*listener, %error, "TLS handshake failed; closing the connection");
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, listener = &*listener, timeout = ?TLS_HANDSHAKE_TIMEOUT, "TLS handshake took too long; closing the connection");
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }

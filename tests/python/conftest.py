@@ -143,7 +143,9 @@ class Broker:
         cmd += ["--override", f"log.dirs={self.data_dir}"]
         cmd += ["--override", "num.partitions=3"]
         for item in self.overrides:
-            cmd += ["--override", item]
+            # `{port}` is this broker's own port (for a `listeners` override
+            # that adds listeners to the one the tests connect to).
+            cmd += ["--override", item.replace("{port}", str(self.port))]
         return cmd
 
     # -- lifecycle -----------------------------------------------------------

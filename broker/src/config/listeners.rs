@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::properties::Properties;
+use super::ssl::SslConfig;
 
 pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("listeners", "PLAINTEXT://:9092"),
@@ -14,8 +15,8 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("listener.security.protocol.map", ""),
 ];
 
-/// Kafka's security protocols. Only PLAINTEXT is served so far; a listener
-/// mapped to another one is refused at start.
+/// Kafka's security protocols. PLAINTEXT and SSL are served so far; a
+/// listener mapped to a SASL one is refused at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
@@ -46,7 +47,7 @@ impl SecurityProtocol {
 }
 
 /// A listener such as `PLAINTEXT://127.0.0.1:9092`. An empty host binds every interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     pub name: String,
     pub host: String,
@@ -54,6 +55,8 @@ pub struct Listener {
     /// Its name's protocol in `listener.security.protocol.map` (a listener
     /// named after a protocol needs no entry).
     pub security_protocol: SecurityProtocol,
+    /// Its TLS settings, for SSL (and, later, SASL_SSL) listeners.
+    pub ssl: Option<SslConfig>,
 }
 
 impl Listener {
@@ -78,6 +81,7 @@ impl Listener {
             host: host.to_string(),
             port,
             security_protocol,
+            ssl: None,
         })
     }
 
@@ -113,7 +117,7 @@ impl Listeners {
                 .map(|text| Listener::parse(text, &protocols))
                 .collect::<anyhow::Result<Vec<_>>>()
         };
-        let listeners = parse("listeners")?;
+        let mut listeners = parse("listeners")?;
         if listeners.is_empty() {
             bail!("listeners is empty")
         }
@@ -122,12 +126,20 @@ impl Listeners {
             if !names.insert(listener.name.as_str()) {
                 bail!("listeners names {} twice", listener.name);
             }
-            if listener.security_protocol != SecurityProtocol::Plaintext {
+            if matches!(
+                listener.security_protocol,
+                SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+            ) {
                 bail!(
-                    "listener {} uses security protocol {}; only PLAINTEXT is supported (map other names with listener.security.protocol.map, e.g. INTERNAL:PLAINTEXT)",
+                    "listener {} uses security protocol {}; PLAINTEXT and SSL are supported so far (map other names with listener.security.protocol.map, e.g. INTERNAL:PLAINTEXT)",
                     listener.name,
                     listener.security_protocol.name()
                 );
+            }
+        }
+        for listener in &mut listeners {
+            if listener.security_protocol == SecurityProtocol::Ssl {
+                listener.ssl = Some(SslConfig::from_properties(properties, &listener.name)?);
             }
         }
         let advertised_given = parse("advertised.listeners")?;
@@ -160,6 +172,16 @@ impl Listeners {
             name if listeners.iter().any(|l| l.name == name) => name.to_string(),
             name => bail!("inter.broker.listener.name={name} is not in listeners"),
         };
+        let inter_broker_protocol = listeners
+            .iter()
+            .find(|l| l.name == inter_broker)
+            .map(|l| l.security_protocol);
+        let cluster = !properties.list("etcd.endpoints").is_empty();
+        if cluster && inter_broker_protocol != Some(SecurityProtocol::Plaintext) {
+            bail!(
+                "the inter-broker listener {inter_broker} must be PLAINTEXT for now (brokers do not speak TLS to each other yet): add a PLAINTEXT listener and name it in inter.broker.listener.name"
+            );
+        }
         Ok(Listeners {
             listeners,
             advertised,

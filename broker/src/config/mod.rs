@@ -17,6 +17,7 @@ mod listeners;
 mod log;
 mod properties;
 mod replication;
+mod ssl;
 mod transactions;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ pub use log::DYNAMIC_BROKER_CONFIGS;
 pub use properties::parse_properties;
 use properties::Properties;
 pub use replication::{ReplicaFetchConfig, ReplicationConfig};
+pub use ssl::{is_sensitive, ClientAuth, Keystore, Pem, Secret, SslConfig, TlsVersion};
 pub use transactions::TransactionConfig;
 
 /// The server's own keys (identity, data directory, topic creation,
@@ -58,6 +60,7 @@ const SECTIONS: &[&[(&str, &str)]] = &[
     listeners::DEFAULTS,
     cluster::DEFAULTS,
     replication::DEFAULTS,
+    ssl::DEFAULTS,
     log::DEFAULTS,
     groups::DEFAULTS,
     transactions::DEFAULTS,
@@ -303,6 +306,82 @@ mod tests {
             ("broker.heartbeat.interval.ms", "2000"),
         ])
         .is_err());
+    }
+
+    #[test]
+    fn ssl_listeners_take_their_own_settings_over_the_plain_ones() {
+        let config = config(&[
+            ("listeners", "PLAINTEXT://:9092,SSL://:9093,SECURE://:9094"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,SSL:SSL,SECURE:SSL",
+            ),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", "/etc/kbroker/broker.pem"),
+            ("ssl.key.password", "secret"),
+            ("listener.name.secure.ssl.client.auth", "required"),
+            ("listener.name.secure.ssl.truststore.type", "PEM"),
+            (
+                "listener.name.secure.ssl.truststore.location",
+                "/etc/kbroker/ca.pem",
+            ),
+        ])
+        .unwrap();
+        let ssl = |name: &str| {
+            config
+                .listeners
+                .iter()
+                .find(|l| l.name == name)
+                .unwrap()
+                .ssl
+                .clone()
+        };
+        assert!(ssl("PLAINTEXT").is_none());
+        let open = ssl("SSL").unwrap();
+        let secure = ssl("SECURE").unwrap();
+        assert_eq!(open.client_auth, ClientAuth::None);
+        assert!(open.truststore.is_none());
+        assert_eq!(secure.client_auth, ClientAuth::Required);
+        assert_eq!(
+            secure.truststore,
+            Some(Pem::File {
+                property: "listener.name.secure.ssl.truststore.location".into(),
+                path: "/etc/kbroker/ca.pem".into()
+            })
+        );
+        assert_eq!(
+            secure.key_password.as_ref().map(Secret::expose),
+            Some("secret")
+        );
+        assert!(
+            !format!("{secure:?}").contains("secret"),
+            "Debug shows the password"
+        );
+        assert!(is_sensitive("ssl.key.password"));
+        assert!(is_sensitive("listener.name.secure.ssl.keystore.key"));
+        assert!(!is_sensitive("ssl.keystore.location"));
+    }
+
+    #[test]
+    fn ssl_settings_that_cannot_work_are_errors_naming_the_property() {
+        let error = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("listeners", "SSL://:9093")];
+            all.extend_from_slice(pairs);
+            format!("{:#}", config(&all).unwrap_err())
+        };
+        assert!(error(&[("ssl.keystore.location", "/k.jks")]).contains("ssl.keystore.type=JKS"));
+        assert!(error(&[]).contains("ssl.keystore.location"));
+        let pem = [
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", "/k.pem"),
+        ];
+        assert!(error(&[pem[0], pem[1], ("ssl.client.auth", "required")]).contains("truststore"));
+        assert!(error(&[pem[0], pem[1], ("ssl.enabled.protocols", "TLSv1.1")]).contains("TLSv1.1"));
+        assert!(error(&[pem[0], pem[1], ("ssl.client.auth", "maybe")]).contains("ssl.client.auth"));
+        // Brokers do not speak TLS to each other yet.
+        assert!(
+            error(&[pem[0], pem[1], ("etcd.endpoints", "http://e:2379")]).contains("inter-broker")
+        );
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub(super) struct Properties {
     pub(super) explicit: BTreeMap<String, String>,
 }
 
+/// Kafka's per-listener prefix (KIP-103): `listener.name.<listener>.<key>`.
+const LISTENER_PREFIX: &str = "listener.name.";
+
+/// Keys that may also be set for one listener.
+fn per_listener(key: &str) -> bool {
+    key.starts_with("ssl.")
+}
+
 impl Properties {
     /// `given` over the defaults of `known`; unknown keys are logged and
     /// dropped.
@@ -46,6 +54,7 @@ impl Properties {
             .map(|(key, value)| ((*key).to_string(), (*value).to_string()))
             .collect();
         let mut explicit = BTreeMap::new();
+        let mut listener_values = BTreeMap::new();
         for (key, value) in given {
             let key = ALIASES
                 .iter()
@@ -54,13 +63,43 @@ impl Properties {
             if let Some(slot) = values.get_mut(&key) {
                 explicit.insert(key.clone(), value.clone());
                 *slot = value;
+            } else if let Some(listener_key) = key
+                .strip_prefix(LISTENER_PREFIX)
+                .and_then(|rest| rest.split_once('.'))
+                .map(|(_, listener_key)| listener_key)
+                .filter(|listener_key| {
+                    per_listener(listener_key) && values.contains_key(*listener_key)
+                })
+            {
+                tracing::debug!(%key, known = listener_key, "per-listener configuration");
+                explicit.insert(key.clone(), value.clone());
+                listener_values.insert(key, value);
             } else if IGNORED.contains(&key.as_str()) {
                 tracing::debug!(%key, "configuration accepted and ignored");
             } else {
                 tracing::warn!(%key, "the configuration was supplied but isn't a known config");
             }
         }
+        values.extend(listener_values);
         Properties { values, explicit }
+    }
+
+    /// `key` for `listener`: its `listener.name.<listener>.<key>` value if
+    /// given, else the plain one; with the name of the property it came from.
+    pub(super) fn for_listener(&self, listener: &str, key: &str) -> (String, &str) {
+        let name = self.listener_key_name(listener, key);
+        let value = self.values.get(&name).map_or("", String::as_str);
+        (name, value)
+    }
+
+    /// The property that sets `key` for `listener` (for messages).
+    pub(super) fn listener_key_name(&self, listener: &str, key: &str) -> String {
+        let specific = format!("{LISTENER_PREFIX}{}.{key}", listener.to_ascii_lowercase());
+        if self.values.contains_key(&specific) {
+            specific
+        } else {
+            key.to_string()
+        }
     }
 
     /// The value as given (or the default); `""` for an unset optional one.

@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::config::{known_properties, DYNAMIC_BROKER_CONFIGS};
+use crate::config::{is_sensitive, known_properties, DYNAMIC_BROKER_CONFIGS};
 use crate::errors::{code, topic_error_code, NONE};
 use crate::topic_config::{self, ConfigType, TopicConfigDef, TOPIC_CONFIGS};
 
@@ -242,12 +242,15 @@ pub(super) fn describe_configs(
                 .into_iter()
                 .filter(|d| wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == d.name)))
                 .map(|d| {
+                    // Secrets are never shown (Kafka's PASSWORD type).
+                    let sensitive = is_sensitive(&d.name);
+                    let shown = |value: String| (!sensitive).then(|| string(value));
                     let mut entry = DescribeConfigsResourceResult::default()
                         .with_name(string(d.name))
-                        .with_value(Some(string(d.value)))
+                        .with_value(shown(d.value))
                         .with_read_only(d.read_only)
                         .with_config_source(d.source)
-                        .with_is_sensitive(false);
+                        .with_is_sensitive(sensitive);
                     if request.include_synonyms {
                         entry = entry.with_synonyms(
                             d.synonyms
@@ -255,7 +258,7 @@ pub(super) fn describe_configs(
                                 .map(|(name, value, source)| {
                                     DescribeConfigsSynonym::default()
                                         .with_name(string(name))
-                                        .with_value(Some(string(value)))
+                                        .with_value(shown(value))
                                         .with_source(source)
                                 })
                                 .collect(),

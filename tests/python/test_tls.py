@@ -1,0 +1,256 @@
+"""SSL listeners: TLS with PEM material as Kafka configures it (KIP-651),
+client certificates (ssl.client.auth), encrypted keys (ssl.key.password),
+per-listener settings (listener.name.<l>.ssl.*), and a broker that refuses
+to start, naming the property and the file, when its TLS material is
+missing or wrong. Certificates are made for each test with the openssl
+command line (no private key is committed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from conftest import broker_binary, free_port, unique_topic
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY_PASSWORD = "keystore-secret-" + uuid.uuid4().hex[:8]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed: apt-get install openssl", pytrace=False)
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr}"
+
+
+def signed(cwd: Path, name: str, subject: str, ca: str, san: str | None = None) -> None:
+    """`name`.key and `name`.pem (an X.509 v3 certificate: for a server with
+    `san`, else for a client), signed by the CA files `ca`.key/`ca`.pem."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", subject, cwd=cwd)
+    usage = f"extendedKeyUsage=serverAuth\nsubjectAltName={san}" if san else "extendedKeyUsage=clientAuth"
+    (cwd / f"{name}.ext").write_text(f"basicConstraints=CA:FALSE\n{usage}\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=cwd)
+
+
+@pytest.fixture
+def certs(tmp_path) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost with its keystore
+    (key and chain in one PEM file, plain and with an encrypted key), a
+    client certificate from the CA and one from a CA the broker does not
+    trust."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "2", "-subj", f"/CN={ca}", cwd=d)
+    signed(d, "server", "/CN=localhost", "ca", san="IP:127.0.0.1,DNS:localhost")
+    signed(d, "client", "/CN=alice/O=kbroker tests", "ca")
+    signed(d, "stranger", "/CN=mallory", "other-ca")
+    (d / "keystore.pem").write_text((d / "server.key").read_text() + (d / "server.pem").read_text())
+    openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "server.key", "-out", "server-encrypted.key",
+            "-passout", f"pass:{KEY_PASSWORD}", cwd=d)
+    (d / "keystore-encrypted.pem").write_text(
+        (d / "server-encrypted.key").read_text() + (d / "server.pem").read_text())
+    return d
+
+
+def ssl_broker(broker_factory, certs: Path, *overrides: str):
+    """A broker with a PLAINTEXT listener and an SSL one; returns (broker, SSL address)."""
+    ssl_port = free_port()
+    broker = broker_factory(
+        f"listeners=PLAINTEXT://127.0.0.1:{{port}},SSL://127.0.0.1:{ssl_port}",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={certs / 'keystore.pem'}",
+        *overrides,
+    )
+    return broker, f"127.0.0.1:{ssl_port}"
+
+
+def client_config(address: str, certs: Path, certificate: str | None = None) -> dict:
+    config = {
+        "bootstrap.servers": address,
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(certs / "ca.pem"),
+    }
+    if certificate:
+        config["ssl.certificate.location"] = str(certs / f"{certificate}.pem")
+        config["ssl.key.location"] = str(certs / f"{certificate}.key")
+    return config
+
+
+def round_trip(config: dict, topic: str, count: int = 20) -> list[bytes]:
+    """Produces `count` records and reads them back over `config`'s connection."""
+    producer = Producer({**config, "acks": "all", "message.timeout.ms": 20000})
+    failures = []
+    for i in range(count):
+        producer.produce(topic, value=b"tls-%04d" % i, on_delivery=lambda err, _: err and failures.append(err))
+    assert producer.flush(30) == 0, "records left unsent"
+    assert not failures, failures
+    consumer = Consumer({**config, "group.id": "g-" + topic, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen = []
+    try:
+        for _ in range(300):
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                seen.append(message.value())
+            if len(seen) >= count:
+                break
+    finally:
+        consumer.close()
+    return sorted(seen)
+
+
+def metadata_fails(config: dict) -> str:
+    """The error librdkafka reports when it cannot get metadata."""
+    admin = AdminClient({**config, "socket.timeout.ms": 3000})
+    with pytest.raises(KafkaException) as failed:
+        admin.list_topics(timeout=5)
+    return str(failed.value)
+
+
+def test_an_ssl_listener_serves_librdkafka_kcat_and_kafka_python(broker_factory, certs, kcat):
+    broker, address = ssl_broker(broker_factory, certs)
+    topic = unique_topic("tls")
+    seen = round_trip(client_config(address, certs), topic)
+    assert seen == [b"tls-%04d" % i for i in range(20)]
+
+    # Metadata over SSL names the SSL listener's address.
+    metadata = AdminClient(client_config(address, certs)).list_topics(timeout=10)
+    assert {f"{b.host}:{b.port}" for b in metadata.brokers.values()} == {address}
+
+    produced = subprocess.run(
+        [kcat, "-P", "-b", address, "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={certs / 'ca.pem'}",
+         "-t", topic], input=b"from-kcat\n", capture_output=True, timeout=30)
+    assert produced.returncode == 0, produced.stderr
+    consumed = subprocess.run(
+        [kcat, "-C", "-b", address, "-X", "security.protocol=SSL", "-X", f"ssl.ca.location={certs / 'ca.pem'}",
+         "-t", topic, "-o", "beginning", "-e", "-q"], capture_output=True, timeout=30)
+    assert consumed.returncode == 0, consumed.stderr
+    assert b"from-kcat" in consumed.stdout.splitlines()
+
+    from kafka import KafkaConsumer, KafkaProducer
+    producer = KafkaProducer(bootstrap_servers=address, security_protocol="SSL", ssl_cafile=str(certs / "ca.pem"))
+    producer.send(topic, b"from-kafka-python").get(timeout=30)
+    producer.close()
+    consumer = KafkaConsumer(topic, bootstrap_servers=address, security_protocol="SSL",
+                             ssl_cafile=str(certs / "ca.pem"), auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    values = [record.value for record in consumer]
+    consumer.close()
+    assert b"from-kafka-python" in values and b"from-kcat" in values
+
+    # A plaintext client on the SSL port gets no Kafka answer.
+    metadata_fails({"bootstrap.servers": address})
+    # The PLAINTEXT listener serves as before.
+    assert round_trip({"bootstrap.servers": broker.bootstrap}, unique_topic("plain"), 5) == [
+        b"tls-%04d" % i for i in range(5)]
+
+
+def test_a_client_certificate_is_required_and_checked_against_the_truststore(broker_factory, certs):
+    broker, address = ssl_broker(
+        broker_factory, certs, "ssl.client.auth=required", "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={certs / 'ca.pem'}")
+    topic = unique_topic("mtls")
+    assert round_trip(client_config(address, certs, certificate="client"), topic, 10) == [
+        b"tls-%04d" % i for i in range(10)]
+    metadata_fails(client_config(address, certs))
+    metadata_fails(client_config(address, certs, certificate="stranger"))
+    log = broker.log_text()
+    assert "TLS handshake failed" in log
+
+
+def test_requested_client_authentication_lets_clients_without_a_certificate_in(broker_factory, certs):
+    _, address = ssl_broker(
+        broker_factory, certs, "ssl.client.auth=requested", "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={certs / 'ca.pem'}")
+    assert len(round_trip(client_config(address, certs), unique_topic("requested"), 3)) == 3
+    assert len(round_trip(client_config(address, certs, certificate="client"), unique_topic("requested"), 3)) == 3
+
+
+def test_an_encrypted_key_is_read_with_ssl_key_password_and_never_shown(broker_factory, certs):
+    broker, address = ssl_broker(
+        broker_factory, certs, f"ssl.keystore.location={certs / 'keystore-encrypted.pem'}",
+        f"ssl.key.password={KEY_PASSWORD}")
+    assert len(round_trip(client_config(address, certs), unique_topic("encrypted"), 3)) == 3
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    password = configs["ssl.key.password"]
+    assert password.is_sensitive and password.value is None
+    assert configs["ssl.keystore.location"].value == str(certs / "keystore-encrypted.pem")
+    # What the broker printed (the test harness logs the command line).
+    printed = [line for line in broker.log_text().splitlines() if not line.startswith("==== start")]
+    assert not any(KEY_PASSWORD in line for line in printed)
+
+
+def test_listener_name_settings_apply_to_their_listener_only(broker_factory, certs):
+    ssl_port, internal_port = free_port(), free_port()
+    broker = broker_factory(
+        f"listeners=PLAINTEXT://127.0.0.1:{{port}},SSL://127.0.0.1:{ssl_port},SECURE://127.0.0.1:{internal_port}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SECURE:SSL",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={certs / 'keystore.pem'}",
+        "listener.name.secure.ssl.client.auth=required",
+        "listener.name.secure.ssl.truststore.type=PEM",
+        f"listener.name.secure.ssl.truststore.location={certs / 'ca.pem'}",
+    )
+    assert len(round_trip(client_config(f"127.0.0.1:{ssl_port}", certs), unique_topic("open"), 3)) == 3
+    secure = f"127.0.0.1:{internal_port}"
+    metadata_fails(client_config(secure, certs))
+    assert len(round_trip(client_config(secure, certs, certificate="client"), unique_topic("secure"), 3)) == 3
+    assert broker.is_running()
+
+
+def refused_start(tmp_path: Path, *overrides: str) -> str:
+    """Starts the broker expecting it to refuse; returns what it printed."""
+    data = tmp_path / f"refused-{uuid.uuid4().hex[:6]}"
+    command = [str(broker_binary()), "--override", f"log.dirs={data}",
+               "--override", f"listeners=PLAINTEXT://127.0.0.1:{free_port()},SSL://127.0.0.1:{free_port()}"]
+    for override in overrides:
+        command += ["--override", override]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, f"the broker started:\n{done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("case", ["missing-file", "jks", "no-keystore", "wrong-password", "no-password",
+                                  "key-of-another-certificate", "not-a-certificate"])
+def test_bad_tls_material_stops_the_broker_naming_the_property_and_the_file(tmp_path, certs, case):
+    keystore = certs / "keystore.pem"
+    if case == "missing-file":
+        missing = certs / "nowhere.pem"
+        said = refused_start(tmp_path, "ssl.keystore.type=PEM", f"ssl.keystore.location={missing}")
+        assert "ssl.keystore.location" in said and str(missing) in said
+    elif case == "jks":
+        said = refused_start(tmp_path, f"ssl.keystore.location={keystore}")
+        assert "ssl.keystore.type=JKS" in said and "PEM" in said
+    elif case == "no-keystore":
+        said = refused_start(tmp_path)
+        assert "ssl.keystore.location" in said
+    elif case in ("wrong-password", "no-password"):
+        encrypted = certs / "keystore-encrypted.pem"
+        extra = ["ssl.key.password=not-the-password"] if case == "wrong-password" else []
+        said = refused_start(tmp_path, "ssl.keystore.type=PEM", f"ssl.keystore.location={encrypted}", *extra)
+        assert "ssl.key.password" in said and str(encrypted) in said
+        assert "not-the-password" not in said and KEY_PASSWORD not in said
+    elif case == "key-of-another-certificate":
+        mismatched = certs / "mismatched.pem"
+        mismatched.write_text((certs / "client.key").read_text() + (certs / "server.pem").read_text())
+        said = refused_start(tmp_path, "ssl.keystore.type=PEM", f"ssl.keystore.location={mismatched}")
+        assert str(mismatched) in said and "does not fit" in said
+    elif case == "not-a-certificate":
+        garbage = certs / "garbage.pem"
+        garbage.write_text((certs / "server.key").read_text())
+        said = refused_start(tmp_path, "ssl.keystore.type=PEM", f"ssl.keystore.location={garbage}")
+        assert str(garbage) in said and "no certificate" in said
