@@ -26,7 +26,7 @@ LAYERS = {
     "broker/src": [
         ["clock", "errors", "config", "topic_config"],
         ["partition", "topics", "internal_topics"],
-        ["data_dir", "peers", "tls"],
+        ["data_dir", "peers", "tls", "sasl"],
         ["group", "txn", "replica_fetcher"],
         ["broker"],
         ["handlers"],

@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::handlers;
+use crate::sasl;
 
 /// Responses queued for the writer per connection before reading pauses
 /// (counting those still waiting for replicas).
@@ -76,8 +77,19 @@ pub(crate) async fn serve<R, W>(
         let writing = tokio::spawn(
             write_responses(writer, queue, closing.clone()).instrument(tracing::Span::current()),
         );
-        let max = broker.config.socket_request_max_bytes;
+        let configured_max = broker.config.socket_request_max_bytes;
+        // A SASL listener's connection authenticates first.
+        let mut authenticator = broker
+            .config
+            .listeners
+            .iter()
+            .find(|l| *l.name == *listener)
+            .and_then(|l| l.sasl.as_ref())
+            .map(sasl::Authenticator::new);
         loop {
+            let max = authenticator
+                .as_ref()
+                .map_or(configured_max, |a| a.frame_bytes_max(configured_max));
             let frame = tokio::select! {
                 _ = closing.cancelled() => break,
                 frame = read_frame(&mut reader, max) => frame,
@@ -93,6 +105,21 @@ pub(crate) async fn serve<R, W>(
                     break;
                 }
             };
+            if let Some(authenticator) = authenticator.as_mut().filter(|a| !a.authenticated()) {
+                match authenticator.step(frame.clone()) {
+                    sasl::Gate::Pass => {}
+                    sasl::Gate::Answer { frame, close } => {
+                        if responses.send(Outgoing::Now(vec![frame])).await.is_err() || close {
+                            break;
+                        }
+                        continue;
+                    }
+                    sasl::Gate::Close(reason) => {
+                        tracing::info!(%reason, "closing an unauthenticated connection");
+                        break;
+                    }
+                }
+            }
             let origin = handlers::Origin {
                 peer,
                 listener: &listener,

@@ -40,6 +40,7 @@ pub mod internal_topics;
 pub(crate) mod partition;
 pub(crate) mod peers;
 pub(crate) mod replica_fetcher;
+pub(crate) mod sasl;
 pub mod server;
 pub(crate) mod tls;
 pub(crate) mod topic_config;

@@ -26,8 +26,9 @@ use kafka_protocol::messages::{
     ListTransactionsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest, SyncGroupResponse,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
+    SyncGroupResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::buf::ByteBufMut;
@@ -118,6 +119,8 @@ messages! {
     TxnOffsetCommit(TxnOffsetCommitRequest, TxnOffsetCommitResponse),
     DescribeTransactions(DescribeTransactionsRequest, DescribeTransactionsResponse),
     ListTransactions(ListTransactionsRequest, ListTransactionsResponse),
+    SaslHandshake(SaslHandshakeRequest, SaslHandshakeResponse),
+    SaslAuthenticate(SaslAuthenticateRequest, SaslAuthenticateResponse),
 }
 
 /// Why a request frame could not be decoded. Every variant but
@@ -160,6 +163,19 @@ pub struct DecodedRequest {
 impl DecodedRequest {
     pub fn version(&self) -> i16 {
         self.header.request_api_version
+    }
+}
+
+/// The api key and version a request frame starts with, read before
+/// anything is decoded (a SASL listener decides from them alone whether an
+/// unauthenticated client may send it).
+pub fn peek_api(frame: &[u8]) -> Option<(i16, i16)> {
+    match frame {
+        [k0, k1, v0, v1, ..] => Some((
+            i16::from_be_bytes([*k0, *k1]),
+            i16::from_be_bytes([*v0, *v1]),
+        )),
+        _ => None,
     }
 }
 

@@ -71,6 +71,9 @@ fn request(api_key: ApiKey) -> Exchange {
         ApiKey::TxnOffsetCommit => pair(TxnOffsetCommitRequest::default()),
         ApiKey::DescribeTransactions => pair(DescribeTransactionsRequest::default()),
         ApiKey::ListTransactions => pair(ListTransactionsRequest::default()),
+        // On a PLAINTEXT listener: ILLEGAL_SASL_STATE, the connection open.
+        ApiKey::SaslHandshake => pair(SaslHandshakeRequest::default()),
+        ApiKey::SaslAuthenticate => pair(SaslAuthenticateRequest::default()),
         other => panic!("{other:?} is advertised: add a request for it here"),
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::properties::Properties;
+use super::sasl::SaslConfig;
 use super::ssl::SslConfig;
 
 pub(super) const DEFAULTS: &[(&str, &str)] = &[
@@ -15,8 +16,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("listener.security.protocol.map", ""),
 ];
 
-/// Kafka's security protocols. PLAINTEXT and SSL are served so far; a
-/// listener mapped to a SASL one is refused at start.
+/// Kafka's security protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
@@ -55,8 +55,10 @@ pub struct Listener {
     /// Its name's protocol in `listener.security.protocol.map` (a listener
     /// named after a protocol needs no entry).
     pub security_protocol: SecurityProtocol,
-    /// Its TLS settings, for SSL (and, later, SASL_SSL) listeners.
+    /// Its TLS settings, for SSL and SASL_SSL listeners.
     pub ssl: Option<SslConfig>,
+    /// Its SASL settings, for SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: Option<SaslConfig>,
 }
 
 impl Listener {
@@ -82,6 +84,7 @@ impl Listener {
             port,
             security_protocol,
             ssl: None,
+            sasl: None,
         })
     }
 
@@ -126,20 +129,19 @@ impl Listeners {
             if !names.insert(listener.name.as_str()) {
                 bail!("listeners names {} twice", listener.name);
             }
+        }
+        for listener in &mut listeners {
+            if matches!(
+                listener.security_protocol,
+                SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+            ) {
+                listener.ssl = Some(SslConfig::from_properties(properties, &listener.name)?);
+            }
             if matches!(
                 listener.security_protocol,
                 SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
             ) {
-                bail!(
-                    "listener {} uses security protocol {}; PLAINTEXT and SSL are supported so far (map other names with listener.security.protocol.map, e.g. INTERNAL:PLAINTEXT)",
-                    listener.name,
-                    listener.security_protocol.name()
-                );
-            }
-        }
-        for listener in &mut listeners {
-            if listener.security_protocol == SecurityProtocol::Ssl {
-                listener.ssl = Some(SslConfig::from_properties(properties, &listener.name)?);
+                listener.sasl = Some(SaslConfig::from_properties(properties, &listener.name)?);
             }
         }
         let advertised_given = parse("advertised.listeners")?;

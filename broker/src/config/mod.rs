@@ -17,6 +17,7 @@ mod listeners;
 mod log;
 mod properties;
 mod replication;
+mod sasl;
 mod ssl;
 mod transactions;
 
@@ -33,6 +34,7 @@ pub use log::DYNAMIC_BROKER_CONFIGS;
 pub use properties::parse_properties;
 use properties::Properties;
 pub use replication::{ReplicaFetchConfig, ReplicationConfig};
+pub use sasl::{Mechanism, SaslConfig};
 pub use ssl::{is_sensitive, ClientAuth, Keystore, Pem, Secret, SslConfig, TlsVersion};
 pub use transactions::TransactionConfig;
 
@@ -61,6 +63,7 @@ const SECTIONS: &[&[(&str, &str)]] = &[
     cluster::DEFAULTS,
     replication::DEFAULTS,
     ssl::DEFAULTS,
+    sasl::DEFAULTS,
     log::DEFAULTS,
     groups::DEFAULTS,
     transactions::DEFAULTS,

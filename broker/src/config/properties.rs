@@ -39,7 +39,12 @@ const LISTENER_PREFIX: &str = "listener.name.";
 
 /// Keys that may also be set for one listener.
 fn per_listener(key: &str) -> bool {
-    key.starts_with("ssl.")
+    key.starts_with("ssl.") || key == "sasl.enabled.mechanisms"
+}
+
+/// Keys that exist only for one listener (a mechanism's JAAS config).
+fn only_per_listener(key: &str) -> bool {
+    key.ends_with(".sasl.jaas.config") && !key.contains("listener.name.")
 }
 
 impl Properties {
@@ -68,7 +73,8 @@ impl Properties {
                 .and_then(|rest| rest.split_once('.'))
                 .map(|(_, listener_key)| listener_key)
                 .filter(|listener_key| {
-                    per_listener(listener_key) && values.contains_key(*listener_key)
+                    (per_listener(listener_key) && values.contains_key(*listener_key))
+                        || only_per_listener(listener_key)
                 })
             {
                 tracing::debug!(%key, known = listener_key, "per-listener configuration");
@@ -88,6 +94,10 @@ impl Properties {
     /// given, else the plain one; with the name of the property it came from.
     pub(super) fn for_listener(&self, listener: &str, key: &str) -> (String, &str) {
         let name = self.listener_key_name(listener, key);
+        debug_assert!(
+            self.values.contains_key(&name) || only_per_listener(key),
+            "{key} is in no section's table"
+        );
         let value = self.values.get(&name).map_or("", String::as_str);
         (name, value)
     }

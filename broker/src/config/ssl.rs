@@ -38,6 +38,10 @@ pub fn is_sensitive(key: &str) -> bool {
 pub struct Secret(String);
 
 impl Secret {
+    pub(crate) fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

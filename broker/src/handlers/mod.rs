@@ -32,7 +32,10 @@ use coordinator::{BrokerRegistration, ClusterMetadata};
 use protocol::chunked::Splice;
 use protocol::codec::{DecodedRequest, Request, Response};
 
+use kafka_protocol::error::ResponseError;
+
 use crate::broker::Broker;
+use crate::errors::code;
 
 /// Where a request came from: the client's address and the listener it
 /// connected to (clients are told the addresses of that listener).
@@ -210,6 +213,20 @@ pub(crate) async fn handle(broker: &Broker, request: DecodedRequest, origin: Ori
         Request::ListTransactions(body) => {
             Response::ListTransactions(txn::list_transactions(broker, body))
         }
+        // A SASL listener's connection authenticates before its requests
+        // come here (`crate::sasl`); on any other listener, or after
+        // authenticating, these are out of place.
+        Request::SaslHandshake(_) => Response::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(code(ResponseError::IllegalSaslState)),
+        ),
+        Request::SaslAuthenticate(_) => Response::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(code(ResponseError::IllegalSaslState))
+                .with_error_message(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                    "SaslAuthenticate is out of place: the connection is not in a SASL handshake",
+                ))),
+        ),
         Request::DescribeProducers(body) => {
             Response::DescribeProducers(producers::describe_producers(broker, body))
         }
