@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::connection;
+use crate::tls::ReloadingAcceptor;
 
 /// A client that has not finished its TLS handshake by then is dropped
 /// (it holds a connection slot meanwhile).
@@ -32,8 +32,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         // TLS material is read before anything binds: a listener that
         // cannot have it stops the broker, never falls back to plaintext.
         let tls = match &listener.ssl {
-            Some(ssl) => Some(TlsAcceptor::from(
-                crate::tls::server_config(&listener.name, ssl)
+            Some(ssl) => Some(Arc::new(
+                ReloadingAcceptor::new(&listener.name, ssl)
                     .with_context(|| format!("listener {}", listener.name))?,
             )),
             None => None,
@@ -125,7 +125,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
 
 async fn accept_loop(
     socket: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadingAcceptor>>,
     listener: Arc<str>,
     broker: Arc<Broker>,
     connections: Arc<Semaphore>,
@@ -163,7 +163,8 @@ async fn accept_loop(
                     let halves = stream.into_split();
                     connection::serve(halves, peer, listener, broker, shutdown).await;
                 }
-                Some(acceptor) => {
+                Some(tls) => {
+                    let acceptor = tls.acceptor();
                     let handshake = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,

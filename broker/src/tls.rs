@@ -1,15 +1,25 @@
 //! TLS for SSL listeners: the rustls server configuration built from a
-//! listener's PEM material (`config::SslConfig`), read once when the
-//! broker starts. Every error names the property and the file it came from:
-//! a listener that cannot have its TLS never falls back to plaintext.
+//! listener's PEM material (`config::SslConfig`). Every error names the
+//! property and the file it came from: a listener that cannot have its TLS
+//! never falls back to plaintext.
+//!
+//! Files replaced in place are picked up without a restart: before each
+//! handshake the listener compares the files' modification times and sizes
+//! with those it loaded from, and loads them again if they differ.
+//! Connections already open keep the material they shook hands with; new
+//! material that does not load is logged and the old one stays.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context};
+use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientAuth, Keystore, Pem, Secret, SslConfig, TlsVersion};
 
@@ -139,4 +149,82 @@ fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     let start = text.find(&begin)?;
     let stop = text[start..].find(&end)? + start + end.len();
     Some(&text[start..stop])
+}
+
+/// A listener's TLS configuration, reloaded when its files change.
+pub(crate) struct ReloadingAcceptor {
+    listener: String,
+    ssl: crate::config::SslConfig,
+    current: Mutex<Loaded>,
+}
+
+struct Loaded {
+    acceptor: TlsAcceptor,
+    /// The files as they were when loaded.
+    stamps: Vec<Stamp>,
+}
+
+type Stamp = (PathBuf, Option<(SystemTime, u64)>);
+
+impl ReloadingAcceptor {
+    /// Loads the listener's material; an error stops the broker.
+    pub(crate) fn new(
+        listener: &str,
+        ssl: &crate::config::SslConfig,
+    ) -> anyhow::Result<ReloadingAcceptor> {
+        let stamps = stamps(ssl);
+        let config = server_config(listener, ssl)?;
+        Ok(ReloadingAcceptor {
+            listener: listener.to_string(),
+            ssl: ssl.clone(),
+            current: Mutex::new(Loaded {
+                acceptor: TlsAcceptor::from(config),
+                stamps,
+            }),
+        })
+    }
+
+    /// The acceptor for the next handshake, with the files as they are now.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        let now = stamps(&self.ssl);
+        let mut current = self.current.lock();
+        if now != current.stamps {
+            // Tried once per change: a bad file is not read again until it
+            // changes again.
+            current.stamps = now;
+            match server_config(&self.listener, &self.ssl) {
+                Ok(config) => {
+                    tracing::info!(listener = %self.listener, "TLS material changed on disk: new connections use it");
+                    current.acceptor = TlsAcceptor::from(config);
+                }
+                Err(error) => {
+                    tracing::warn!(listener = %self.listener, error = %format!("{error:#}"), "TLS material changed on disk but does not load: keeping the previous one");
+                }
+            }
+        }
+        current.acceptor.clone()
+    }
+}
+
+/// The modification time and size of each file the listener reads.
+fn stamps(ssl: &crate::config::SslConfig) -> Vec<Stamp> {
+    let mut files: Vec<&Pem> = Vec::new();
+    match &ssl.keystore {
+        Keystore::File(pem) => files.push(pem),
+        Keystore::Inline { key, chain } => files.extend([key, chain]),
+    }
+    files.extend(&ssl.truststore);
+    files
+        .into_iter()
+        .filter_map(|pem| match pem {
+            Pem::File { path, .. } => Some(path.clone()),
+            Pem::Inline { .. } => None,
+        })
+        .map(|path| {
+            let stamp = std::fs::metadata(&path)
+                .ok()
+                .and_then(|meta| Some((meta.modified().ok()?, meta.len())));
+            (path, stamp)
+        })
+        .collect()
 }

@@ -254,3 +254,37 @@ def test_bad_tls_material_stops_the_broker_naming_the_property_and_the_file(tmp_
         garbage.write_text((certs / "server.key").read_text())
         said = refused_start(tmp_path, "ssl.keystore.type=PEM", f"ssl.keystore.location={garbage}")
         assert str(garbage) in said and "no certificate" in said
+
+
+def test_certificates_replaced_on_disk_are_used_without_a_restart(broker_factory, certs):
+    """The keystore file is replaced in place by one from another CA: new
+    connections get the new certificate, one already open goes on; a
+    replacement that does not load is logged and the last good one stays."""
+    keystore = certs / "live-keystore.pem"
+    keystore.write_text((certs / "keystore.pem").read_text())
+    broker, address = ssl_broker(broker_factory, certs, f"ssl.keystore.location={keystore}")
+    topic = unique_topic("reload")
+    old = Producer({**client_config(address, certs), "acks": "all"})
+    old.produce(topic, b"before")
+    assert old.flush(30) == 0
+
+    # A new certificate for the broker, from a CA the old clients do not trust.
+    signed(certs, "server2", "/CN=localhost", "other-ca", san="IP:127.0.0.1,DNS:localhost")
+    replacement = (certs / "server2.key").read_text() + (certs / "server2.pem").read_text()
+    temporary = certs / "live-keystore.pem.tmp"
+    temporary.write_text(replacement)
+    temporary.replace(keystore)
+    new_ca = {**client_config(address, certs), "ssl.ca.location": str(certs / "other-ca.pem")}
+    assert round_trip(new_ca, unique_topic("reloaded"), 3) == [b"tls-%04d" % i for i in range(3)]
+    metadata_fails(client_config(address, certs))
+    # The connection opened before the change still works.
+    old.produce(topic, b"after")
+    assert old.flush(30) == 0
+    assert "TLS material changed on disk: new connections use it" in broker.log_text()
+
+    # A broken replacement: logged, the last good material stays.
+    temporary.write_text("not PEM at all\n")
+    temporary.replace(keystore)
+    assert round_trip(new_ca, unique_topic("kept"), 3) == [b"tls-%04d" % i for i in range(3)]
+    assert "does not load: keeping the previous one" in broker.log_text()
+    assert broker.is_running()
