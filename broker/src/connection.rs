@@ -56,20 +56,40 @@ enum Outgoing {
     Later(Pin<Box<dyn Future<Output = Encoded> + Send>>),
 }
 
+/// Who is at the other end of a connection, as its listener established
+/// it before the first request: the peer's address, the listener, and the
+/// principal (`User:ANONYMOUS` on PLAINTEXT and for TLS clients without a
+/// certificate; the mapped certificate subject with mTLS; on a SASL
+/// listener, the SASL identity once authenticated).
+pub(crate) struct Session {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub principal: String,
+}
+
+/// Kafka's principal for a client it knows nothing of.
+pub(crate) const ANONYMOUS: &str = "User:ANONYMOUS";
+
 /// Serves one connection: `reader` and `writer` are its two directions (a
 /// TCP stream's halves, or a TLS stream's).
 pub(crate) async fn serve<R, W>(
     (mut reader, writer): (R, W),
-    peer: SocketAddr,
-    listener: Arc<str>,
+    session: Session,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let span = tracing::info_span!("connection", %peer, listener = &*listener);
+    let span = tracing::info_span!(
+        "connection",
+        peer = %session.peer,
+        listener = &*session.listener,
+        principal = %session.principal
+    );
     async move {
+        let listener = session.listener.clone();
+        let peer = session.peer;
         tracing::debug!("accepted");
         let (responses, queue) = mpsc::channel::<Outgoing>(RESPONSES_QUEUED_MAX);
         // The writer cancels it when it stops, so that reading stops too.
@@ -112,6 +132,11 @@ pub(crate) async fn serve<R, W>(
                         if responses.send(Outgoing::Now(vec![frame])).await.is_err() || close {
                             break;
                         }
+                        if let Some(principal) = authenticator.principal() {
+                            // Logged with every request of the connection
+                            // from now on (ACLs will check it).
+                            tracing::Span::current().record("principal", principal.as_str());
+                        }
                         continue;
                     }
                     sasl::Gate::Close(reason) => {
@@ -120,7 +145,7 @@ pub(crate) async fn serve<R, W>(
                     }
                 }
             }
-            let origin = handlers::Origin {
+            let origin = handlers::RequestContext {
                 peer,
                 listener: &listener,
             };
@@ -183,7 +208,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
 async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
-    origin: handlers::Origin<'_>,
+    origin: handlers::RequestContext<'_>,
 ) -> Result<Option<Outgoing>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,

@@ -46,8 +46,8 @@ enum State {
     Start,
     /// SaslHandshake chose `mechanism`; at v0 the tokens come raw.
     Handshaken { mechanism: Mechanism, raw: bool },
-    /// Authenticated.
-    Done,
+    /// Authenticated as `user`.
+    Done { user: String },
 }
 
 /// One connection's authentication.
@@ -65,13 +65,21 @@ impl<'a> Authenticator<'a> {
     }
 
     pub(crate) fn authenticated(&self) -> bool {
-        matches!(self.state, State::Done)
+        matches!(self.state, State::Done { .. })
+    }
+
+    /// The principal, once authenticated: the SASL identity.
+    pub(crate) fn principal(&self) -> Option<String> {
+        match &self.state {
+            State::Done { user } => Some(format!("User:{user}")),
+            _ => None,
+        }
     }
 
     /// The largest frame the connection may read now.
     pub(crate) fn frame_bytes_max(&self, configured: usize) -> usize {
         match self.state {
-            State::Done => configured,
+            State::Done { .. } => configured,
             _ => configured.min(self.config.max_receive_bytes),
         }
     }
@@ -100,7 +108,7 @@ impl<'a> Authenticator<'a> {
                 api_key == ApiKey::ApiVersions as i16 || api_key == ApiKey::SaslHandshake as i16
             }
             State::Handshaken { .. } => api_key == ApiKey::SaslAuthenticate as i16,
-            State::Done => true,
+            State::Done { .. } => true,
         };
         if !expected {
             return Gate::Close(format!(
@@ -182,9 +190,8 @@ impl<'a> Authenticator<'a> {
         match mechanism {
             Mechanism::Plain => {
                 let user = plain(&self.config.plain_users, token)?;
-                // The principal (for ACLs, to come) is the SASL identity.
                 tracing::info!(principal = %format!("User:{user}"), mechanism = mechanism.name(), "SASL authenticated");
-                self.state = State::Done;
+                self.state = State::Done { user };
                 Ok(())
             }
         }

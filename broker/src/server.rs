@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::connection;
+use crate::connection::{self, Session, ANONYMOUS};
 use crate::tls::ReloadingAcceptor;
 
 /// A client that has not finished its TLS handshake by then is dropped
@@ -158,10 +158,16 @@ async fn accept_loop(
         let listener = listener.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
+            let session = |principal: String| Session {
+                peer,
+                listener: listener.clone(),
+                principal,
+            };
             match tls {
                 None => {
                     let halves = stream.into_split();
-                    connection::serve(halves, peer, listener, broker, shutdown).await;
+                    let session = session(ANONYMOUS.to_string());
+                    connection::serve(halves, session, broker, shutdown).await;
                 }
                 Some(tls) => {
                     let acceptor = tls.acceptor();
@@ -170,10 +176,16 @@ async fn accept_loop(
                         handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
                     };
                     match handshake {
-                        Ok(Ok(stream)) => {
-                            let halves = tokio::io::split(stream);
-                            connection::serve(halves, peer, listener, broker, shutdown).await;
-                        }
+                        Ok(Ok(stream)) => match tls.principal(stream.get_ref().1) {
+                            Ok(principal) => {
+                                let halves = tokio::io::split(stream);
+                                connection::serve(halves, session(principal), broker, shutdown)
+                                    .await;
+                            }
+                            Err(reason) => {
+                                tracing::info!(%peer, listener = &*listener, %reason, "no principal for the client certificate; closing the connection");
+                            }
+                        },
                         Ok(Err(error)) => {
                             tracing::info!(%peer, listener = &*listener, %error, "TLS handshake failed; closing the connection");
                         }

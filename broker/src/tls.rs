@@ -21,7 +21,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ClientAuth, Keystore, Pem, Secret, SslConfig, TlsVersion};
+use crate::config::{ClientAuth, Keystore, Pem, PrincipalRule, Secret, SslConfig, TlsVersion};
 
 const ENCRYPTED_KEY_LABEL: &str = "ENCRYPTED PRIVATE KEY";
 
@@ -184,6 +184,29 @@ impl ReloadingAcceptor {
         })
     }
 
+    /// The principal of a client that completed its handshake: its
+    /// certificate's subject (RFC 2253) through `ssl.principal.mapping.rules`,
+    /// or `User:ANONYMOUS` without a certificate. An error (no rule applies,
+    /// an unreadable subject) closes the connection.
+    pub(crate) fn principal(
+        &self,
+        connection: &rustls::ServerConnection,
+    ) -> Result<String, String> {
+        let Some(certificate) = connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+        else {
+            return Ok(crate::connection::ANONYMOUS.to_string());
+        };
+        let subject = subject_name(certificate)?;
+        match PrincipalRule::map(&self.ssl.principal_rules, &subject) {
+            Some(name) => Ok(format!("User:{name}")),
+            None => Err(format!(
+                "no ssl.principal.mapping.rules rule applies to {subject:?}"
+            )),
+        }
+    }
+
     /// The acceptor for the next handshake, with the files as they are now.
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
         let now = stamps(&self.ssl);
@@ -227,4 +250,12 @@ fn stamps(ssl: &crate::config::SslConfig) -> Vec<Stamp> {
             (path, stamp)
         })
         .collect()
+}
+
+/// A certificate's subject as RFC 2253 writes it (`CN=alice,O=example`).
+fn subject_name(certificate: &CertificateDer<'_>) -> Result<String, String> {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(certificate.as_ref())
+        .map(|certificate| certificate.tbs_certificate.subject.to_string())
+        .map_err(|error| format!("the client certificate does not parse: {error}"))
 }

@@ -53,7 +53,7 @@ def certs(tmp_path) -> Path:
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
                 "-days", "2", "-subj", f"/CN={ca}", cwd=d)
     signed(d, "server", "/CN=localhost", "ca", san="IP:127.0.0.1,DNS:localhost")
-    signed(d, "client", "/CN=alice/O=kbroker tests", "ca")
+    signed(d, "client", "/O=kbroker tests/CN=alice", "ca")  # RFC 2253: CN=alice,O=kbroker tests
     signed(d, "stranger", "/CN=mallory", "other-ca")
     (d / "keystore.pem").write_text((d / "server.key").read_text() + (d / "server.pem").read_text())
     openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "server.key", "-out", "server-encrypted.key",
@@ -288,3 +288,24 @@ def test_certificates_replaced_on_disk_are_used_without_a_restart(broker_factory
     assert round_trip(new_ca, unique_topic("kept"), 3) == [b"tls-%04d" % i for i in range(3)]
     assert "does not load: keeping the previous one" in broker.log_text()
     assert broker.is_running()
+
+
+def test_a_client_certificate_gives_the_principal_by_the_mapping_rules(broker_factory, certs):
+    ssl_port, strict_port = free_port(), free_port()
+    trust = ["ssl.client.auth=required", "ssl.truststore.type=PEM", f"ssl.truststore.location={certs / 'ca.pem'}"]
+    broker = broker_factory(
+        f"listeners=PLAINTEXT://127.0.0.1:{{port}},SSL://127.0.0.1:{ssl_port},STRICT://127.0.0.1:{strict_port}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,STRICT:SSL",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs / 'keystore.pem'}", *trust,
+        # A pattern with commas, as Kafka's documentation writes it.
+        "ssl.principal.mapping.rules=RULE:^CN=([^,]+),.*$/$1/U,DEFAULT",
+        "listener.name.strict.ssl.principal.mapping.rules=RULE:^CN=bob,.*$/bob/",
+    )
+    broker.env["RUST_LOG"] = "info,broker::connection=debug"
+    broker.restart()
+    assert len(round_trip(client_config(f"127.0.0.1:{ssl_port}", certs, certificate="client"),
+                          unique_topic("principal"), 2)) == 2
+    assert "User:ALICE" in broker.log_text()
+    # No rule of the STRICT listener applies to alice: no principal, no connection.
+    metadata_fails(client_config(f"127.0.0.1:{strict_port}", certs, certificate="client"))
+    assert "no ssl.principal.mapping.rules rule applies" in broker.log_text()

@@ -35,7 +35,9 @@ pub use properties::parse_properties;
 use properties::Properties;
 pub use replication::{ReplicaFetchConfig, ReplicationConfig};
 pub use sasl::{Mechanism, SaslConfig};
-pub use ssl::{is_sensitive, ClientAuth, Keystore, Pem, Secret, SslConfig, TlsVersion};
+pub use ssl::{
+    is_sensitive, ClientAuth, Keystore, Pem, PrincipalRule, Secret, SslConfig, TlsVersion,
+};
 pub use transactions::TransactionConfig;
 
 /// The server's own keys (identity, data directory, topic creation,

@@ -23,6 +23,7 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("ssl.truststore.certificates", ""),
     ("ssl.client.auth", "none"),
     ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),
+    ("ssl.principal.mapping.rules", "DEFAULT"),
 ];
 
 /// Whether a property holds a secret: never shown by DescribeConfigs nor
@@ -90,6 +91,141 @@ pub struct SslConfig {
     pub truststore: Option<Pem>,
     pub client_auth: ClientAuth,
     pub enabled_protocols: Vec<TlsVersion>,
+    /// `ssl.principal.mapping.rules`: a client certificate's subject
+    /// (RFC 2253) to the principal's name.
+    pub principal_rules: Vec<PrincipalRule>,
+}
+
+/// One rule of `ssl.principal.mapping.rules`, as Kafka's
+/// `SslPrincipalMapper` has them.
+#[derive(Debug, Clone)]
+pub enum PrincipalRule {
+    /// The whole distinguished name.
+    Default,
+    /// `RULE:pattern/replacement/[LU]`: applies when the pattern matches the
+    /// whole name.
+    Rule {
+        pattern: regex::Regex,
+        replacement: String,
+        case: Option<Case>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Lower,
+    Upper,
+}
+
+impl PrincipalRule {
+    /// Parses Kafka's rules: `DEFAULT` and `RULE:p/r/[LU]` separated by
+    /// commas, where a pattern and a replacement may hold commas (and
+    /// `\/` for a slash).
+    pub fn parse_all(text: &str) -> Result<Vec<PrincipalRule>, String> {
+        let mut rules = Vec::new();
+        let mut rest = text.trim();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("DEFAULT") {
+                rules.push(PrincipalRule::Default);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("RULE:") {
+                let (pattern, after) =
+                    until_slash(after).ok_or("a RULE without its '/' after the pattern")?;
+                let (replacement, after) =
+                    until_slash(after).ok_or("a RULE without its '/' after the replacement")?;
+                let (case, after) = match after.chars().next() {
+                    Some('L') => (Some(Case::Lower), &after[1..]),
+                    Some('U') => (Some(Case::Upper), &after[1..]),
+                    _ => (None, after),
+                };
+                let pattern = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|error| format!("the pattern {pattern:?}: {error}"))?;
+                rules.push(PrincipalRule::Rule {
+                    pattern,
+                    // Java's `$1` is `${1}` here (`$1a` would name group "1a").
+                    replacement: java_replacement(&replacement),
+                    case,
+                });
+                rest = after;
+            } else {
+                return Err(format!(
+                    "{rest:?} is neither DEFAULT nor RULE:pattern/replacement/[LU]"
+                ));
+            }
+            rest = rest.trim_start();
+            match rest.strip_prefix(',') {
+                Some(after) => rest = after.trim_start(),
+                None if rest.is_empty() => {}
+                None => return Err(format!("{rest:?} follows a rule without a comma")),
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The principal name of `distinguished_name`, by the first rule that
+    /// applies; `None` if none does.
+    pub fn map(rules: &[PrincipalRule], distinguished_name: &str) -> Option<String> {
+        rules.iter().find_map(|rule| match rule {
+            PrincipalRule::Default => Some(distinguished_name.to_string()),
+            PrincipalRule::Rule {
+                pattern,
+                replacement,
+                case,
+            } => {
+                if !pattern.is_match(distinguished_name) {
+                    return None;
+                }
+                let name = pattern
+                    .replace(distinguished_name, replacement.as_str())
+                    .into_owned();
+                Some(match case {
+                    Some(Case::Lower) => name.to_lowercase(),
+                    Some(Case::Upper) => name.to_uppercase(),
+                    None => name,
+                })
+            }
+        })
+    }
+}
+
+/// The text up to the next unescaped `/` (a `\/` is a slash), and what
+/// follows that slash.
+fn until_slash(text: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, '/')) => out.push('/'),
+                Some((_, other)) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '/' => return Some((out, &text[i + 1..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn java_replacement(replacement: &str) -> String {
+    let mut out = String::new();
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut group = String::new();
+            while let Some(digit) = chars.peek().copied().filter(char::is_ascii_digit) {
+                group.push(digit);
+                chars.next();
+            }
+            out.push_str(&format!("${{{group}}}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -204,12 +340,59 @@ impl SslConfig {
         let key_password = Some(get("ssl.key.password").1)
             .filter(|password| !password.is_empty())
             .map(|password| Secret(password.to_string()));
+        let (rules_key, rules) = get("ssl.principal.mapping.rules");
+        let principal_rules = PrincipalRule::parse_all(rules)
+            .map_err(|error| anyhow::anyhow!("{rules_key}: {error}"))?;
         Ok(SslConfig {
             keystore,
             key_password,
             truststore,
             client_auth,
             enabled_protocols,
+            principal_rules,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(rules: &str, dn: &str) -> Option<String> {
+        PrincipalRule::map(&PrincipalRule::parse_all(rules).unwrap(), dn)
+    }
+
+    #[test]
+    fn principal_mapping_rules_read_and_apply_as_kafkas() {
+        let dn = "CN=alice,OU=eng,O=kbroker tests\\, inc,C=GB";
+        assert_eq!(mapped("DEFAULT", dn).as_deref(), Some(dn));
+        // A pattern with commas, as the Kafka docs write it.
+        assert_eq!(
+            mapped("RULE:^CN=([^,]+).*$/$1/,DEFAULT", dn).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            mapped("RULE:^CN=(.*?),OU=(.*?),.*$/$1@$2/U, DEFAULT", dn).as_deref(),
+            Some("ALICE@ENG")
+        );
+        // The first rule that matches the whole name wins; none: no principal.
+        assert_eq!(
+            mapped("RULE:^CN=bob,.*$/bob/, RULE:^CN=(a.*?),.*/$1x/L", dn).as_deref(),
+            Some("alicex")
+        );
+        assert_eq!(mapped("RULE:^CN=bob$/bob/", dn), None);
+        assert_eq!(
+            mapped("RULE:^CN=([^,]+)/$1/", dn),
+            None,
+            "a pattern must match all of the name"
+        );
+        // An escaped slash.
+        assert_eq!(
+            mapped("RULE:^CN=([^,]+),.*$/users\\/$1/", dn).as_deref(),
+            Some("users/alice")
+        );
+        for bad in ["RULE:x", "RULE:x/y", "NOPE", "DEFAULT DEFAULT", "RULE:(/x/"] {
+            assert!(PrincipalRule::parse_all(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -25,7 +25,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
-use super::Origin;
+use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::{self, code, NONE};
 use crate::topics::{is_internal, Topic};
@@ -185,7 +185,7 @@ fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
 pub(super) fn describe_cluster(
     broker: &Broker,
     request: DescribeClusterRequest,
-    origin: Origin<'_>,
+    origin: RequestContext<'_>,
 ) -> DescribeClusterResponse {
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         return DescribeClusterResponse::default()

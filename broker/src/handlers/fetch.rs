@@ -24,7 +24,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 use protocol::chunked::{self, Splice};
 use tokio::time::Instant;
 
-use super::Origin;
+use super::RequestContext;
 use storage::StorageError;
 
 use crate::broker::Broker;
@@ -48,7 +48,7 @@ pub(super) async fn handle(
     broker: &Broker,
     request: FetchRequest,
     version: i16,
-    origin: Origin<'_>,
+    origin: RequestContext<'_>,
 ) -> (FetchResponse, Vec<Splice>) {
     let (response, splices) = long_poll(broker, &request, version).await;
     (

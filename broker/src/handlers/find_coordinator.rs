@@ -8,7 +8,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Origin;
+use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::{code, NONE};
 use crate::internal_topics::{partition_for, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
@@ -24,7 +24,7 @@ pub(super) async fn handle(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
-    origin: Origin<'_>,
+    origin: RequestContext<'_>,
 ) -> FindCoordinatorResponse {
     let ensured = match request.key_type {
         KEY_TYPE_GROUP => Some(broker.ensure_offsets_topic().await),

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::Origin;
+use super::RequestContext;
 use crate::broker::Broker;
 use crate::errors::TopicError;
 use crate::errors::{self, code};
@@ -43,7 +43,7 @@ pub(super) async fn handle(
     broker: &Broker,
     request: MetadataRequest,
     version: i16,
-    origin: Origin<'_>,
+    origin: RequestContext<'_>,
 ) -> MetadataResponse {
     let wanted = match request.topics {
         Some(topics) if !(topics.is_empty() && version < NULL_MEANS_ALL_VERSION_MIN) => {

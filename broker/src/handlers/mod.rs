@@ -37,10 +37,12 @@ use kafka_protocol::error::ResponseError;
 use crate::broker::Broker;
 use crate::errors::code;
 
-/// Where a request came from: the client's address and the listener it
-/// connected to (clients are told the addresses of that listener).
+/// What a handler knows of where a request came from: the client's
+/// address and the listener it connected to (clients are told the
+/// addresses of that listener). The connection's principal joins it with
+/// the authorizer.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Origin<'a> {
+pub(crate) struct RequestContext<'a> {
     pub peer: SocketAddr,
     pub listener: &'a str,
 }
@@ -112,7 +114,11 @@ pub(crate) enum Reply {
 }
 
 /// Handles one request.
-pub(crate) async fn handle(broker: &Broker, request: DecodedRequest, origin: Origin<'_>) -> Reply {
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: DecodedRequest,
+    origin: RequestContext<'_>,
+) -> Reply {
     let peer = origin.peer;
     let version = request.version();
     let client_id = request.header.client_id.clone().unwrap_or_default();

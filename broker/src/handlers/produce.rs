@@ -39,7 +39,7 @@ use protocol::api::PRODUCE_RECORD_BATCH_VERSION_MIN;
 use protocol::codec::Response;
 use protocol::legacy;
 
-use super::{Origin, Reply};
+use super::{Reply, RequestContext};
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::{self, code};
@@ -73,7 +73,7 @@ pub(super) async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,
-    origin: Origin<'_>,
+    origin: RequestContext<'_>,
 ) -> Reply {
     let verified = verify_transactions(broker, &request).await;
     let acks = request.acks;
