@@ -67,9 +67,6 @@ pub(crate) struct Session {
     pub principal: String,
 }
 
-/// Kafka's principal for a client it knows nothing of.
-pub(crate) const ANONYMOUS: &str = "User:ANONYMOUS";
-
 /// Serves one connection: `reader` and `writer` are its two directions (a
 /// TCP stream's halves, or a TLS stream's).
 pub(crate) async fn serve<R, W>(

@@ -39,6 +39,7 @@ pub(crate) mod handlers;
 pub mod internal_topics;
 pub(crate) mod partition;
 pub(crate) mod peers;
+pub(crate) mod principal;
 pub(crate) mod replica_fetcher;
 pub(crate) mod sasl;
 pub mod server;

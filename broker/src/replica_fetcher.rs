@@ -26,7 +26,6 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use coordinator::MetadataStore;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -41,6 +40,7 @@ use uuid::Uuid;
 use crate::clock::now_ms;
 use crate::config::ReplicaFetchConfig;
 use crate::partition::Partition;
+use crate::peers::Connector;
 use client::Client;
 
 /// Fetch v15+ carries the follower's broker epoch (`replica_state`).
@@ -59,21 +59,17 @@ struct Fetcher {
 /// The fetchers of this broker, by leader.
 pub(crate) struct ReplicaFetchers {
     node_id: i32,
-    store: Arc<dyn MetadataStore>,
+    connector: Connector,
     settings: ReplicaFetchConfig,
     by_leader: Mutex<HashMap<i32, Fetcher>>,
     shutdown: CancellationToken,
 }
 
 impl ReplicaFetchers {
-    pub(crate) fn new(
-        node_id: i32,
-        store: Arc<dyn MetadataStore>,
-        settings: ReplicaFetchConfig,
-    ) -> Self {
+    pub(crate) fn new(node_id: i32, connector: Connector, settings: ReplicaFetchConfig) -> Self {
         ReplicaFetchers {
             node_id,
-            store,
+            connector,
             settings,
             by_leader: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
@@ -99,7 +95,7 @@ impl ReplicaFetchers {
                     runtime.spawn(run(
                         leader,
                         self.node_id,
-                        self.store.clone(),
+                        self.connector.clone(),
                         self.settings,
                         fetcher.partitions.clone(),
                         fetcher.wake.clone(),
@@ -154,7 +150,7 @@ struct Appended {
 async fn run(
     leader: i32,
     node_id: i32,
-    store: Arc<dyn MetadataStore>,
+    connector: Connector,
     settings: ReplicaFetchConfig,
     partitions: Followed,
     wake: Arc<Notify>,
@@ -178,7 +174,7 @@ async fn run(
         }
         if client.is_none() {
             finish_appends(&mut appending).await;
-            match connect(&*store, leader).await {
+            match connector.connect(leader, CLIENT_ID).await {
                 Ok(connected) => {
                     tracing::info!(
                         leader,
@@ -197,7 +193,8 @@ async fn run(
                 }
             }
         }
-        let broker_epoch = store
+        let broker_epoch = connector
+            .store()
             .snapshot()
             .brokers
             .get(&node_id)
@@ -347,16 +344,6 @@ fn start_append(
         log_start_offset,
         done,
     })
-}
-
-async fn connect(store: &dyn MetadataStore, leader: i32) -> anyhow::Result<Client> {
-    let metadata = store.snapshot();
-    let endpoint = metadata
-        .brokers
-        .get(&leader)
-        .and_then(|broker| broker.inter_broker_endpoint())
-        .ok_or_else(|| anyhow::anyhow!("broker {leader} is not alive"))?;
-    Client::connect_as(&format!("{}:{}", endpoint.host, endpoint.port), CLIENT_ID).await
 }
 
 async fn pause(failures: u32, shutdown: &CancellationToken) {

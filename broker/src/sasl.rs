@@ -71,7 +71,7 @@ impl<'a> Authenticator<'a> {
     /// The principal, once authenticated: the SASL identity.
     pub(crate) fn principal(&self) -> Option<String> {
         match &self.state {
-            State::Done { user } => Some(format!("User:{user}")),
+            State::Done { user } => Some(crate::principal::user(user)),
             _ => None,
         }
     }
@@ -190,7 +190,7 @@ impl<'a> Authenticator<'a> {
         match mechanism {
             Mechanism::Plain => {
                 let user = plain(&self.config.plain_users, token)?;
-                tracing::info!(principal = %format!("User:{user}"), mechanism = mechanism.name(), "SASL authenticated");
+                tracing::info!(principal = %crate::principal::user(&user), mechanism = mechanism.name(), "SASL authenticated");
                 self.state = State::Done { user };
                 Ok(())
             }

@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::connection::{self, Session, ANONYMOUS};
+use crate::connection::{self, Session};
+use crate::principal::ANONYMOUS;
 use crate::tls::ReloadingAcceptor;
 
 /// A client that has not finished its TLS handshake by then is dropped

@@ -31,32 +31,13 @@ pub(crate) fn server_config(listener: &str, ssl: &SslConfig) -> anyhow::Result<A
     // deprecates it for lacking post-quantum key exchange.)
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = ssl
-        .enabled_protocols
-        .iter()
-        .map(|version| match version {
-            TlsVersion::V1_2 => &rustls::version::TLS12,
-            TlsVersion::V1_3 => &rustls::version::TLS13,
-        })
-        .collect();
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
+        .with_protocol_versions(&versions(ssl))
         .context("ssl.enabled.protocols")?;
-    let (chain, key, keystore_name) = match &ssl.keystore {
-        Keystore::File(pem) => {
-            let (text, name) = read(pem)?;
-            let chain = certificates(&text, &name)?;
-            let key = private_key(&text, &name, ssl.key_password.as_ref())?;
-            (chain, key, name)
-        }
-        Keystore::Inline { key, chain } => {
-            let (key_text, key_name) = read(key)?;
-            let (chain_text, chain_name) = read(chain)?;
-            let chain = certificates(&chain_text, &chain_name)?;
-            let key = private_key(&key_text, &key_name, ssl.key_password.as_ref())?;
-            (chain, key, key_name)
-        }
+    let keystore_name = match &ssl.keystore {
+        Keystore::File(pem) | Keystore::Inline { key: pem, .. } => pem_name(pem),
     };
+    let (chain, key) = keystore(ssl)?;
     let builder = match ssl.client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Requested | ClientAuth::Required => {
@@ -89,6 +70,45 @@ pub(crate) fn server_config(listener: &str, ssl: &SslConfig) -> anyhow::Result<A
     // Kafka speaks its own protocol inside TLS; no ALPN.
     config.alpn_protocols.clear();
     Ok(Arc::new(config))
+}
+
+fn versions(ssl: &SslConfig) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    ssl.enabled_protocols
+        .iter()
+        .map(|version| match version {
+            TlsVersion::V1_2 => &rustls::version::TLS12,
+            TlsVersion::V1_3 => &rustls::version::TLS13,
+        })
+        .collect()
+}
+
+/// The keystore's certificate chain and private key.
+fn keystore(
+    ssl: &SslConfig,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    match &ssl.keystore {
+        Keystore::File(pem) => {
+            let (text, name) = read(pem)?;
+            let chain = certificates(&text, &name)?;
+            let key = private_key(&text, &name, ssl.key_password.as_ref())?;
+            Ok((chain, key))
+        }
+        Keystore::Inline { key, chain } => {
+            let (key_text, key_name) = read(key)?;
+            let (chain_text, chain_name) = read(chain)?;
+            let chain = certificates(&chain_text, &chain_name)?;
+            let key = private_key(&key_text, &key_name, ssl.key_password.as_ref())?;
+            Ok((chain, key))
+        }
+    }
+}
+
+/// `property (file)` or `property`, for messages.
+fn pem_name(pem: &Pem) -> String {
+    match pem {
+        Pem::File { property, path } => format!("{property} ({})", path.display()),
+        Pem::Inline { property, .. } => property.clone(),
+    }
 }
 
 /// The PEM text and, for messages, `property (file)` or `property`.
@@ -151,6 +171,46 @@ fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
     Some(&text[start..stop])
 }
 
+/// How this broker reaches the others: over TLS when its inter-broker
+/// listener is SSL, trusting that listener's truststore and presenting its
+/// keystore's certificate (a listener that requires client certificates
+/// gets one).
+pub(crate) fn inter_broker_security(
+    config: &crate::config::BrokerConfig,
+) -> anyhow::Result<client::Security> {
+    let Some(ssl) = config
+        .listeners
+        .iter()
+        .find(|listener| listener.name == config.inter_broker_listener)
+        .and_then(|listener| listener.ssl.as_ref())
+    else {
+        return Ok(client::Security::plaintext());
+    };
+    let name = &config.inter_broker_listener;
+    let Some(truststore) = &ssl.truststore else {
+        bail!("the inter-broker listener {name} is SSL: brokers check each other's certificates against its ssl.truststore.location (or .certificates), which is not set");
+    };
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (text, trust_name) = read(truststore)?;
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates(&text, &trust_name)? {
+        roots
+            .add(certificate)
+            .with_context(|| format!("{trust_name}: a certificate is not a valid trust anchor"))?;
+    }
+    let (chain, key) = keystore(ssl)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions(ssl))
+        .context("ssl.enabled.protocols")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|error| {
+            anyhow!("listener {name}: the keystore's key does not fit its certificate: {error}")
+        })?;
+    Ok(client::Security::tls(Arc::new(client)))
+}
+
 /// A listener's TLS configuration, reloaded when its files change.
 pub(crate) struct ReloadingAcceptor {
     listener: String,
@@ -196,11 +256,11 @@ impl ReloadingAcceptor {
             .peer_certificates()
             .and_then(|chain| chain.first())
         else {
-            return Ok(crate::connection::ANONYMOUS.to_string());
+            return Ok(crate::principal::ANONYMOUS.to_string());
         };
         let subject = subject_name(certificate)?;
         match PrincipalRule::map(&self.ssl.principal_rules, &subject) {
-            Some(name) => Ok(format!("User:{name}")),
+            Some(name) => Ok(crate::principal::user(&name)),
             None => Err(format!(
                 "no ssl.principal.mapping.rules rule applies to {subject:?}"
             )),

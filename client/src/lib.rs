@@ -6,13 +6,17 @@
 //! belong here, written once for all of them.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 /// Responses larger than this are refused (a describe of thousands of
 /// partitions stays far below).
@@ -22,8 +26,71 @@ pub const DEFAULT_CLIENT_ID: &str = "kbroker-client";
 /// A read buffer above this size is not kept between responses.
 const BUFFER_KEPT_MAX: usize = 16 * 1024 * 1024;
 
+/// How to reach brokers: plain TCP, or TLS with a configuration (trusted
+/// certificates, and a client certificate if the broker wants one).
+#[derive(Clone, Default)]
+pub struct Security {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Security {
+    pub fn plaintext() -> Security {
+        Security::default()
+    }
+
+    pub fn tls(config: Arc<rustls::ClientConfig>) -> Security {
+        Security { tls: Some(config) }
+    }
+}
+
+/// A connection's byte stream, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     client_id: &'static str,
     correlation_id: i32,
     /// api key → (min, max) the broker supports.
@@ -44,6 +111,16 @@ impl Client {
     /// comma-separated list of them) that answers, naming itself
     /// `client_id` in every request.
     pub async fn connect_as(bootstrap: &str, client_id: &'static str) -> anyhow::Result<Client> {
+        Client::connect_with(bootstrap, client_id, &Security::plaintext()).await
+    }
+
+    /// [`Client::connect_as`] over `security`: with TLS, the broker's
+    /// certificate must be valid for the host or IP address dialled.
+    pub async fn connect_with(
+        bootstrap: &str,
+        client_id: &'static str,
+        security: &Security,
+    ) -> anyhow::Result<Client> {
         let mut failure = None;
         for address in bootstrap
             .split(',')
@@ -51,7 +128,28 @@ impl Client {
             .filter(|a| !a.is_empty())
         {
             match TcpStream::connect(address).await {
-                Ok(stream) => return Client::handshake(stream, client_id).await,
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    let stream = match &security.tls {
+                        None => Stream::Plain(stream),
+                        Some(config) => {
+                            let host = address
+                                .rsplit_once(':')
+                                .map_or(address, |(host, _)| host)
+                                .trim_start_matches('[')
+                                .trim_end_matches(']');
+                            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                                .with_context(|| format!("{host} is no TLS server name"))?;
+                            let connector = tokio_rustls::TlsConnector::from(config.clone());
+                            let stream = connector
+                                .connect(name, stream)
+                                .await
+                                .with_context(|| format!("TLS handshake with {address}"))?;
+                            Stream::Tls(Box::new(stream))
+                        }
+                    };
+                    return Client::handshake(stream, client_id).await;
+                }
                 Err(error) => {
                     failure = Some(
                         anyhow::Error::from(error).context(format!("connecting to {address}")),
@@ -62,8 +160,7 @@ impl Client {
         Err(failure.unwrap_or_else(|| anyhow::anyhow!("no broker address in {bootstrap:?}")))
     }
 
-    async fn handshake(stream: TcpStream, client_id: &'static str) -> anyhow::Result<Client> {
-        stream.set_nodelay(true)?;
+    async fn handshake(stream: Stream, client_id: &'static str) -> anyhow::Result<Client> {
         let mut client = Client {
             stream,
             client_id,
@@ -143,6 +240,8 @@ impl Client {
         frame.put_u32(u32::try_from(body.len())?);
         frame.extend_from_slice(&body);
         self.stream.write_all(&frame).await?;
+        // TLS holds records back until flushed (no-op on TCP).
+        self.stream.flush().await?;
         Ok(self.correlation_id)
     }
 

@@ -110,6 +110,7 @@ class Broker:
         self.log_path = workdir / "broker.log"
         self._host = host
         self.port = free_port(host)
+        self._ssl_port: int | None = None
         self.overrides = list(overrides)
         self.config_file = config_file
         self.proc: subprocess.Popen | None = None
@@ -143,10 +144,21 @@ class Broker:
         cmd += ["--override", f"log.dirs={self.data_dir}"]
         cmd += ["--override", "num.partitions=3"]
         for item in self.overrides:
-            # `{port}` is this broker's own port (for a `listeners` override
-            # that adds listeners to the one the tests connect to).
-            cmd += ["--override", item.replace("{port}", str(self.port))]
+            # `{host}` and `{port}` are this broker's own (for a `listeners`
+            # override that adds listeners to the one the tests connect to),
+            # `{ssl_port}` a second port of its own.
+            item = item.replace("{host}", self._host).replace("{port}", str(self.port))
+            if "{ssl_port}" in item:
+                item = item.replace("{ssl_port}", str(self.ssl_port))
+            cmd += ["--override", item]
         return cmd
+
+    @property
+    def ssl_port(self) -> int:
+        """A second port of this broker's, taken on first use and kept."""
+        if self._ssl_port is None:
+            self._ssl_port = free_port(self._host)
+        return self._ssl_port
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> "Broker":

@@ -31,11 +31,14 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def signed(cwd: Path, name: str, subject: str, ca: str, san: str | None = None) -> None:
-    """`name`.key and `name`.pem (an X.509 v3 certificate: for a server with
-    `san`, else for a client), signed by the CA files `ca`.key/`ca`.pem."""
+    """`name`.key and `name`.pem (an X.509 v3 certificate: for a broker, as
+    server and client, with `san`; else for a client), signed by the CA
+    files `ca`.key/`ca`.pem."""
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
             "-subj", subject, cwd=cwd)
-    usage = f"extendedKeyUsage=serverAuth\nsubjectAltName={san}" if san else "extendedKeyUsage=clientAuth"
+    # A broker's certificate serves as its client certificate too, towards
+    # the other brokers.
+    usage = f"extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={san}" if san else "extendedKeyUsage=clientAuth"
     (cwd / f"{name}.ext").write_text(f"basicConstraints=CA:FALSE\n{usage}\n")
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=cwd)
@@ -52,7 +55,7 @@ def certs(tmp_path) -> Path:
     for ca in ("ca", "other-ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
                 "-days", "2", "-subj", f"/CN={ca}", cwd=d)
-    signed(d, "server", "/CN=localhost", "ca", san="IP:127.0.0.1,DNS:localhost")
+    signed(d, "server", "/CN=localhost", "ca", san="IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,DNS:localhost")
     signed(d, "client", "/O=kbroker tests/CN=alice", "ca")  # RFC 2253: CN=alice,O=kbroker tests
     signed(d, "stranger", "/CN=mallory", "other-ca")
     (d / "keystore.pem").write_text((d / "server.key").read_text() + (d / "server.pem").read_text())
@@ -309,3 +312,35 @@ def test_a_client_certificate_gives_the_principal_by_the_mapping_rules(broker_fa
     # No rule of the STRICT listener applies to alice: no principal, no connection.
     metadata_fails(client_config(f"127.0.0.1:{strict_port}", certs, certificate="client"))
     assert "no ssl.principal.mapping.rules rule applies" in broker.log_text()
+
+
+def test_brokers_replicate_to_each_other_over_tls(cluster_factory, certs):
+    """A cluster whose inter-broker listener is SSL (with client
+    certificates required): followers fetch from leaders and the
+    transaction coordinator writes markers over TLS."""
+    from test_replication import create, wait_full_isr
+    cluster = cluster_factory(
+        3,
+        "listeners=PLAINTEXT://{host}:{port},SSL://{host}:{ssl_port}",
+        "inter.broker.listener.name=SSL",
+        "default.replication.factor=3",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs / 'keystore.pem'}",
+        "ssl.client.auth=required", "ssl.truststore.type=PEM", f"ssl.truststore.location={certs / 'ca.pem'}",
+    )
+    topic = unique_topic("tls-replicated")
+    create(cluster, topic, 3)
+    wait_full_isr(cluster, topic)
+    ssl_bootstrap = ",".join(f"{b.host}:{b.ssl_port}" for b in cluster.brokers.values())
+    config = {**client_config(ssl_bootstrap, certs, certificate="client")}
+    assert round_trip(config, topic, 30) == [b"tls-%04d" % i for i in range(30)]
+    wait_full_isr(cluster, topic)
+    for broker in cluster.brokers.values():
+        assert "fetching from the leader" in broker.log_text()
+        assert "TLS handshake failed" not in broker.log_text()
+
+    from confluent_kafka import Producer as TxnProducer
+    producer = TxnProducer({**config, "transactional.id": "tls-" + topic})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"in-a-transaction")
+    producer.commit_transaction(30)

@@ -77,9 +77,13 @@ impl Broker {
         data_dir.check_identity(&snapshot.cluster_id, config.node_id)?;
         crate::data_dir::remove_deleted_directories(&config.log_dir);
         let groups = GroupCoordinator::new(config.groups.clone());
+        let connector = crate::peers::Connector::new(
+            store.clone(),
+            crate::tls::inter_broker_security(&config)?,
+        );
         let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
             config.node_id,
-            store.clone(),
+            connector.clone(),
             config.replication.replica_fetch,
         );
         let producer_ids = crate::txn::ProducerIds::new(store.clone());
@@ -87,7 +91,7 @@ impl Broker {
         let broker = Broker {
             producer_ids,
             transactions,
-            peers: crate::peers::Peers::new(store.clone()),
+            peers: crate::peers::Peers::new(connector),
             fetchers,
             node: Arc::new(LocalNode::new(config.node_id, store.clone())),
             log_defaults: RwLock::new(config.log.clone()),

@@ -179,9 +179,14 @@ impl Listeners {
             .find(|l| l.name == inter_broker)
             .map(|l| l.security_protocol);
         let cluster = !properties.list("etcd.endpoints").is_empty();
-        if cluster && inter_broker_protocol != Some(SecurityProtocol::Plaintext) {
+        if cluster
+            && matches!(
+                inter_broker_protocol,
+                Some(SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+            )
+        {
             bail!(
-                "the inter-broker listener {inter_broker} must be PLAINTEXT for now (brokers do not speak TLS to each other yet): add a PLAINTEXT listener and name it in inter.broker.listener.name"
+                "the inter-broker listener {inter_broker} is a SASL one: brokers do not authenticate to each other with SASL yet; name a PLAINTEXT or SSL listener in inter.broker.listener.name"
             );
         }
         Ok(Listeners {

@@ -383,10 +383,23 @@ mod tests {
         assert!(error(&[pem[0], pem[1], ("ssl.client.auth", "required")]).contains("truststore"));
         assert!(error(&[pem[0], pem[1], ("ssl.enabled.protocols", "TLSv1.1")]).contains("TLSv1.1"));
         assert!(error(&[pem[0], pem[1], ("ssl.client.auth", "maybe")]).contains("ssl.client.auth"));
-        // Brokers do not speak TLS to each other yet.
-        assert!(
-            error(&[pem[0], pem[1], ("etcd.endpoints", "http://e:2379")]).contains("inter-broker")
-        );
+        // Brokers speak TLS to each other, not SASL (yet).
+        let mut cluster = vec![
+            ("listeners", "SSL://:9093"),
+            ("etcd.endpoints", "http://e:2379"),
+        ];
+        cluster.extend_from_slice(&pem);
+        assert_eq!(config(&cluster).unwrap().inter_broker_listener, "SSL");
+        let sasl = config(&[
+            ("listeners", "SASL_PLAINTEXT://:9094"),
+            ("etcd.endpoints", "http://e:2379"),
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required user_a=\"b\";",
+            ),
+        ]);
+        assert!(format!("{:#}", sasl.unwrap_err()).contains("inter-broker"));
     }
 
     #[test]
