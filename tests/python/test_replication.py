@@ -179,9 +179,13 @@ def test_acks_all_needs_min_insync_replicas(cluster_factory):
     assert len(acked) == 5 and not failed, "acks=1 does not need the ISR"
 
 
-def test_a_replica_outside_the_isr_is_elected_only_uncleanly(cluster_factory):
+def offline_with_broker_1_its_last_isr_member(cluster_factory, name):
+    """A partition on brokers 1 and 2: 50 records in sync, broker 2 killed
+    (out of the ISR), 50 more on broker 1 alone, broker 1 killed and broker
+    2 back: the partition is offline, broker 1 its only in-sync replica.
+    Returns (cluster, topic, records before, records after broker 2 left)."""
     cluster = start(cluster_factory, "auto.leader.rebalance.enable=false")
-    topic = unique_topic("unclean")
+    topic = unique_topic(name)
     create(cluster, topic, 1, assignment=[[1, 2]])
     wait_full_isr(cluster, topic)
     first, failed = produce(cluster, topic, 50, prefix=b"first")
@@ -193,6 +197,11 @@ def test_a_replica_outside_the_isr_is_elected_only_uncleanly(cluster_factory):
     cluster.brokers[1].kill9()
     cluster.brokers[2].start()
     cluster.wait_until("the partition offline", lambda: states(cluster, topic)[0][0] == -1, SESSION_TIMEOUT_S + 15)
+    return cluster, topic, first, later
+
+
+def test_a_replica_outside_the_isr_is_elected_only_uncleanly(cluster_factory):
+    cluster, topic, first, later = offline_with_broker_1_its_last_isr_member(cluster_factory, "unclean")
     time.sleep(SESSION_TIMEOUT_S)
     assert states(cluster, topic)[0][0] == -1, "broker 2 was elected though it is not in sync"
 
@@ -216,19 +225,7 @@ def test_a_sole_isr_member_elected_before_it_knows_its_session_leads_and_takes_f
     act as the leader it was named — record its epoch, let the follower
     back into the ISR — although no later metadata comes to say so. Before
     the fix it led appends but never let the follower in."""
-    cluster = start(cluster_factory, "auto.leader.rebalance.enable=false")
-    topic = unique_topic("late-session")
-    create(cluster, topic, 1, assignment=[[1, 2]])
-    wait_full_isr(cluster, topic)
-    acked, failed = produce(cluster, topic, 50, prefix=b"first")
-    assert not failed
-    cluster.brokers[2].kill9()
-    cluster.wait_until("broker 2 out of the ISR", lambda: states(cluster, topic)[0][2] == [1], SESSION_TIMEOUT_S + 15)
-    later, failed = produce(cluster, topic, 50, prefix=b"later")
-    assert not failed
-    cluster.brokers[1].kill9()
-    cluster.brokers[2].start()
-    cluster.wait_until("the partition offline", lambda: states(cluster, topic)[0][0] == -1, SESSION_TIMEOUT_S + 15)
+    cluster, topic, acked, later = offline_with_broker_1_its_last_isr_member(cluster_factory, "late-session")
 
     sole = cluster.brokers[1]
     sole.env["KBROKER_FAILPOINT_SESSION_PUBLISH_DELAY_MS"] = "2000"
