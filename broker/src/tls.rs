@@ -27,10 +27,7 @@ const ENCRYPTED_KEY_LABEL: &str = "ENCRYPTED PRIVATE KEY";
 
 /// The TLS server configuration of listener `listener`.
 pub(crate) fn server_config(listener: &str, ssl: &SslConfig) -> anyhow::Result<Arc<ServerConfig>> {
-    // ring, not aws-lc-rs: no cmake or C++ toolchain to build. (rustls
-    // deprecates it for lacking post-quantum key exchange.)
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(ssl))
         .context("ssl.enabled.protocols")?;
@@ -44,14 +41,8 @@ pub(crate) fn server_config(listener: &str, ssl: &SslConfig) -> anyhow::Result<A
             let Some(truststore) = &ssl.truststore else {
                 bail!("listener {listener}: ssl.client.auth needs a truststore");
             };
-            let (text, name) = read(truststore)?;
-            let mut roots = RootCertStore::empty();
-            for certificate in certificates(&text, &name)? {
-                roots.add(certificate).with_context(|| {
-                    format!("{name}: a certificate is not a valid trust anchor")
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(truststore)?), provider);
             let verifier = if ssl.client_auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
             } else {
@@ -60,7 +51,7 @@ pub(crate) fn server_config(listener: &str, ssl: &SslConfig) -> anyhow::Result<A
             builder.with_client_cert_verifier(
                 verifier
                     .build()
-                    .with_context(|| format!("{name}: no usable trust anchor"))?,
+                    .with_context(|| format!("{}: no usable trust anchor", pem_name(truststore)))?,
             )
         }
     };
@@ -70,6 +61,25 @@ pub(crate) fn server_config(listener: &str, ssl: &SslConfig) -> anyhow::Result<A
     // Kafka speaks its own protocol inside TLS; no ALPN.
     config.alpn_protocols.clear();
     Ok(Arc::new(config))
+}
+
+/// ring, not aws-lc-rs: no cmake or C++ toolchain to build. (rustls
+/// deprecates it for lacking post-quantum key exchange.)
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The trust anchors of a truststore.
+fn roots(truststore: &Pem) -> anyhow::Result<RootCertStore> {
+    let (text, name) = read(truststore)?;
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates(&text, &name)? {
+        roots
+            .add(certificate)
+            .with_context(|| format!("{name}: a certificate is not a valid trust anchor"))?;
+    }
+    Ok(roots)
 }
 
 fn versions(ssl: &SslConfig) -> Vec<&'static rustls::SupportedProtocolVersion> {
@@ -190,17 +200,9 @@ pub(crate) fn inter_broker_security(
     let Some(truststore) = &ssl.truststore else {
         bail!("the inter-broker listener {name} is SSL: brokers check each other's certificates against its ssl.truststore.location (or .certificates), which is not set");
     };
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let (text, trust_name) = read(truststore)?;
-    let mut roots = RootCertStore::empty();
-    for certificate in certificates(&text, &trust_name)? {
-        roots
-            .add(certificate)
-            .with_context(|| format!("{trust_name}: a certificate is not a valid trust anchor"))?;
-    }
+    let roots = roots(truststore)?;
     let (chain, key) = keystore(ssl)?;
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let client = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&versions(ssl))
         .context("ssl.enabled.protocols")?
         .with_root_certificates(roots)
