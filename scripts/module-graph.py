@@ -31,10 +31,10 @@ LAYERS = {
         ["broker"],
         ["handlers"],
         ["connection"],
-        ["server"],
+        ["server", "format"],
     ],
     "coordinator/src": [
-        ["model", "election", "placement"],
+        ["security", "model", "election", "placement"],
         ["standalone", "etcd"],
     ],
 }

@@ -102,7 +102,7 @@ pub(crate) async fn serve<R, W>(
             .iter()
             .find(|l| *l.name == *listener)
             .and_then(|l| l.sasl.as_ref())
-            .map(sasl::Authenticator::new);
+            .map(|config| sasl::Authenticator::new(config, &*broker.store));
         loop {
             let max = authenticator
                 .as_ref()

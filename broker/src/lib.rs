@@ -23,7 +23,9 @@
 //! - [`handlers`]: one module per Kafka API (or family); `handlers::handle`
 //!   dispatches.
 //! - [`connection`]: framing, in-order handling, response queue per client.
-//! - [`server`]: listeners, connection limit, periodic tasks, shutdown.
+//! - [`server`]: listeners, connection limit, periodic tasks, shutdown;
+//!   [`format`]: `kbroker format --add-scram` (credentials before the
+//!   first start).
 //! - `main.rs` (binary `kbroker`): command line → [`config::BrokerConfig`]
 //!   → [`server::run`]; `kbroker admin ...` is one call into the `admin`
 //!   crate.
@@ -34,6 +36,7 @@ pub mod config;
 pub(crate) mod connection;
 pub(crate) mod data_dir;
 pub(crate) mod errors;
+pub mod format;
 pub mod group;
 pub(crate) mod handlers;
 pub mod internal_topics;

@@ -30,11 +30,47 @@ struct Arguments {
     overrides: Vec<String>,
 }
 
+/// Writes what a cluster needs before its first start: SCRAM credentials
+/// (as `kafka-storage.sh format --add-scram`), into etcd when
+/// `etcd.endpoints` is set, else into the data directory.
+#[derive(Debug, Parser)]
+#[command(name = "kbroker format")]
+struct Format {
+    /// The broker's server.properties (for etcd.endpoints, etcd.prefix, log.dirs).
+    config: Option<PathBuf>,
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// `SCRAM-SHA-256=[name=alice,password=alice-secret]` (repeatable;
+    /// `iterations=N` optional, 4096 by default).
+    #[arg(
+        long = "add-scram",
+        value_name = "MECHANISM=[name=..,password=..]",
+        required = true
+    )]
+    add_scram: Vec<String>,
+}
+
+fn format(arguments: &Format) -> anyhow::Result<()> {
+    let config = BrokerConfig::load(arguments.config.as_deref(), &arguments.overrides)?;
+    let changes = arguments
+        .add_scram
+        .iter()
+        .map(|argument| broker::format::parse_add_scram(argument))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(broker::format::add_scram(&config, changes))
+}
+
 fn main() -> anyhow::Result<()> {
     // `kbroker admin ...` is the admin tool.
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("admin") {
         admin::main(args.skip(1));
+    }
+    if args.peek().map(String::as_str) == Some("format") {
+        return format(&Format::parse_from(std::env::args().skip(1)));
     }
     tracing_subscriber::fmt()
         .with_env_filter(

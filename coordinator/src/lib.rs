@@ -8,6 +8,7 @@
 //!   cannot tell apart: [`standalone::StandaloneStore`] (a file in the data
 //!   directory, one broker, no etcd: the quick start) and
 //!   [`etcd::EtcdStore`] (cluster mode, when `etcd.endpoints` is set).
+//! - [`security`]: SCRAM credentials and ACLs as stored.
 //! - [`placement`]: where the replicas of new topics and partitions go.
 //! - [`election`]: the leader election rules.
 //! - [`etcd::controller`]: the controller of a cluster on etcd — elected
@@ -22,6 +23,7 @@ pub mod election;
 pub mod etcd;
 pub mod model;
 pub mod placement;
+pub mod security;
 pub mod standalone;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ pub use model::{
     BrokerRegistration, ClusterMetadata, Controller, ElectionType, Endpoint, IsrChange, NewTopic,
     PartitionMetadata, TopicMetadata, NO_LEADER,
 };
+pub use security::{AclBinding, ScramChange, ScramCredential};
 pub use standalone::StandaloneStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,16 @@ pub trait MetadataStore: Send + Sync {
     /// given before (idempotent and transactional producers): returns the
     /// first. Durable before it returns, so a restart never hands one out twice.
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64, CoordinatorError>;
+    /// Creates, replaces and deletes SCRAM credentials (checked by the
+    /// caller against the snapshot: a deletion of nothing is a no-op here).
+    async fn alter_scram_credentials(
+        &self,
+        changes: Vec<ScramChange>,
+    ) -> Result<(), CoordinatorError>;
+    /// Adds ACLs (one already there stays, once).
+    async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<(), CoordinatorError>;
+    /// Removes exactly these ACLs (those absent are ignored).
+    async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<(), CoordinatorError>;
 }
 
 /// Checks an ISR change against the current state of the partition: it

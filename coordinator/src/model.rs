@@ -1,10 +1,12 @@
 //! The shape of cluster metadata, shared by every store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::security::{AclBinding, ScramCredential};
 
 /// `leader` of a partition that has none (Kafka's -1).
 pub const NO_LEADER: i32 = -1;
@@ -32,6 +34,13 @@ pub struct ClusterMetadata {
     /// cluster mode it is kept in an etcd key of its own).
     #[serde(default)]
     pub next_producer_id: i64,
+    /// SCRAM credentials: by user, then by mechanism (`SCRAM-SHA-256`,
+    /// `SCRAM-SHA-512`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// Every ACL of the cluster.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub acls: BTreeSet<AclBinding>,
 }
 
 /// A live broker as it registered itself.
@@ -235,6 +244,8 @@ impl ClusterMetadata {
             controller: None,
             revision: 0,
             next_producer_id: 0,
+            scram_credentials: BTreeMap::new(),
+            acls: BTreeSet::new(),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::model::{
     BrokerRegistration, ClusterMetadata, Controller, ElectionType, IsrChange, NewTopic,
     PartitionMetadata, TopicMetadata,
 };
+use crate::security::{self, AclBinding, ScramChange};
 use crate::{election, placement, CoordinatorError, ElectionError, ElectionResults, MetadataStore};
 
 pub const METADATA_FILE_NAME: &str = "cluster-metadata.json";
@@ -114,6 +115,32 @@ impl MetadataStore for StandaloneStore {
                 CoordinatorError::Unavailable("producer ids are exhausted".into())
             })?;
             Ok(first)
+        })
+    }
+
+    async fn alter_scram_credentials(
+        &self,
+        changes: Vec<ScramChange>,
+    ) -> Result<(), CoordinatorError> {
+        self.mutate(|metadata| {
+            security::apply_scram_changes(&mut metadata.scram_credentials, changes);
+            Ok(())
+        })
+    }
+
+    async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<(), CoordinatorError> {
+        self.mutate(|metadata| {
+            metadata.acls.extend(acls);
+            Ok(())
+        })
+    }
+
+    async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<(), CoordinatorError> {
+        self.mutate(|metadata| {
+            for acl in &acls {
+                metadata.acls.remove(acl);
+            }
+            Ok(())
         })
     }
 

@@ -71,6 +71,10 @@ fn request(api_key: ApiKey) -> Exchange {
         ApiKey::TxnOffsetCommit => pair(TxnOffsetCommitRequest::default()),
         ApiKey::DescribeTransactions => pair(DescribeTransactionsRequest::default()),
         ApiKey::ListTransactions => pair(ListTransactionsRequest::default()),
+        ApiKey::DescribeUserScramCredentials => {
+            pair(DescribeUserScramCredentialsRequest::default())
+        }
+        ApiKey::AlterUserScramCredentials => pair(AlterUserScramCredentialsRequest::default()),
         // On a PLAINTEXT listener: ILLEGAL_SASL_STATE, the connection open.
         ApiKey::SaslHandshake => pair(SaslHandshakeRequest::default()),
         ApiKey::SaslAuthenticate => pair(SaslAuthenticateRequest::default()),

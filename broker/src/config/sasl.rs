@@ -16,24 +16,42 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
 
 /// The JAAS login module of PLAIN, as Kafka names it.
 const PLAIN_LOGIN_MODULE: &str = "org.apache.kafka.common.security.plain.PlainLoginModule";
+/// The JAAS login module of SCRAM-SHA-256 and SCRAM-SHA-512.
+const SCRAM_LOGIN_MODULE: &str = "org.apache.kafka.common.security.scram.ScramLoginModule";
 
 /// A SASL mechanism this broker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
     Plain,
+    ScramSha256,
+    ScramSha512,
 }
 
 impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [
+        Mechanism::Plain,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha512,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Mechanism> {
-        match name {
-            "PLAIN" => Some(Mechanism::Plain),
-            _ => None,
+        Mechanism::ALL
+            .into_iter()
+            .find(|mechanism| mechanism.name() == name)
+    }
+
+    fn login_module(self) -> &'static str {
+        match self {
+            Mechanism::Plain => PLAIN_LOGIN_MODULE,
+            Mechanism::ScramSha256 | Mechanism::ScramSha512 => SCRAM_LOGIN_MODULE,
         }
     }
 }
@@ -65,34 +83,45 @@ impl SaslConfig {
             .filter(|name| !name.is_empty())
         {
             let Some(mechanism) = Mechanism::from_name(name) else {
-                bail!("{mechanisms_key}={enabled}: {name} is not supported on listener {listener} (PLAIN is)");
+                bail!("{mechanisms_key}={enabled}: {name} is not supported on listener {listener} (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)");
             };
             mechanisms.push(mechanism);
         }
         if mechanisms.is_empty() {
-            bail!("{mechanisms_key} is empty: listener {listener} needs a SASL mechanism (PLAIN)");
+            bail!("{mechanisms_key} is empty: listener {listener} needs a SASL mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)");
         }
         let mut plain_users = BTreeMap::new();
-        if mechanisms.contains(&Mechanism::Plain) {
-            let key = format!(
-                "listener.name.{}.plain.sasl.jaas.config",
-                listener.to_ascii_lowercase()
-            );
-            let (_, text) = properties.for_listener(listener, "plain.sasl.jaas.config");
+        for mechanism in &mechanisms {
+            // Kafka requires a JAAS config for every enabled mechanism.
+            let suffix = format!("{}.sasl.jaas.config", mechanism.name().to_ascii_lowercase());
+            let key = format!("listener.name.{}.{suffix}", listener.to_ascii_lowercase());
+            let (_, text) = properties.for_listener(listener, &suffix);
+            let module = mechanism.login_module();
             if text.is_empty() {
-                bail!("{key} is not set: PLAIN is enabled on listener {listener}, and its users come from `{PLAIN_LOGIN_MODULE} required user_<name>=\"<password>\" ...;`");
+                let example = match mechanism {
+                    Mechanism::Plain => {
+                        format!("{module} required user_<name>=\"<password>\" ...;")
+                    }
+                    _ => format!("{module} required;"),
+                };
+                bail!("{key} is not set: {} is enabled on listener {listener}, and Kafka requires its JAAS config (`{example}`)", mechanism.name());
             }
-            let (module, options) = parse_jaas(text).with_context(|| key.clone())?;
-            if module != PLAIN_LOGIN_MODULE {
-                bail!("{key}: the login module for PLAIN is {PLAIN_LOGIN_MODULE}, not {module}");
+            let (given, options) = parse_jaas(text).with_context(|| key.clone())?;
+            if given != module {
+                bail!(
+                    "{key}: the login module for {} is {module}, not {given}",
+                    mechanism.name()
+                );
             }
-            for (option, value) in options {
-                if let Some(user) = option.strip_prefix("user_") {
-                    plain_users.insert(user.to_string(), Secret::new(value));
+            if *mechanism == Mechanism::Plain {
+                for (option, value) in options {
+                    if let Some(user) = option.strip_prefix("user_") {
+                        plain_users.insert(user.to_string(), Secret::new(value));
+                    }
                 }
-            }
-            if plain_users.is_empty() {
-                bail!("{key} names no user (user_<name>=\"<password>\")");
+                if plain_users.is_empty() {
+                    bail!("{key} names no user (user_<name>=\"<password>\")");
+                }
             }
         }
         Ok(SaslConfig {

@@ -22,6 +22,7 @@ mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod producers;
+mod scram;
 mod txn;
 
 use std::future::Future;
@@ -233,6 +234,15 @@ pub(crate) async fn handle(
                     "SaslAuthenticate is out of place: the connection is not in a SASL handshake",
                 ))),
         ),
+        Request::DescribeUserScramCredentials(body) => {
+            Response::DescribeUserScramCredentials(scram::describe(broker, &body))
+        }
+        Request::AlterUserScramCredentials(body) => {
+            Response::AlterUserScramCredentials(scram::alter(broker, body).await)
+        }
+        Request::CreateAcls(_) | Request::DescribeAcls(_) | Request::DeleteAcls(_) => {
+            unreachable!("not in protocol::api::SUPPORTED_APIS yet")
+        }
         Request::DescribeProducers(body) => {
             Response::DescribeProducers(producers::describe_producers(broker, body))
         }

@@ -15,6 +15,7 @@ use super::keys::{Key, Keys, PartitionRecord, TopicRecord};
 use crate::model::{
     BrokerRegistration, ClusterMetadata, Controller, PartitionMetadata, TopicMetadata,
 };
+use crate::security::{self, AclBinding, ScramChange, ScramCredential};
 
 /// etcd's revisions of a key: when it was created and last written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct Cache {
     topic_names: HashMap<Uuid, String>,
     partitions: HashMap<Uuid, BTreeMap<i32, (PartitionRecord, KeyRevision)>>,
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// ACLs by key.
+    acls: BTreeMap<String, AclBinding>,
     /// Topics whose derived metadata is out of date.
     dirty: BTreeSet<String>,
     revision: i64,
@@ -51,6 +55,8 @@ impl Cache {
             topic_names: HashMap::new(),
             partitions: HashMap::new(),
             broker_configs: BTreeMap::new(),
+            scram_credentials: BTreeMap::new(),
+            acls: BTreeMap::new(),
             dirty: BTreeSet::new(),
             revision: 0,
             current: Arc::new(ClusterMetadata {
@@ -152,6 +158,24 @@ impl Cache {
                     Err(error) => ignore(&error),
                 }
             }
+            Key::Scram(mechanism, user) => {
+                match serde_json::from_slice::<ScramCredential>(value) {
+                    Ok(credential) => {
+                        self.scram_credentials
+                            .entry(user)
+                            .or_default()
+                            .insert(mechanism, credential);
+                    }
+                    // The error names no byte of the value.
+                    Err(_) => ignore(&"not a SCRAM credential"),
+                }
+            }
+            Key::Acl => match serde_json::from_slice::<AclBinding>(value) {
+                Ok(acl) => {
+                    self.acls.insert(key.to_string(), acl);
+                }
+                Err(error) => ignore(&error),
+            },
         }
     }
 
@@ -179,6 +203,19 @@ impl Cache {
             }
             Some(Key::BrokerConfigs(resource)) => {
                 self.broker_configs.remove(&resource);
+            }
+            Some(Key::Scram(mechanism, user)) => {
+                security::apply_scram_changes(
+                    &mut self.scram_credentials,
+                    vec![ScramChange {
+                        user,
+                        mechanism,
+                        credential: None,
+                    }],
+                );
+            }
+            Some(Key::Acl) => {
+                self.acls.remove(key);
             }
         }
     }
@@ -224,6 +261,8 @@ impl Cache {
             controller,
             revision: self.revision,
             next_producer_id: 0,
+            scram_credentials: self.scram_credentials.clone(),
+            acls: self.acls.values().cloned().collect(),
         });
         self.current.clone()
     }

@@ -10,12 +10,18 @@
 //!                                   follows from the assignment
 //! <p>/broker-configs/<resource>     dynamic broker configs (JSON); `cluster` is resource ""
 //! <p>/producer-ids                  {"next": N}: producer ids below N were handed out
+//! <p>/scram/<mechanism>/<user>      a user's SCRAM credential (salt, iterations, keys; JSON)
+//! <p>/acls/<binding, base64url>     one ACL (JSON); the key is its JSON, so one ACL is one key
 //! ```
 
 use std::collections::BTreeMap;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::security::AclBinding;
 
 /// Resource name of the cluster-wide dynamic broker configs in its key.
 const CLUSTER_RESOURCE: &str = "cluster";
@@ -34,6 +40,9 @@ pub enum Key {
     Topic(String),
     Partition(Uuid, i32),
     BrokerConfigs(String),
+    /// (mechanism, user)
+    Scram(String, String),
+    Acl,
 }
 
 impl Keys {
@@ -91,6 +100,17 @@ impl Keys {
         format!("{}/broker-configs/{resource}", self.prefix)
     }
 
+    pub fn scram(&self, mechanism: &str, user: &str) -> String {
+        format!("{}/scram/{mechanism}/{user}", self.prefix)
+    }
+
+    /// The key of one ACL: its JSON in URL-safe base64, so that creating
+    /// an ACL twice writes one key and deleting it names that key.
+    pub fn acl(&self, acl: &AclBinding) -> String {
+        let json = serde_json::to_vec(acl).expect("an ACL serializes");
+        format!("{}/acls/{}", self.prefix, URL_SAFE_NO_PAD.encode(json))
+    }
+
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
         if rest == "cluster_id" {
@@ -113,6 +133,11 @@ impl Keys {
             } else {
                 rest.to_string()
             })),
+            "scram" => {
+                let (mechanism, user) = rest.split_once('/')?;
+                Some(Key::Scram(mechanism.to_string(), user.to_string()))
+            }
+            "acls" => Some(Key::Acl),
             _ => None,
         }
     }
@@ -174,6 +199,10 @@ mod tests {
             (keys.partition(id, 7), Key::Partition(id, 7)),
             (keys.broker_configs(""), Key::BrokerConfigs(String::new())),
             (keys.broker_configs("2"), Key::BrokerConfigs("2".into())),
+            (
+                keys.scram("SCRAM-SHA-256", "a/b"),
+                Key::Scram("SCRAM-SHA-256".into(), "a/b".into()),
+            ),
         ] {
             assert_eq!(keys.parse(&key), Some(parsed), "{key}");
         }

@@ -46,11 +46,14 @@ use crate::model::{
     BrokerRegistration, ClusterMetadata, ElectionType, IsrChange, NewTopic, PartitionMetadata,
     TopicMetadata,
 };
+use crate::security::{AclBinding, ScramChange};
 use crate::{placement, CoordinatorError, ElectionResults, MetadataStore};
 use cache::{Cache, KeyRevision};
 use controller::ControllerSeat;
 use keys::{Keys, PartitionRecord, TopicRecord};
 
+/// etcd's default `--max-txn-ops` is 128.
+const OPS_PER_TXN: usize = 100;
 /// Longest one etcd request may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a change waits to show in this broker's snapshot after etcd
@@ -331,10 +334,75 @@ impl Inner {
         )))
     }
 
+    /// Writes keys that no compare guards (last writer wins: dynamic
+    /// configs, credentials, ACLs), at most [`OPS_PER_TXN`] per
+    /// transaction, and waits until this broker's snapshot shows them.
+    async fn write_unguarded(&self, ops: Vec<TxnOp>) -> Result<(), CoordinatorError> {
+        let mut last_revision = None;
+        for chunk in ops.chunks(OPS_PER_TXN) {
+            let response = self.txn(Txn::new().and_then(chunk.to_vec())).await?;
+            let wrote = response.op_responses().iter().any(|op| match op {
+                etcd_client::TxnOpResponse::Put(_) => true,
+                etcd_client::TxnOpResponse::Delete(deleted) => deleted.deleted() > 0,
+                _ => false,
+            });
+            if wrote {
+                last_revision = response.header().map(etcd_client::ResponseHeader::revision);
+            }
+        }
+        // A delete of nothing changes no key this broker watches: there is
+        // nothing to wait for.
+        if let Some(revision) = last_revision {
+            self.applied(revision).await;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, CoordinatorError> {
         let mut client = self.client.clone();
         timed(client.txn(txn)).await.map_err(unavailable)
     }
+}
+
+/// The writes of SCRAM credential changes.
+fn scram_ops(keys: &Keys, changes: Vec<ScramChange>) -> Vec<TxnOp> {
+    changes
+        .into_iter()
+        .map(|change| {
+            let key = keys.scram(&change.mechanism, &change.user);
+            match change.credential {
+                Some(credential) => TxnOp::put(
+                    key,
+                    serde_json::to_vec(&credential).expect("a credential serializes"),
+                    None,
+                ),
+                None => TxnOp::delete(key, None),
+            }
+        })
+        .collect()
+}
+
+/// Writes SCRAM credentials straight into etcd, for the first users of a
+/// cluster before any broker serves SASL (as `kafka-storage.sh format
+/// --add-scram` does): no registration, no session.
+pub async fn bootstrap_scram_credentials(
+    endpoints: &[String],
+    prefix: &str,
+    changes: Vec<ScramChange>,
+) -> Result<(), CoordinatorError> {
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    let mut client = Client::connect(endpoints, Some(options))
+        .await
+        .map_err(|error| {
+            CoordinatorError::Unavailable(format!("etcd.endpoints {endpoints:?}: {error}"))
+        })?;
+    let ops = scram_ops(&Keys::new(prefix), changes);
+    for chunk in ops.chunks(OPS_PER_TXN) {
+        timed(client.txn(Txn::new().and_then(chunk.to_vec())))
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// A partition state to write, with the compares that guard it.
@@ -579,24 +647,7 @@ impl MetadataStore for EtcdStore {
                 None,
             )
         };
-        let response = self.inner.txn(Txn::new().and_then([op])).await?;
-        let wrote = response.op_responses().iter().any(|op| match op {
-            etcd_client::TxnOpResponse::Put(_) => true,
-            etcd_client::TxnOpResponse::Delete(deleted) => deleted.deleted() > 0,
-            _ => false,
-        });
-        // A delete of nothing changes no key this broker watches: there is
-        // nothing to wait for.
-        if wrote {
-            self.inner
-                .applied(
-                    response
-                        .header()
-                        .map_or(0, etcd_client::ResponseHeader::revision),
-                )
-                .await;
-        }
-        Ok(())
+        self.inner.write_unguarded(vec![op]).await
     }
 
     async fn elect_leaders(
@@ -605,6 +656,36 @@ impl MetadataStore for EtcdStore {
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<ElectionResults, CoordinatorError> {
         controller::elect(&self.inner, election, partitions).await
+    }
+
+    async fn alter_scram_credentials(
+        &self,
+        changes: Vec<ScramChange>,
+    ) -> Result<(), CoordinatorError> {
+        let ops = scram_ops(&self.inner.keys, changes);
+        self.inner.write_unguarded(ops).await
+    }
+
+    async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<(), CoordinatorError> {
+        let ops = acls
+            .iter()
+            .map(|acl| {
+                TxnOp::put(
+                    self.inner.keys.acl(acl),
+                    serde_json::to_vec(acl).expect("an ACL serializes"),
+                    None,
+                )
+            })
+            .collect();
+        self.inner.write_unguarded(ops).await
+    }
+
+    async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<(), CoordinatorError> {
+        let ops = acls
+            .iter()
+            .map(|acl| TxnOp::delete(self.inner.keys.acl(acl), None))
+            .collect();
+        self.inner.write_unguarded(ops).await
     }
 
     /// Compare-and-swap on `<p>/producer-ids`: read the next free id, write

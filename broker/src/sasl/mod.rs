@@ -7,8 +7,13 @@
 //! sends the mechanism's tokens raw (size-prefixed, no Kafka header).
 //!
 //! Mechanisms: PLAIN (RFC 4616) against the users of the listener's JAAS
-//! config. Unknown user and wrong password give the same answer, and
-//! passwords are compared in constant time; nothing secret is logged.
+//! config; SCRAM-SHA-256 and SCRAM-SHA-512 ([`scram`]) against the
+//! credentials in the cluster metadata, looked up when a client names its
+//! user (so a change applies to the next connection). Unknown user and
+//! wrong password give the same answer, and secrets are compared in
+//! constant time; nothing secret is logged.
+
+pub(crate) mod scram;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -19,6 +24,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use protocol::codec::{self, Request, Response};
 use subtle::ConstantTimeEq;
+
+use coordinator::MetadataStore;
 
 use crate::config::{Mechanism, SaslConfig, Secret};
 use crate::errors::code;
@@ -44,22 +51,38 @@ pub(crate) enum Gate {
 enum State {
     /// No handshake yet.
     Start,
-    /// SaslHandshake chose `mechanism`; at v0 the tokens come raw.
-    Handshaken { mechanism: Mechanism, raw: bool },
+    /// SaslHandshake chose `mechanism`; at v0 the tokens come raw. SCRAM's
+    /// exchange is under way in `scram`.
+    Handshaken {
+        mechanism: Mechanism,
+        raw: bool,
+        scram: Option<scram::Exchange>,
+    },
     /// Authenticated as `user`.
     Done { user: String },
+}
+
+/// What a client's token leads to.
+enum Token {
+    /// Send this token and wait for the client's next one.
+    More(Vec<u8>),
+    /// Authenticated; send this last token (empty for PLAIN).
+    Done(Vec<u8>),
 }
 
 /// One connection's authentication.
 pub(crate) struct Authenticator<'a> {
     config: &'a SaslConfig,
+    /// Where SCRAM credentials are (the cluster metadata).
+    store: &'a dyn MetadataStore,
     state: State,
 }
 
 impl<'a> Authenticator<'a> {
-    pub(crate) fn new(config: &'a SaslConfig) -> Authenticator<'a> {
+    pub(crate) fn new(config: &'a SaslConfig, store: &'a dyn MetadataStore) -> Authenticator<'a> {
         Authenticator {
             config,
+            store,
             state: State::Start,
         }
     }
@@ -86,17 +109,20 @@ impl<'a> Authenticator<'a> {
 
     /// Handles a frame received before the connection is authenticated.
     pub(crate) fn step(&mut self, frame: Bytes) -> Gate {
-        if let State::Handshaken {
-            mechanism,
-            raw: true,
-        } = self.state
-        {
-            return match self.verify(mechanism, &frame) {
-                // The mechanism's last server token, raw: none for PLAIN.
-                Ok(()) => Gate::Answer {
-                    frame: Bytes::from_static(&[0, 0, 0, 0]),
-                    close: false,
-                },
+        if let State::Handshaken { raw: true, .. } = self.state {
+            // The mechanism's server token, raw (none at PLAIN's end).
+            return match self.token(&frame) {
+                Ok(Token::More(token) | Token::Done(token)) => {
+                    let mut answer = Vec::with_capacity(4 + token.len());
+                    answer.extend_from_slice(
+                        &i32::try_from(token.len()).unwrap_or(i32::MAX).to_be_bytes(),
+                    );
+                    answer.extend_from_slice(&token);
+                    Gate::Answer {
+                        frame: Bytes::from(answer),
+                        close: false,
+                    }
+                }
                 Err(reason) => Gate::Close(reason),
             };
         }
@@ -150,6 +176,7 @@ impl<'a> Authenticator<'a> {
                 self.state = State::Handshaken {
                     mechanism,
                     raw: version == 0,
+                    scram: scram::Hashes::of(mechanism).map(scram::Exchange::Start),
                 };
                 (Response::SaslHandshake(response), false)
             }
@@ -163,16 +190,17 @@ impl<'a> Authenticator<'a> {
     }
 
     fn authenticate(&mut self, request: &SaslAuthenticateRequest) -> (Response, bool) {
-        let State::Handshaken { mechanism, .. } = self.state else {
-            unreachable!("only admitted after a handshake");
-        };
-        match self.verify(mechanism, &request.auth_bytes) {
-            Ok(()) => (
-                Response::SaslAuthenticate(
-                    SaslAuthenticateResponse::default().with_session_lifetime_ms(0),
-                ),
-                false,
-            ),
+        match self.token(&request.auth_bytes) {
+            Ok(token) => {
+                let response = SaslAuthenticateResponse::default();
+                let response = match token {
+                    Token::More(token) => response.with_auth_bytes(Bytes::from(token)),
+                    Token::Done(token) => response
+                        .with_auth_bytes(Bytes::from(token))
+                        .with_session_lifetime_ms(0),
+                };
+                (Response::SaslAuthenticate(response), false)
+            }
             Err(_) => (
                 Response::SaslAuthenticate(
                     SaslAuthenticateResponse::default()
@@ -184,17 +212,42 @@ impl<'a> Authenticator<'a> {
         }
     }
 
-    /// Checks the client's token; authenticated on success. The error is
-    /// for the log and names no secret.
-    fn verify(&mut self, mechanism: Mechanism, token: &[u8]) -> Result<(), String> {
-        match mechanism {
-            Mechanism::Plain => {
-                let user = plain(&self.config.plain_users, token)?;
-                tracing::info!(principal = %crate::principal::user(&user), mechanism = mechanism.name(), "SASL authenticated");
-                self.state = State::Done { user };
-                Ok(())
+    /// Takes the client's next token; authenticated when the mechanism is
+    /// done. The error is for the log and names no secret (it is logged
+    /// here).
+    fn token(&mut self, token: &[u8]) -> Result<Token, String> {
+        let State::Handshaken {
+            mechanism, scram, ..
+        } = &mut self.state
+        else {
+            unreachable!("tokens are only taken after a handshake");
+        };
+        let mechanism = *mechanism;
+        let (user, last) = match scram {
+            None => (plain(&self.config.plain_users, token)?, Vec::new()),
+            Some(exchange) => {
+                let store = self.store;
+                let step = exchange.step(token, |user| {
+                    store
+                        .snapshot()
+                        .scram_credentials
+                        .get(user)?
+                        .get(mechanism.name())
+                        .cloned()
+                });
+                match step {
+                    Ok(scram::Step::Challenge(challenge)) => return Ok(Token::More(challenge)),
+                    Ok(scram::Step::Authenticated { user, last }) => (user, last),
+                    Err(reason) => {
+                        tracing::info!(mechanism = mechanism.name(), %reason, "SASL/SCRAM authentication failed");
+                        return Err(reason);
+                    }
+                }
             }
-        }
+        };
+        tracing::info!(principal = %crate::principal::user(&user), mechanism = mechanism.name(), "SASL authenticated");
+        self.state = State::Done { user };
+        Ok(Token::Done(last))
     }
 }
 
