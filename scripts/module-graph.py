@@ -24,7 +24,7 @@ import sys
 # is unconstrained by layer (it still takes part in the circle check).
 LAYERS = {
     "broker/src": [
-        ["clock", "errors", "config", "topic_config", "principal"],
+        ["clock", "errors", "config", "topic_config", "principal", "authorizer"],
         ["partition", "topics", "internal_topics"],
         ["data_dir", "peers", "tls", "sasl"],
         ["group", "txn", "replica_fetcher"],

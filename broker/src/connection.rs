@@ -78,15 +78,25 @@ pub(crate) async fn serve<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // On a SASL listener the principal is recorded once authenticated.
     let span = tracing::info_span!(
         "connection",
         peer = %session.peer,
         listener = &*session.listener,
-        principal = %session.principal
+        principal = tracing::field::Empty,
     );
+    let sasl_listener = broker
+        .config
+        .listeners
+        .iter()
+        .any(|l| *l.name == *session.listener && l.sasl.is_some());
+    if !sasl_listener {
+        span.record("principal", session.principal.as_str());
+    }
     async move {
         let listener = session.listener.clone();
         let peer = session.peer;
+        let mut principal = session.principal;
         tracing::debug!("accepted");
         let (responses, queue) = mpsc::channel::<Outgoing>(RESPONSES_QUEUED_MAX);
         // The writer cancels it when it stops, so that reading stops too.
@@ -129,10 +139,11 @@ pub(crate) async fn serve<R, W>(
                         if responses.send(Outgoing::Now(vec![frame])).await.is_err() || close {
                             break;
                         }
-                        if let Some(principal) = authenticator.principal() {
+                        if let Some(authenticated) = authenticator.principal() {
                             // Logged with every request of the connection
-                            // from now on (ACLs will check it).
-                            tracing::Span::current().record("principal", principal.as_str());
+                            // from now on, and what ACLs check.
+                            tracing::Span::current().record("principal", authenticated.as_str());
+                            principal = authenticated;
                         }
                         continue;
                     }
@@ -145,6 +156,7 @@ pub(crate) async fn serve<R, W>(
             let origin = handlers::RequestContext {
                 peer,
                 listener: &listener,
+                principal: &principal,
             };
             match handle_frame(&broker, frame, origin).await {
                 Ok(Some(outgoing)) => {

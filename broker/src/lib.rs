@@ -6,7 +6,8 @@
 //! - [`clock`], [`errors`] (the broker's error types and the one mapping to
 //!   Kafka error codes), [`config`] (Kafka property names and defaults,
 //!   properties file, overrides), [`topic_config`] (topic-level configs,
-//!   validation, log configs).
+//!   validation, log configs), [`principal`], [`authorizer`] (ACLs: who may
+//!   do what).
 //! - [`partition`]: one partition as this broker sees it — its applied
 //!   state, its log where hosted, [`partition::Partition::lead`], the
 //!   leader's side of replication; [`topics`]: topics and their name rules;
@@ -30,6 +31,7 @@
 //!   → [`server::run`]; `kbroker admin ...` is one call into the `admin`
 //!   crate.
 
+pub(crate) mod authorizer;
 pub mod broker;
 pub(crate) mod clock;
 pub mod config;

@@ -71,6 +71,10 @@ fn request(api_key: ApiKey) -> Exchange {
         ApiKey::TxnOffsetCommit => pair(TxnOffsetCommitRequest::default()),
         ApiKey::DescribeTransactions => pair(DescribeTransactionsRequest::default()),
         ApiKey::ListTransactions => pair(ListTransactionsRequest::default()),
+        // Without an authorizer: SECURITY_DISABLED.
+        ApiKey::DescribeAcls => pair(DescribeAclsRequest::default()),
+        ApiKey::CreateAcls => pair(CreateAclsRequest::default()),
+        ApiKey::DeleteAcls => pair(DeleteAclsRequest::default()),
         ApiKey::DescribeUserScramCredentials => {
             pair(DescribeUserScramCredentialsRequest::default())
         }

@@ -65,6 +65,9 @@ pub struct Broker {
     /// This broker's session epoch when the partitions' roles were last
     /// decided (changed only under `last_applied`'s lock).
     pub(crate) decided_at_epoch: Mutex<Option<i64>>,
+    /// Who may do what (ACLs; allows everything when no authorizer is
+    /// configured).
+    pub(crate) authorizer: crate::authorizer::Authorizer,
 }
 
 impl Broker {
@@ -94,6 +97,10 @@ impl Broker {
             peers: crate::peers::Peers::new(connector),
             fetchers,
             node: Arc::new(LocalNode::new(config.node_id, store.clone())),
+            authorizer: crate::authorizer::Authorizer::new(
+                config.authorizer.clone(),
+                store.clone(),
+            ),
             log_defaults: RwLock::new(config.log.clone()),
             config,
             store,

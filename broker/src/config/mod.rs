@@ -11,6 +11,7 @@
 //! topic-config defaults), [`groups`], [`transactions`]; the server's own
 //! keys are below.
 
+mod authorizer;
 mod cluster;
 mod groups;
 mod listeners;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use storage::LogConfig;
 
+pub use authorizer::AuthorizerConfig;
 pub use cluster::ClusterConfig;
 pub use groups::GroupConfig;
 pub use listeners::{Listener, SecurityProtocol};
@@ -66,6 +68,7 @@ const SECTIONS: &[&[(&str, &str)]] = &[
     replication::DEFAULTS,
     ssl::DEFAULTS,
     sasl::DEFAULTS,
+    authorizer::DEFAULTS,
     log::DEFAULTS,
     groups::DEFAULTS,
     transactions::DEFAULTS,
@@ -102,6 +105,7 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     pub groups: GroupConfig,
     pub transactions: TransactionConfig,
+    pub authorizer: AuthorizerConfig,
     /// The known properties given in the file or as overrides (Kafka's
     /// STATIC_BROKER_CONFIG), by canonical name.
     pub explicit: BTreeMap<String, String>,
@@ -204,6 +208,7 @@ impl BrokerConfig {
             log: log::from_properties(&properties)?,
             groups: GroupConfig::from_properties(&properties)?,
             transactions: TransactionConfig::from_properties(&properties)?,
+            authorizer: AuthorizerConfig::from_properties(&properties)?,
             explicit: properties.explicit,
         })
     }

@@ -17,7 +17,7 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
     TopicName,
@@ -25,7 +25,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
-use super::RequestContext;
+use super::{cluster_allows, topic_allows, RequestContext};
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::errors::{self, code, NONE};
 use crate::topics::{is_internal, Topic};
@@ -37,10 +38,26 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 pub(super) async fn create_partitions(
     broker: &Broker,
     request: CreatePartitionsRequest,
+    origin: RequestContext<'_>,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        // ALTER on the topic.
+        if !topic_allows(
+            broker,
+            origin,
+            ApiKey::CreatePartitions,
+            Operation::Alter,
+            &topic.name,
+        ) {
+            results.push(
+                result
+                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                    .with_error_message(Some(StrBytes::from_static_str("Authorization failed."))),
+            );
+            continue;
+        }
         let assignment = topic.assignments.map(|assignments| {
             assignments
                 .into_iter()
@@ -68,11 +85,15 @@ pub(super) async fn create_partitions(
 pub(super) fn delete_records(
     broker: &Broker,
     request: DeleteRecordsRequest,
+    origin: RequestContext<'_>,
 ) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
+            // DELETE on the topic.
+            let allowed =
+                topic_allows(broker, origin, ApiKey::DeleteRecords, Operation::Delete, &topic.name);
             let known = broker.topic(topic.name.0.as_str());
             let partitions = topic
                 .partitions
@@ -80,6 +101,11 @@ pub(super) fn delete_records(
                 .map(|p| {
                     let result =
                         DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                    if !allowed {
+                        return result
+                            .with_low_watermark(-1)
+                            .with_error_code(code(ResponseError::TopicAuthorizationFailed));
+                    }
                     let partition = known.as_ref().and_then(|t| {
                         usize::try_from(p.partition_index)
                             .ok()
@@ -120,7 +146,13 @@ pub(super) fn delete_records(
 pub(super) fn describe_log_dirs(
     broker: &Broker,
     request: DescribeLogDirsRequest,
+    origin: RequestContext<'_>,
 ) -> DescribeLogDirsResponse {
+    // DESCRIBE on the cluster; without it, nothing (and from v3 the error).
+    if !cluster_allows(broker, origin, ApiKey::DescribeLogDirs, Operation::Describe) {
+        return DescribeLogDirsResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
+    }
     let wanted: Vec<(Arc<Topic>, Vec<i32>)> = match request.topics {
         None => broker
             .all_topics()
@@ -213,11 +245,20 @@ pub(super) fn describe_cluster(
         .with_cluster_id(StrBytes::from_string(metadata.cluster_id.clone()))
         .with_controller_id(BrokerId(metadata.controller_id().unwrap_or(-1)))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
-        } else {
-            AUTHORIZED_OPERATIONS_OMITTED
-        })
+        .with_cluster_authorized_operations(
+            match (
+                request.include_cluster_authorized_operations,
+                broker.authorizer.enabled(),
+            ) {
+                (false, _) => AUTHORIZED_OPERATIONS_OMITTED,
+                (true, false) => CLUSTER_OPERATIONS,
+                (true, true) => broker.authorizer.authorized_operations(
+                    &origin.who(ApiKey::DescribeCluster),
+                    ResourceType::Cluster,
+                    crate::authorizer::CLUSTER_NAME,
+                ),
+            },
+        )
 }
 
 /// DescribeTopicPartitions (KIP-966): topics in name order, at most
@@ -225,10 +266,24 @@ pub(super) fn describe_cluster(
 pub(super) fn describe_topic_partitions(
     broker: &Broker,
     request: DescribeTopicPartitionsRequest,
+    origin: RequestContext<'_>,
 ) -> DescribeTopicPartitionsResponse {
     let metadata = broker.metadata();
-    let mut names: Vec<String> = if request.topics.is_empty() {
-        metadata.topics.keys().cloned().collect()
+    let who = origin.who(ApiKey::DescribeTopicPartitions);
+    // DESCRIBE on each topic: those the principal may not describe are left
+    // out of a full listing, and refused when named.
+    let listing_all = request.topics.is_empty();
+    let mut names: Vec<String> = if listing_all {
+        metadata
+            .topics
+            .keys()
+            .filter(|name| {
+                broker
+                    .authorizer
+                    .allowed(&who, Operation::Describe, ResourceType::Topic, name)
+            })
+            .cloned()
+            .collect()
     } else {
         request
             .topics
@@ -254,6 +309,19 @@ pub(super) fn describe_topic_partitions(
         } else {
             0
         };
+        if !listing_all
+            && !broker
+                .authorizer
+                .authorize(&who, Operation::Describe, ResourceType::Topic, &name)
+        {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                    .with_name(Some(TopicName(StrBytes::from_string(name))))
+                    .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+            );
+            continue;
+        }
         let Some(topic) = metadata.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

@@ -17,11 +17,13 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::RequestContext;
+use crate::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 use crate::broker::Broker;
 use crate::config::{is_sensitive, known_properties, DYNAMIC_BROKER_CONFIGS};
 use crate::errors::{code, topic_error_code, NONE};
@@ -166,10 +168,39 @@ fn type_of_broker_value(value: &str) -> ConfigType {
     }
 }
 
+/// Why the principal may not do `operation` (DESCRIBE_CONFIGS or
+/// ALTER_CONFIGS) on a config resource: a topic's are the topic's, a
+/// broker's the cluster's.
+fn config_denied(
+    broker: &Broker,
+    origin: RequestContext<'_>,
+    api: ApiKey,
+    operation: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(i16, String)> {
+    let who = origin.who(api);
+    let (resource, name, error) = match resource_type {
+        RESOURCE_TOPIC => (
+            ResourceType::Topic,
+            name,
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        _ => (
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+    };
+    (!broker.authorizer.authorize(&who, operation, resource, name))
+        .then(|| (code(error), "Authorization failed.".to_string()))
+}
+
 pub(super) fn describe_configs(
     broker: &Broker,
     request: DescribeConfigsRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> DescribeConfigsResponse {
     let results = request
         .resources
@@ -184,6 +215,18 @@ pub(super) fn describe_configs(
                     .with_error_code(code(error))
                     .with_error_message(Some(string(message)))
             };
+            if let Some((error_code, message)) = config_denied(
+                broker,
+                origin,
+                ApiKey::DescribeConfigs,
+                Operation::DescribeConfigs,
+                resource.resource_type,
+                &resource.resource_name,
+            ) {
+                return result
+                    .with_error_code(error_code)
+                    .with_error_message(Some(string(message)));
+            }
             let described: Vec<Described> = match resource.resource_type {
                 RESOURCE_TOPIC => {
                     let Some(topic) = broker
@@ -332,11 +375,21 @@ async fn alter_broker(
 pub(super) async fn alter_configs(
     broker: &Broker,
     request: AlterConfigsRequest,
+    origin: RequestContext<'_>,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();
+        let denied = config_denied(
+            broker,
+            origin,
+            ApiKey::AlterConfigs,
+            Operation::AlterConfigs,
+            resource.resource_type,
+            &name,
+        );
         let outcome = match resource.resource_type {
+            _ if denied.is_some() => Err(denied.unwrap_or_default()),
             RESOURCE_TOPIC => {
                 alter_topic(broker, &name, request.validate_only, |configs| {
                     // AlterConfigs replaces the whole set of overrides.
@@ -477,14 +530,25 @@ fn apply_config_operation(
 pub(super) async fn incremental_alter_configs(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
+    origin: RequestContext<'_>,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();
+        let denied = config_denied(
+            broker,
+            origin,
+            ApiKey::IncrementalAlterConfigs,
+            Operation::AlterConfigs,
+            resource.resource_type,
+            &name,
+        );
         let mut names: Vec<&str> = resource.configs.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         let duplicated = names.windows(2).any(|pair| pair[0] == pair[1]);
-        let outcome = if duplicated {
+        let outcome = if let Some(denied) = denied {
+            Err(denied)
+        } else if duplicated {
             Err((
                 code(ResponseError::InvalidRequest),
                 "Error due to duplicate config keys".to_string(),

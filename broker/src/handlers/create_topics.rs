@@ -8,18 +8,31 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::{topic_allows, RequestContext};
+use crate::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 use crate::broker::Broker;
 use crate::errors::{self, code};
 
 /// DescribeConfigs' source code for a topic-level override.
 const CONFIG_SOURCE_TOPIC: i8 = 1;
 
-pub(super) async fn handle(broker: &Broker, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub(super) async fn handle(
+    broker: &Broker,
+    request: CreateTopicsRequest,
+    origin: RequestContext<'_>,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut seen = HashSet::new();
+    // CREATE on the cluster, or on each topic.
+    let on_cluster = broker.authorizer.allowed(
+        &origin.who(ApiKey::CreateTopics),
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     for creatable in &request.topics {
         let result = CreatableTopicResult::default().with_name(creatable.name.clone());
         let result = if !seen.insert(creatable.name.0.as_str()) {
@@ -27,6 +40,20 @@ pub(super) async fn handle(broker: &Broker, request: CreateTopicsRequest) -> Cre
                 result,
                 code(ResponseError::InvalidRequest),
                 "Topic is listed more than once".into(),
+            )
+        } else if !on_cluster
+            && !topic_allows(
+                broker,
+                origin,
+                ApiKey::CreateTopics,
+                Operation::Create,
+                &creatable.name,
+            )
+        {
+            failed(
+                result,
+                code(ResponseError::TopicAuthorizationFailed),
+                "Authorization failed.".into(),
             )
         } else {
             create(broker, creatable, request.validate_only, result).await

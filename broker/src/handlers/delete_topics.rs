@@ -2,10 +2,12 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::{topic_allows, RequestContext};
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::errors::{self, code};
 
@@ -16,6 +18,7 @@ pub(super) async fn handle(
     broker: &Broker,
     request: DeleteTopicsRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, Uuid)> = if version >= TOPIC_STATES_VERSION_MIN {
         request
@@ -32,12 +35,17 @@ pub(super) async fn handle(
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, topic_id) in targets {
-        responses.push(delete(broker, name, topic_id).await);
+        responses.push(delete(broker, name, topic_id, origin).await);
     }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-async fn delete(broker: &Broker, name: Option<TopicName>, topic_id: Uuid) -> DeletableTopicResult {
+async fn delete(
+    broker: &Broker,
+    name: Option<TopicName>,
+    topic_id: Uuid,
+    origin: RequestContext<'_>,
+) -> DeletableTopicResult {
     let result = DeletableTopicResult::default()
         .with_name(name.clone())
         .with_topic_id(topic_id);
@@ -58,6 +66,31 @@ async fn delete(broker: &Broker, name: Option<TopicName>, topic_id: Uuid) -> Del
             )
         }
     };
+    // Without DESCRIBE a topic is not told apart from a missing one;
+    // without DELETE it is not deleted.
+    let described = |topic: &str| {
+        broker.authorizer.allowed(
+            &origin.who(ApiKey::DeleteTopics),
+            Operation::Describe,
+            ResourceType::Topic,
+            topic,
+        )
+    };
+    let named = name.as_ref().map(|n| n.0.to_string());
+    if let Some(named) = named.as_deref().filter(|n| !described(n)) {
+        let _ = topic_allows(
+            broker,
+            origin,
+            ApiKey::DeleteTopics,
+            Operation::Delete,
+            named,
+        );
+        return failed(
+            result,
+            code(ResponseError::TopicAuthorizationFailed),
+            "Authorization failed.".into(),
+        );
+    }
     let Some(topic) = topic.filter(|topic| topic_id.is_nil() || topic.topic_id == topic_id) else {
         return if name.is_none() {
             failed(
@@ -73,6 +106,19 @@ async fn delete(broker: &Broker, name: Option<TopicName>, topic_id: Uuid) -> Del
             )
         };
     };
+    if !topic_allows(
+        broker,
+        origin,
+        ApiKey::DeleteTopics,
+        Operation::Delete,
+        &topic.name,
+    ) {
+        return failed(
+            result,
+            code(ResponseError::TopicAuthorizationFailed),
+            "Authorization failed.".into(),
+        );
+    }
     match broker.delete_topic(&topic.name).await {
         Ok(deleted) => result
             .with_name(Some(TopicName(StrBytes::from_string(deleted.name.clone()))))

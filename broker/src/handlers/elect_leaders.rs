@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use coordinator::{CoordinatorError, ElectionError, ElectionType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
-use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::{cluster_allows, RequestContext};
+use crate::authorizer::Operation;
 use crate::broker::Broker;
 use crate::errors::{self, code, NONE};
 
@@ -24,7 +26,17 @@ pub(super) async fn handle(
     broker: &Broker,
     request: ElectLeadersRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> ElectLeadersResponse {
+    // ALTER on the cluster.
+    if !cluster_allows(broker, origin, ApiKey::ElectLeaders, Operation::Alter) {
+        return failed(
+            request,
+            version,
+            code(ResponseError::ClusterAuthorizationFailed),
+            "Cluster authorization failed.",
+        );
+    }
     let election = match request.election_type {
         PREFERRED => ElectionType::Preferred,
         UNCLEAN if version >= 1 => ElectionType::Unclean,

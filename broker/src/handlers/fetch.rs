@@ -10,7 +10,7 @@
 //! (see [`storage::tail`]): the response carries stand-ins for them, and
 //! the [`Splice`]s that go with it are written in their place.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +20,12 @@ use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
     PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, ProducerId};
 use protocol::chunked::{self, Splice};
 use tokio::time::Instant;
 
-use super::RequestContext;
+use super::{cluster_allows, RequestContext};
+use crate::authorizer::{Operation, ResourceType};
 use storage::StorageError;
 
 use crate::broker::Broker;
@@ -50,7 +51,8 @@ pub(super) async fn handle(
     version: i16,
     origin: RequestContext<'_>,
 ) -> (FetchResponse, Vec<Splice>) {
-    let (response, splices) = long_poll(broker, &request, version).await;
+    let denied = denied_topics(broker, &request, version, origin);
+    let (response, splices) = long_poll(broker, &request, version, &denied).await;
     (
         with_node_endpoints(broker, response, origin.listener),
         splices,
@@ -60,7 +62,53 @@ pub(super) async fn handle(
 /// The response and the splices of its record set stand-ins.
 type Answer = (FetchResponse, Vec<Splice>);
 
-async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> Answer {
+/// The topics the request may not read: a consumer needs READ on each, a
+/// follower (a replica id) CLUSTER_ACTION on the cluster, or it reads
+/// none (a claimed replica id is not trusted: CVE-2018-1288).
+fn denied_topics(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    origin: RequestContext<'_>,
+) -> HashSet<String> {
+    if !broker.authorizer.enabled() {
+        return HashSet::new();
+    }
+    let metadata = broker.metadata();
+    let names = request.topics.iter().filter_map(|fetch_topic| {
+        if version >= TOPIC_ID_VERSION_MIN {
+            metadata
+                .topic_by_id(fetch_topic.topic_id)
+                .map(|topic| topic.name.clone())
+        } else {
+            Some(fetch_topic.topic.0.to_string())
+        }
+    });
+    let who = origin.who(ApiKey::Fetch);
+    if matches!(
+        Reader::of(broker, request, version),
+        Reader::Follower { .. }
+    ) {
+        if cluster_allows(broker, origin, ApiKey::Fetch, Operation::ClusterAction) {
+            return HashSet::new();
+        }
+        return names.collect();
+    }
+    names
+        .filter(|name| {
+            !broker
+                .authorizer
+                .authorize(&who, Operation::Read, ResourceType::Topic, name)
+        })
+        .collect()
+}
+
+async fn long_poll(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    denied: &HashSet<String>,
+) -> Answer {
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(FETCH_WAIT_MS_MAX);
@@ -71,13 +119,13 @@ async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> Ans
         // Mark the current appends seen before reading, so none is missed
         // between this read and the wait below.
         appends.borrow_and_update();
-        let (answer, bytes, failed) = read_once(broker, request, version);
+        let (answer, bytes, failed) = read_once(broker, request, version, denied);
         if bytes >= min_bytes.max(1) || failed || Instant::now() >= deadline {
             return answer;
         }
         tokio::select! {
             changed = appends.changed() => if changed.is_err() { return answer },
-            _ = tokio::time::sleep_until(deadline) => return read_once(broker, request, version).0,
+            _ = tokio::time::sleep_until(deadline) => return read_once(broker, request, version, denied).0,
         }
     }
 }
@@ -85,7 +133,12 @@ async fn long_poll(broker: &Broker, request: &FetchRequest, version: i16) -> Ans
 /// One pass over the requested partitions: the response (with its
 /// splices), the record bytes in it, and whether any partition failed
 /// (which ends long polling).
-fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (Answer, usize, bool) {
+fn read_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    denied: &HashSet<String>,
+) -> (Answer, usize, bool) {
     let mut remaining = usize::try_from(request.max_bytes)
         .ok()
         .filter(|&max| max > 0)
@@ -101,7 +154,15 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (Answer, 
         .topics
         .iter()
         .map(|fetch_topic| {
-            let (topic, missing) = resolve_topic(broker, fetch_topic, version);
+            let (topic, missing) = match resolve_topic(broker, fetch_topic, version) {
+                (Some(topic), _) if denied.contains(&*topic.name) => {
+                    (None, code(ResponseError::TopicAuthorizationFailed))
+                }
+                (None, _) if denied.contains(fetch_topic.topic.0.as_str()) => {
+                    (None, code(ResponseError::TopicAuthorizationFailed))
+                }
+                resolved => resolved,
+            };
             let partitions = fetch_topic
                 .partitions
                 .iter()

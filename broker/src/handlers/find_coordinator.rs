@@ -5,10 +5,11 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::errors::{code, NONE};
 use crate::internal_topics::{partition_for, OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
@@ -43,9 +44,31 @@ pub(super) async fn handle(
     } else {
         vec![request.key]
     };
+    // DESCRIBE on the group or the transactional id.
+    let who = origin.who(ApiKey::FindCoordinator);
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
-        .map(|key| coordinator(broker, key, request.key_type, available, origin.listener))
+        .map(|key| {
+            let (resource, denied) = match request.key_type {
+                KEY_TYPE_TRANSACTION => (
+                    ResourceType::TransactionalId,
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                ),
+                _ => (ResourceType::Group, ResponseError::GroupAuthorizationFailed),
+            };
+            if broker
+                .authorizer
+                .authorize(&who, Operation::Describe, resource, &key)
+            {
+                coordinator(broker, key, request.key_type, available, origin.listener)
+            } else {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_error_code(code(denied))
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+            }
+        })
         .collect();
     if version >= BATCHED_VERSION_MIN {
         return FindCoordinatorResponse::default().with_coordinators(coordinators);

@@ -13,16 +13,18 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::RequestContext;
+use crate::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::errors::{option_code, result_code};
+use crate::errors::{code, option_code, result_code};
 use crate::group::{self, JoinRequest, LeavingMember, SyncRequest};
 
 /// JoinGroup v4+ asks new members to rejoin with the id we give them (KIP-394).
@@ -223,18 +225,35 @@ pub(super) fn describe_groups(
     broker: &Broker,
     request: DescribeGroupsRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> DescribeGroupsResponse {
-    let operations = if request.include_authorized_operations
-        && version >= DESCRIBE_AUTHORIZED_OPERATIONS_VERSION_MIN
-    {
-        GROUP_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
-    };
+    let with_operations = request.include_authorized_operations
+        && version >= DESCRIBE_AUTHORIZED_OPERATIONS_VERSION_MIN;
+    let who = origin.who(ApiKey::DescribeGroups);
     let groups = request
         .groups
         .into_iter()
         .map(|group_id| {
+            if !broker.authorizer.authorize(
+                &who,
+                Operation::Describe,
+                ResourceType::Group,
+                &group_id,
+            ) {
+                return DescribedGroup::default()
+                    .with_error_code(code(ResponseError::GroupAuthorizationFailed))
+                    .with_group_id(group_id)
+                    .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            }
+            let operations = match (with_operations, broker.authorizer.enabled()) {
+                (false, _) => AUTHORIZED_OPERATIONS_OMITTED,
+                (true, false) => GROUP_OPERATIONS,
+                (true, true) => {
+                    broker
+                        .authorizer
+                        .authorized_operations(&who, ResourceType::Group, &group_id)
+                }
+            };
             let description = broker.groups.describe(group_id.0.as_str());
             DescribedGroup::default()
                 .with_error_code(option_code(description.error))
@@ -267,7 +286,17 @@ pub(super) fn list_groups(
     broker: &Broker,
     request: ListGroupsRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> ListGroupsResponse {
+    // DESCRIBE on the cluster lists every group; else those the principal
+    // may DESCRIBE, silently.
+    let who = origin.who(ApiKey::ListGroups);
+    let all = broker.authorizer.allowed(
+        &who,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -284,6 +313,14 @@ pub(super) fn list_groups(
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.name().to_ascii_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == CLASSIC_GROUP_TYPE))
+        .filter(|g| {
+            all || broker.authorizer.allowed(
+                &who,
+                Operation::Describe,
+                ResourceType::Group,
+                &g.group_id,
+            )
+        })
         .map(|g| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(string(g.group_id)))
@@ -300,11 +337,24 @@ pub(super) fn list_groups(
     ListGroupsResponse::default().with_groups(groups)
 }
 
-pub(super) fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(super) fn delete_groups(
+    broker: &Broker,
+    request: DeleteGroupsRequest,
+    origin: RequestContext<'_>,
+) -> DeleteGroupsResponse {
+    let who = origin.who(ApiKey::DeleteGroups);
     let results = request
         .groups_names
         .into_iter()
         .map(|group_id| {
+            if !broker
+                .authorizer
+                .authorize(&who, Operation::Delete, ResourceType::Group, &group_id)
+            {
+                return DeletableGroupResult::default()
+                    .with_group_id(group_id)
+                    .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+            }
             let deleted = broker.groups.delete_group(group_id.0.as_str());
             DeletableGroupResult::default()
                 .with_group_id(group_id)

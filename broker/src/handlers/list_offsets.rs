@@ -6,8 +6,10 @@ use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
+use super::RequestContext;
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::errors::{self, code};
 use crate::partition::Partition;
@@ -27,7 +29,9 @@ pub(super) fn handle(
     broker: &Broker,
     request: ListOffsetsRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> ListOffsetsResponse {
+    let who = origin.who(ApiKey::ListOffsets);
     let read_committed = request.isolation_level == READ_COMMITTED;
     // A consumer's request, not a replica's or a debugging tool's (Kafka
     // reads only those at an isolation level, and refuses only those while
@@ -38,7 +42,23 @@ pub(super) fn handle(
         .into_iter()
         .map(|topic_request| {
             let name = topic_request.name.0.as_str();
-            let topic = broker.topic(name);
+            // DESCRIBE on the topic.
+            let topic = broker
+                .authorizer
+                .authorize(&who, Operation::Describe, ResourceType::Topic, name)
+                .then(|| broker.topic(name))
+                .ok_or(());
+            if topic.is_err() {
+                let partitions = topic_request
+                    .partitions
+                    .iter()
+                    .map(|p| failed(p, code(ResponseError::TopicAuthorizationFailed)))
+                    .collect();
+                return ListOffsetsTopicResponse::default()
+                    .with_name(topic_request.name)
+                    .with_partitions(partitions);
+            }
+            let topic = topic.ok().flatten();
             let partitions = topic_request
                 .partitions
                 .iter()

@@ -6,11 +6,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::RequestContext;
+use crate::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 use crate::broker::Broker;
 use crate::errors::TopicError;
 use crate::errors::{self, code};
@@ -53,12 +54,19 @@ pub(super) async fn handle(
     };
     let allow_auto_create = broker.config.auto_create_topics_enable
         && (version < AUTO_CREATE_FIELD_VERSION_MIN || request.allow_auto_topic_creation);
+    let who = origin.who(ApiKey::Metadata);
+    let authorizer = &broker.authorizer;
     let mut topics: Vec<MetadataResponseTopic> = match wanted {
+        // All topics: those the principal may not DESCRIBE are left out,
+        // silently.
         None => {
             let metadata = broker.metadata();
             metadata
                 .topics
                 .values()
+                .filter(|topic| {
+                    authorizer.allowed(&who, Operation::Describe, ResourceType::Topic, &topic.name)
+                })
                 .map(|topic| topic_response(&metadata, topic, origin.listener))
                 .collect()
         }
@@ -71,7 +79,7 @@ pub(super) async fn handle(
                         requested.name,
                         requested.topic_id,
                         allow_auto_create,
-                        origin.listener,
+                        origin,
                     )
                     .await,
                 );
@@ -81,13 +89,21 @@ pub(super) async fn handle(
     };
     if request.include_topic_authorized_operations {
         for topic in topics.iter_mut().filter(|topic| topic.error_code == 0) {
-            topic.topic_authorized_operations = TOPIC_OPERATIONS;
+            topic.topic_authorized_operations = match (&topic.name, authorizer.enabled()) {
+                (Some(name), true) => {
+                    authorizer.authorized_operations(&who, ResourceType::Topic, name.0.as_str())
+                }
+                _ => TOPIC_OPERATIONS,
+            };
         }
     }
-    let cluster_operations = if request.include_cluster_authorized_operations {
-        CLUSTER_OPERATIONS
-    } else {
-        AUTHORIZED_OPERATIONS_OMITTED
+    let cluster_operations = match (
+        request.include_cluster_authorized_operations,
+        authorizer.enabled(),
+    ) {
+        (false, _) => AUTHORIZED_OPERATIONS_OMITTED,
+        (true, false) => CLUSTER_OPERATIONS,
+        (true, true) => authorizer.authorized_operations(&who, ResourceType::Cluster, CLUSTER_NAME),
     };
     // Read after any auto-creation, so that the brokers match the topics.
     let metadata = broker.metadata();
@@ -111,18 +127,32 @@ pub(super) async fn handle(
         .with_cluster_authorized_operations(cluster_operations)
 }
 
+/// A topic asked for by name or id. A principal without DESCRIBE on it
+/// gets TOPIC_AUTHORIZATION_FAILED whether it exists or not; creating it
+/// needs CREATE on the cluster or on the topic.
 async fn requested_topic(
     broker: &Broker,
     name: Option<TopicName>,
     topic_id: Uuid,
     allow_auto_create: bool,
-    listener: &str,
+    origin: RequestContext<'_>,
 ) -> MetadataResponseTopic {
+    let listener = origin.listener;
+    let who = origin.who(ApiKey::Metadata);
+    let authorizer = &broker.authorizer;
+    let may =
+        |operation, name: &str| authorizer.authorize(&who, operation, ResourceType::Topic, name);
     let metadata = broker.metadata();
     let Some(name) = name else {
         // v10+: a topic asked for by id only.
         return match metadata.topic_by_id(topic_id) {
-            Some(topic) => topic_response(&metadata, topic, listener),
+            Some(topic) if may(Operation::Describe, &topic.name) => {
+                topic_response(&metadata, topic, listener)
+            }
+            Some(_) => MetadataResponseTopic::default()
+                .with_topic_id(topic_id)
+                .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
             None => MetadataResponseTopic::default()
                 .with_topic_id(topic_id)
                 .with_error_code(code(ResponseError::UnknownTopicId))
@@ -135,6 +165,9 @@ async fn requested_topic(
             .with_error_code(error_code)
             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     };
+    if !may(Operation::Describe, name.0.as_str()) {
+        return failed(code(ResponseError::TopicAuthorizationFailed));
+    }
     if let Some(topic) = metadata.topic(name.0.as_str()) {
         return topic_response(&metadata, topic, listener);
     }
@@ -143,6 +176,12 @@ async fn requested_topic(
     }
     if !allow_auto_create {
         return failed(code(ResponseError::UnknownTopicOrPartition));
+    }
+    let may_create =
+        authorizer.allowed(&who, Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+            || may(Operation::Create, name.0.as_str());
+    if !may_create {
+        return failed(code(ResponseError::TopicAuthorizationFailed));
     }
     match broker.auto_create_topic(name.0.as_str()).await {
         Ok(topic) => topic_response(&broker.metadata(), &topic, listener),

@@ -7,6 +7,7 @@
 //! request kind; which APIs and versions exist is decided by
 //! `protocol::api`.
 
+mod acls;
 mod admin_topics;
 mod api_versions;
 mod configs;
@@ -15,6 +16,7 @@ mod delete_topics;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
+mod gate;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -35,17 +37,114 @@ use protocol::codec::{DecodedRequest, Request, Response};
 
 use kafka_protocol::error::ResponseError;
 
+use kafka_protocol::messages::ApiKey;
+
+use crate::authorizer::{Operation, ResourceType, Who, CLUSTER_NAME};
 use crate::broker::Broker;
 use crate::errors::code;
 
 /// What a handler knows of where a request came from: the client's
-/// address and the listener it connected to (clients are told the
-/// addresses of that listener). The connection's principal joins it with
-/// the authorizer.
+/// address, the listener it connected to (clients are told the addresses
+/// of that listener), and the connection's principal (what ACLs check).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestContext<'a> {
     pub peer: SocketAddr,
     pub listener: &'a str,
+    pub principal: &'a str,
+}
+
+impl<'a> RequestContext<'a> {
+    /// Who asks, for the authorizer, in API `api`.
+    pub(crate) fn who(&self, api: ApiKey) -> Who<'a> {
+        Who {
+            principal: self.principal,
+            host: self.peer.ip(),
+            api: api_name(api),
+        }
+    }
+}
+
+/// Whether the request's principal may do `operation` on the cluster
+/// (a denial is logged).
+pub(crate) fn cluster_allows(
+    broker: &Broker,
+    origin: RequestContext<'_>,
+    api: ApiKey,
+    operation: Operation,
+) -> bool {
+    broker.authorizer.authorize(
+        &origin.who(api),
+        operation,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    )
+}
+
+/// Whether the request's principal may do `operation` on a topic (a
+/// denial is logged).
+pub(crate) fn topic_allows(
+    broker: &Broker,
+    origin: RequestContext<'_>,
+    api: ApiKey,
+    operation: Operation,
+    topic: &str,
+) -> bool {
+    broker
+        .authorizer
+        .authorize(&origin.who(api), operation, ResourceType::Topic, topic)
+}
+
+/// An API's name, for logs.
+fn api_name(api: ApiKey) -> &'static str {
+    // ApiKey's Debug is its name; the names are few and fixed.
+    macro_rules! names {
+        ($($name:ident),*) => {
+            match api { $(ApiKey::$name => stringify!($name),)* _ => "another API" }
+        };
+    }
+    names!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        CreateTopics,
+        DeleteTopics,
+        DeleteRecords,
+        InitProducerId,
+        OffsetForLeaderEpoch,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        WriteTxnMarkers,
+        TxnOffsetCommit,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
+        DescribeConfigs,
+        AlterConfigs,
+        DescribeLogDirs,
+        CreatePartitions,
+        DeleteGroups,
+        ElectLeaders,
+        IncrementalAlterConfigs,
+        OffsetDelete,
+        DescribeCluster,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions,
+        DescribeTopicPartitions,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials
+    )
 }
 
 /// Where clients of `listener` reach broker `node_id`: host, port, rack.
@@ -123,6 +222,9 @@ pub(crate) async fn handle(
     let peer = origin.peer;
     let version = request.version();
     let client_id = request.header.client_id.clone().unwrap_or_default();
+    if let Some(refused) = gate::refuse(broker, &request.body, request.api_key, origin) {
+        return Reply::Now(refused);
+    }
     Reply::Now(match request.body {
         Request::ApiVersions(_) => Response::ApiVersions(api_versions::handle()),
         Request::Metadata(body) => {
@@ -136,13 +238,13 @@ pub(crate) async fn handle(
             return Reply::Spliced(Response::Fetch(response), splices);
         }
         Request::ListOffsets(body) => {
-            Response::ListOffsets(list_offsets::handle(broker, body, version))
+            Response::ListOffsets(list_offsets::handle(broker, body, version, origin))
         }
         Request::OffsetForLeaderEpoch(body) => {
-            Response::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, body))
+            Response::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, body, origin))
         }
         Request::CreateTopics(body) => {
-            Response::CreateTopics(create_topics::handle(broker, body).await)
+            Response::CreateTopics(create_topics::handle(broker, body, origin).await)
         }
         Request::FindCoordinator(body) => {
             Response::FindCoordinator(find_coordinator::handle(broker, body, version, origin).await)
@@ -158,67 +260,71 @@ pub(crate) async fn handle(
             Response::LeaveGroup(groups::leave_group(broker, body, version))
         }
         Request::DescribeGroups(body) => {
-            Response::DescribeGroups(groups::describe_groups(broker, body, version))
+            Response::DescribeGroups(groups::describe_groups(broker, body, version, origin))
         }
         Request::ListGroups(body) => {
-            Response::ListGroups(groups::list_groups(broker, body, version))
+            Response::ListGroups(groups::list_groups(broker, body, version, origin))
         }
         Request::DescribeConfigs(body) => {
-            Response::DescribeConfigs(configs::describe_configs(broker, body, version))
+            Response::DescribeConfigs(configs::describe_configs(broker, body, version, origin))
         }
         Request::AlterConfigs(body) => {
-            Response::AlterConfigs(configs::alter_configs(broker, body).await)
+            Response::AlterConfigs(configs::alter_configs(broker, body, origin).await)
         }
         Request::IncrementalAlterConfigs(body) => Response::IncrementalAlterConfigs(
-            configs::incremental_alter_configs(broker, body).await,
+            configs::incremental_alter_configs(broker, body, origin).await,
         ),
         Request::CreatePartitions(body) => {
-            Response::CreatePartitions(admin_topics::create_partitions(broker, body).await)
+            Response::CreatePartitions(admin_topics::create_partitions(broker, body, origin).await)
         }
         Request::DeleteRecords(body) => {
-            Response::DeleteRecords(admin_topics::delete_records(broker, body))
+            Response::DeleteRecords(admin_topics::delete_records(broker, body, origin))
         }
         Request::DescribeLogDirs(body) => {
-            Response::DescribeLogDirs(admin_topics::describe_log_dirs(broker, body))
+            Response::DescribeLogDirs(admin_topics::describe_log_dirs(broker, body, origin))
         }
         Request::DescribeCluster(body) => {
             Response::DescribeCluster(admin_topics::describe_cluster(broker, body, origin))
         }
-        Request::DescribeTopicPartitions(body) => {
-            Response::DescribeTopicPartitions(admin_topics::describe_topic_partitions(broker, body))
-        }
+        Request::DescribeTopicPartitions(body) => Response::DescribeTopicPartitions(
+            admin_topics::describe_topic_partitions(broker, body, origin),
+        ),
         Request::ElectLeaders(body) => {
-            Response::ElectLeaders(elect_leaders::handle(broker, body, version).await)
+            Response::ElectLeaders(elect_leaders::handle(broker, body, version, origin).await)
         }
-        Request::DeleteGroups(body) => Response::DeleteGroups(groups::delete_groups(broker, body)),
+        Request::DeleteGroups(body) => {
+            Response::DeleteGroups(groups::delete_groups(broker, body, origin))
+        }
         Request::OffsetCommit(body) => {
-            Response::OffsetCommit(offsets::offset_commit(broker, body, version).await)
+            Response::OffsetCommit(offsets::offset_commit(broker, body, version, origin).await)
         }
         Request::OffsetFetch(body) => {
-            Response::OffsetFetch(offsets::offset_fetch(broker, body, version))
+            Response::OffsetFetch(offsets::offset_fetch(broker, body, version, origin))
         }
-        Request::OffsetDelete(body) => Response::OffsetDelete(offsets::offset_delete(broker, body)),
+        Request::OffsetDelete(body) => {
+            Response::OffsetDelete(offsets::offset_delete(broker, body, origin))
+        }
         Request::InitProducerId(body) => {
             Response::InitProducerId(producers::init_producer_id(broker, body, version).await)
         }
-        Request::AddPartitionsToTxn(body) => {
-            Response::AddPartitionsToTxn(txn::add_partitions_to_txn(broker, body, version).await)
-        }
+        Request::AddPartitionsToTxn(body) => Response::AddPartitionsToTxn(
+            txn::add_partitions_to_txn(broker, body, version, origin).await,
+        ),
         Request::AddOffsetsToTxn(body) => {
             Response::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, body, version).await)
         }
         Request::EndTxn(body) => Response::EndTxn(txn::end_txn(broker, body, version).await),
         Request::WriteTxnMarkers(body) => {
-            Response::WriteTxnMarkers(txn::write_txn_markers(broker, body).await)
+            Response::WriteTxnMarkers(txn::write_txn_markers(broker, body, origin).await)
         }
         Request::TxnOffsetCommit(body) => {
-            Response::TxnOffsetCommit(txn::txn_offset_commit(broker, body, version).await)
+            Response::TxnOffsetCommit(txn::txn_offset_commit(broker, body, version, origin).await)
         }
         Request::DescribeTransactions(body) => {
-            Response::DescribeTransactions(txn::describe_transactions(broker, body))
+            Response::DescribeTransactions(txn::describe_transactions(broker, body, origin))
         }
         Request::ListTransactions(body) => {
-            Response::ListTransactions(txn::list_transactions(broker, body))
+            Response::ListTransactions(txn::list_transactions(broker, body, origin))
         }
         // A SASL listener's connection authenticates before its requests
         // come here (`crate::sasl`); on any other listener, or after
@@ -235,19 +341,21 @@ pub(crate) async fn handle(
                 ))),
         ),
         Request::DescribeUserScramCredentials(body) => {
-            Response::DescribeUserScramCredentials(scram::describe(broker, &body))
+            Response::DescribeUserScramCredentials(scram::describe(broker, &body, origin))
         }
         Request::AlterUserScramCredentials(body) => {
-            Response::AlterUserScramCredentials(scram::alter(broker, body).await)
+            Response::AlterUserScramCredentials(scram::alter(broker, body, origin).await)
         }
-        Request::CreateAcls(_) | Request::DescribeAcls(_) | Request::DeleteAcls(_) => {
-            unreachable!("not in protocol::api::SUPPORTED_APIS yet")
+        Request::CreateAcls(body) => Response::CreateAcls(acls::create(broker, body, origin).await),
+        Request::DescribeAcls(body) => {
+            Response::DescribeAcls(acls::describe(broker, &body, origin))
         }
+        Request::DeleteAcls(body) => Response::DeleteAcls(acls::delete(broker, body, origin).await),
         Request::DescribeProducers(body) => {
-            Response::DescribeProducers(producers::describe_producers(broker, body))
+            Response::DescribeProducers(producers::describe_producers(broker, body, origin))
         }
         Request::DeleteTopics(body) => {
-            Response::DeleteTopics(delete_topics::handle(broker, body, version).await)
+            Response::DeleteTopics(delete_topics::handle(broker, body, version, origin).await)
         }
     })
 }

@@ -13,11 +13,13 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    ApiKey, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::RequestContext;
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::{code, result_code, NONE};
@@ -36,14 +38,39 @@ pub(super) async fn offset_commit(
     broker: &Broker,
     request: OffsetCommitRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> OffsetCommitResponse {
+    // READ on the group, and on each topic.
+    let who = origin.who(ApiKey::OffsetCommit);
+    let group_allowed = broker.authorizer.authorize(
+        &who,
+        Operation::Read,
+        ResourceType::Group,
+        &request.group_id,
+    );
     // Partitions of topics we do not have are refused one by one; the rest
     // go to the coordinator together.
     let mut commits = Vec::new();
     let mut placed = Vec::new(); // (topic index, partition index, Some(commit index) | Err(code))
     for (t, topic) in request.topics.iter().enumerate() {
         let exists = broker.metadata().topic(topic.name.0.as_str()).cloned();
+        let refused = if !group_allowed {
+            Some(code(ResponseError::GroupAuthorizationFailed))
+        } else if !broker.authorizer.authorize(
+            &who,
+            Operation::Read,
+            ResourceType::Topic,
+            &topic.name,
+        ) {
+            Some(code(ResponseError::TopicAuthorizationFailed))
+        } else {
+            None
+        };
         for (p, partition) in topic.partitions.iter().enumerate() {
+            if let Some(error) = refused {
+                placed.push((t, p, Err(error)));
+                continue;
+            }
             let known = exists.as_ref().is_some_and(|existing| {
                 usize::try_from(partition.partition_index)
                     .is_ok_and(|index| index < existing.partitions.len())
@@ -143,18 +170,45 @@ pub(super) fn offset_fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> OffsetFetchResponse {
+    // DESCRIBE on the group, and on each topic: a topic the principal may
+    // not describe is TOPIC_AUTHORIZATION_FAILED when named, left out when
+    // all are asked for.
+    let who = origin.who(ApiKey::OffsetFetch);
+    let group_allowed = |group: &str| {
+        broker
+            .authorizer
+            .authorize(&who, Operation::Describe, ResourceType::Group, group)
+    };
+    let topic_allowed = |topic: &str, named: bool| {
+        if named {
+            broker
+                .authorizer
+                .authorize(&who, Operation::Describe, ResourceType::Topic, topic)
+        } else {
+            broker
+                .authorizer
+                .allowed(&who, Operation::Describe, ResourceType::Topic, topic)
+        }
+    };
     if version >= FETCH_BATCHED_VERSION_MIN {
         let groups = request
             .groups
             .into_iter()
             .map(|group| {
+                if !group_allowed(group.group_id.0.as_str()) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(group.group_id)
+                        .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+                }
                 if !broker.groups.coordinates(group.group_id.0.as_str()) {
                     let error = not_coordinating(broker, group.group_id.0.as_str());
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(group.group_id)
                         .with_error_code(error);
                 }
+                let named = group.topics.is_some();
                 let wanted = group.topics.map(|topics| {
                     topics
                         .into_iter()
@@ -165,19 +219,30 @@ pub(super) fn offset_fetch(
                     .groups
                     .fetch_offsets(group.group_id.0.as_str(), wanted, request.require_stable)
                     .into_iter()
-                    .map(|(topic, partitions)| {
+                    .filter_map(|(topic, partitions)| {
+                        shown(&topic, named, &topic_allowed)
+                            .map(|denied| (topic, partitions, denied))
+                    })
+                    .map(|(topic, partitions, denied)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(StrBytes::from_string(topic)))
                             .with_partitions(
                                 partitions
                                     .into_iter()
                                     .map(|(index, committed)| {
-                                        fetched_partition!(
+                                        let partition = fetched_partition!(
                                             OffsetFetchResponsePartitions,
                                             index,
                                             committed,
                                             version
-                                        )
+                                        );
+                                        if denied {
+                                            partition.with_error_code(code(
+                                                ResponseError::TopicAuthorizationFailed,
+                                            ))
+                                        } else {
+                                            partition
+                                        }
                                     })
                                     .collect(),
                             )
@@ -191,10 +256,18 @@ pub(super) fn offset_fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    if !group_allowed(request.group_id.0.as_str()) {
+        return not_coordinator(
+            request,
+            version,
+            code(ResponseError::GroupAuthorizationFailed),
+        );
+    }
     if !broker.groups.coordinates(request.group_id.0.as_str()) {
         let error = not_coordinating(broker, request.group_id.0.as_str());
         return not_coordinator(request, version, error);
     }
+    let named = request.topics.is_some();
     let wanted = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -205,19 +278,28 @@ pub(super) fn offset_fetch(
         .groups
         .fetch_offsets(request.group_id.0.as_str(), wanted, request.require_stable)
         .into_iter()
-        .map(|(topic, partitions)| {
+        .filter_map(|(topic, partitions)| {
+            shown(&topic, named, &topic_allowed).map(|denied| (topic, partitions, denied))
+        })
+        .map(|(topic, partitions, denied)| {
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic)))
                 .with_partitions(
                     partitions
                         .into_iter()
                         .map(|(index, committed)| {
-                            fetched_partition!(
+                            let partition = fetched_partition!(
                                 OffsetFetchResponsePartition,
                                 index,
                                 committed,
                                 version
-                            )
+                            );
+                            if denied {
+                                partition
+                                    .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                            } else {
+                                partition
+                            }
                         })
                         .collect(),
                 )
@@ -228,6 +310,19 @@ pub(super) fn offset_fetch(
         response.with_error_code(NONE)
     } else {
         response
+    }
+}
+
+/// Whether OffsetFetch shows a topic: `None` leaves it out (the principal
+/// may not describe it and all topics were asked for), `Some(denied)`
+/// shows it, with TOPIC_AUTHORIZATION_FAILED when denied (it was named).
+fn shown(topic: &str, named: bool, allowed: &dyn Fn(&str, bool) -> bool) -> Option<bool> {
+    if allowed(topic, named) {
+        Some(false)
+    } else if named {
+        Some(true)
+    } else {
+        None
     }
 }
 
@@ -282,10 +377,36 @@ fn not_coordinator(request: OffsetFetchRequest, version: i16, error: i16) -> Off
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-pub(super) fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(super) fn offset_delete(
+    broker: &Broker,
+    request: OffsetDeleteRequest,
+    origin: RequestContext<'_>,
+) -> OffsetDeleteResponse {
+    // DELETE on the group, READ on each topic.
+    let who = origin.who(ApiKey::OffsetDelete);
+    if !broker.authorizer.authorize(
+        &who,
+        Operation::Delete,
+        ResourceType::Group,
+        &request.group_id,
+    ) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(code(ResponseError::GroupAuthorizationFailed));
+    }
+    let denied: std::collections::HashSet<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|name| {
+            !broker
+                .authorizer
+                .authorize(&who, Operation::Read, ResourceType::Topic, name)
+        })
+        .collect();
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
+        .filter(|t| !denied.contains(t.name.0.as_str()))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -303,6 +424,7 @@ pub(super) fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> Of
         .topics
         .into_iter()
         .map(|topic| {
+            let refused = denied.contains(topic.name.0.as_str());
             let known = broker.metadata().topic(topic.name.0.as_str()).cloned();
             OffsetDeleteResponseTopic::default()
                 .with_partitions(
@@ -310,6 +432,13 @@ pub(super) fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> Of
                         .partitions
                         .iter()
                         .map(|p| {
+                            if refused {
+                                return OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code(
+                                        ResponseError::TopicAuthorizationFailed,
+                                    ));
+                            }
                             let deleted =
                                 errors.next().map_or(NONE, |deleted| result_code(&deleted));
                             let exists = known.as_ref().is_some_and(|t| {

@@ -29,8 +29,8 @@ use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, BrokerId, ProduceRequest, ProduceResponse, ProducerId, TopicName,
-    TransactionalId,
+    AddPartitionsToTxnRequest, ApiKey, BrokerId, ProduceRequest, ProduceResponse, ProducerId,
+    TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use protocol::batch::BatchHeader;
@@ -40,6 +40,7 @@ use protocol::codec::Response;
 use protocol::legacy;
 
 use super::{Reply, RequestContext};
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::errors::{self, code};
@@ -75,7 +76,33 @@ pub(super) async fn handle(
     version: i16,
     origin: RequestContext<'_>,
 ) -> Reply {
-    let verified = verify_transactions(broker, &request).await;
+    // A transactional producer needs WRITE on its transactional id
+    // (CVE-2018-17196), and every producer WRITE on each topic.
+    let who = origin.who(ApiKey::Produce);
+    let transaction_denied = request.transactional_id.as_ref().is_some_and(|id| {
+        !broker.authorizer.authorize(
+            &who,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        )
+    });
+    let denied: BTreeSet<String> = request
+        .topic_data
+        .iter()
+        .map(|topic| topic.name.0.to_string())
+        .filter(|name| {
+            transaction_denied
+                || !broker
+                    .authorizer
+                    .authorize(&who, Operation::Write, ResourceType::Topic, name)
+        })
+        .collect();
+    let verified = if transaction_denied {
+        HashMap::default()
+    } else {
+        verify_transactions(broker, &request).await
+    };
     let acks = request.acks;
     let mut redirects = BTreeSet::new();
     let mut pending = Vec::new();
@@ -84,6 +111,25 @@ pub(super) async fn handle(
         let name = topic_data.name.0.as_str();
         let topic = broker.topic(name);
         let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
+        if denied.contains(name) {
+            let error = if transaction_denied {
+                ResponseError::TransactionalIdAuthorizationFailed
+            } else {
+                ResponseError::TopicAuthorizationFailed
+            };
+            partition_responses.extend(topic_data.partition_data.iter().map(|data| {
+                PartitionProduceResponse::default()
+                    .with_index(data.index)
+                    .with_error_code(code(error))
+                    .with_base_offset(-1)
+            }));
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_data.name)
+                    .with_partition_responses(partition_responses),
+            );
+            continue;
+        }
         for data in topic_data.partition_data {
             let verification = verified.get(&(name.to_string(), data.index)).copied();
             let (mut response, waiting) = produce_partition(

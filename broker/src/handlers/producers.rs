@@ -11,6 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::{topic_allows, RequestContext};
+use crate::authorizer::Operation;
 use crate::broker::Broker;
 use crate::errors::{self, code, for_version};
 
@@ -61,17 +63,30 @@ pub(super) async fn init_producer_id(
 pub(super) fn describe_producers(
     broker: &Broker,
     request: DescribeProducersRequest,
+    origin: RequestContext<'_>,
 ) -> DescribeProducersResponse {
     let topics = request
         .topics
         .into_iter()
         .map(|topic_request| {
+            // READ on the topic.
+            let allowed = topic_allows(
+                broker,
+                origin,
+                ApiKey::DescribeProducers,
+                Operation::Read,
+                &topic_request.name,
+            );
             let topic = broker.topic(&topic_request.name.0);
             let partitions = topic_request
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let response = PartitionResponse::default().with_partition_index(index);
+                    if !allowed {
+                        return response
+                            .with_error_code(code(ResponseError::TopicAuthorizationFailed));
+                    }
                     let Some(partition) = topic.as_ref().and_then(|topic| topic.partition(index))
                     else {
                         return response

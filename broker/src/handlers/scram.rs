@@ -11,13 +11,15 @@ use kafka_protocol::messages::describe_user_scram_credentials_response::{
     CredentialInfo, DescribeUserScramCredentialsResult,
 };
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, ApiKey,
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use coordinator::ScramChange;
 
+use super::{cluster_allows, RequestContext};
+use crate::authorizer::Operation;
 use crate::broker::Broker;
 use crate::config::Mechanism;
 use crate::errors::{code, coordinator_error};
@@ -43,7 +45,20 @@ fn mechanism_code(name: &str) -> i8 {
 pub(super) fn describe(
     broker: &Broker,
     request: &DescribeUserScramCredentialsRequest,
+    origin: RequestContext<'_>,
 ) -> DescribeUserScramCredentialsResponse {
+    if !cluster_allows(
+        broker,
+        origin,
+        ApiKey::DescribeUserScramCredentials,
+        Operation::Describe,
+    ) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
+            .with_error_message(Some(StrBytes::from_static_str(
+                "Cluster authorization failed.",
+            )));
+    }
     let metadata = broker.store.snapshot();
     let credentials = &metadata.scram_credentials;
     let info = |user: &str| -> Vec<CredentialInfo> {
@@ -99,7 +114,30 @@ pub(super) fn describe(
 pub(super) async fn alter(
     broker: &Broker,
     request: AlterUserScramCredentialsRequest,
+    origin: RequestContext<'_>,
 ) -> AlterUserScramCredentialsResponse {
+    if !cluster_allows(
+        broker,
+        origin,
+        ApiKey::AlterUserScramCredentials,
+        Operation::Alter,
+    ) {
+        let users: BTreeSet<&str> = request
+            .deletions
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(request.upsertions.iter().map(|u| u.name.as_str()))
+            .collect();
+        let results = users
+            .into_iter()
+            .map(|user| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(StrBytes::from_string(user.to_string()))
+                    .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     let metadata = broker.store.snapshot();
     // Every (user, mechanism) altered, to find those altered twice.
     let mut pairs: BTreeMap<(&str, i8), usize> = BTreeMap::new();

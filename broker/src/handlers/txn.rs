@@ -27,6 +27,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::{cluster_allows, RequestContext};
+use crate::authorizer::{Operation, ResourceType};
 use crate::broker::txn_markers::{self, MarkerWrite};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -104,12 +106,62 @@ fn added_results(
     })
 }
 
+/// What refuses a client's AddPartitionsToTxn: without WRITE on the
+/// transactional id every partition is TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+/// without WRITE on a topic its partitions are TOPIC_AUTHORIZATION_FAILED
+/// and the others OPERATION_NOT_ATTEMPTED.
+fn refused_partitions(
+    broker: &Broker,
+    origin: RequestContext<'_>,
+    transactional_id: &str,
+    topics: &[AddPartitionsToTxnTopic],
+) -> Option<Vec<AddPartitionsToTxnTopicResult>> {
+    let who = origin.who(ApiKey::AddPartitionsToTxn);
+    if !broker.authorizer.authorize(
+        &who,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        transactional_id,
+    ) {
+        let denied = code(ResponseError::TransactionalIdAuthorizationFailed);
+        return Some(topic_results(topics, |_, _| denied));
+    }
+    let denied: BTreeSet<&str> = topics
+        .iter()
+        .map(|topic| topic.name.0.as_str())
+        .filter(|name| {
+            !broker
+                .authorizer
+                .authorize(&who, Operation::Write, ResourceType::Topic, name)
+        })
+        .collect();
+    (!denied.is_empty()).then(|| {
+        topic_results(topics, |topic, _| {
+            if denied.contains(topic) {
+                code(ResponseError::TopicAuthorizationFailed)
+            } else {
+                code(ResponseError::OperationNotAttempted)
+            }
+        })
+    })
+}
+
 pub(super) async fn add_partitions_to_txn(
     broker: &Broker,
     request: AddPartitionsToTxnRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> AddPartitionsToTxnResponse {
     if version < ADD_PARTITIONS_BATCHED_VERSION_MIN {
+        if let Some(refused) = refused_partitions(
+            broker,
+            origin,
+            &request.v3_and_below_transactional_id,
+            &request.v3_and_below_topics,
+        ) {
+            return AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(refused);
+        }
         let (partitions, unknown) = partitions_of(broker, &request.v3_and_below_topics);
         let error_code = if unknown.is_empty() {
             let added = broker
@@ -130,7 +182,17 @@ pub(super) async fn add_partitions_to_txn(
         );
     }
     // v4+: several transactions; with verify_only, a leader asks whether
-    // the partitions are in the transaction already (KIP-890).
+    // the partitions are in the transaction already (KIP-890). Only brokers
+    // send it: CLUSTER_ACTION on the cluster.
+    if !cluster_allows(
+        broker,
+        origin,
+        ApiKey::AddPartitionsToTxn,
+        Operation::ClusterAction,
+    ) {
+        return AddPartitionsToTxnResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
+    }
     let mut results = Vec::with_capacity(request.transactions.len());
     for transaction in request.transactions {
         let (partitions, unknown) = partitions_of(broker, &transaction.topics);
@@ -232,9 +294,43 @@ pub(super) async fn end_txn(
 pub(super) async fn write_txn_markers(
     broker: &Broker,
     request: WriteTxnMarkersRequest,
+    origin: RequestContext<'_>,
 ) -> WriteTxnMarkersResponse {
+    // Only transaction coordinators send markers: CLUSTER_ACTION.
+    let allowed = cluster_allows(
+        broker,
+        origin,
+        ApiKey::WriteTxnMarkers,
+        Operation::ClusterAction,
+    );
     let mut results = Vec::with_capacity(request.markers.len());
     for marker in request.markers {
+        if !allowed {
+            let topics = marker
+                .topics
+                .into_iter()
+                .map(|topic| {
+                    let partitions = topic
+                        .partition_indexes
+                        .iter()
+                        .map(|index| {
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(*index)
+                                .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(topic.name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            results.push(
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(marker.producer_id)
+                    .with_topics(topics),
+            );
+            continue;
+        }
         let partitions: Vec<(String, i32)> = marker
             .topics
             .iter()
@@ -286,12 +382,41 @@ pub(super) async fn txn_offset_commit(
     broker: &Broker,
     request: TxnOffsetCommitRequest,
     version: i16,
+    origin: RequestContext<'_>,
 ) -> TxnOffsetCommitResponse {
+    // WRITE on the transactional id, READ on the group and on each topic.
+    let who = origin.who(ApiKey::TxnOffsetCommit);
+    let authorizer = &broker.authorizer;
+    let refused_all = if !authorizer.authorize(
+        &who,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        &request.transactional_id,
+    ) {
+        Some(code(ResponseError::TransactionalIdAuthorizationFailed))
+    } else if !authorizer.authorize(
+        &who,
+        Operation::Read,
+        ResourceType::Group,
+        &request.group_id,
+    ) {
+        Some(code(ResponseError::GroupAuthorizationFailed))
+    } else {
+        None
+    };
     let metadata = broker.metadata();
     let mut commits = Vec::new();
     let mut placed = Vec::new(); // (topic, partition, Ok(commit index) | Err(code))
     for topic in &request.topics {
+        let refused = refused_all.or_else(|| {
+            (!authorizer.authorize(&who, Operation::Read, ResourceType::Topic, &topic.name))
+                .then(|| code(ResponseError::TopicAuthorizationFailed))
+        });
         for partition in &topic.partitions {
+            if let Some(error) = refused {
+                placed.push((topic.name.clone(), partition.partition_index, Err(error)));
+                continue;
+            }
             let known = metadata
                 .partition(&topic.name.0, partition.partition_index)
                 .is_some();
@@ -379,12 +504,27 @@ fn partitions_by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<TopicData> {
 pub(super) fn describe_transactions(
     broker: &Broker,
     request: DescribeTransactionsRequest,
+    origin: RequestContext<'_>,
 ) -> DescribeTransactionsResponse {
+    let who = origin.who(ApiKey::DescribeTransactions);
     let states = request
         .transactional_ids
         .into_iter()
         .map(|id| {
             let state = TransactionState::default().with_transactional_id(id.clone());
+            // DESCRIBE on the transactional id.
+            if !broker.authorizer.authorize(
+                &who,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &id,
+            ) {
+                return state
+                    .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed))
+                    .with_transaction_state(StrBytes::from_static_str(""))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+            }
             match broker.transactions.describe(&id.0) {
                 Ok(txn) => state
                     .with_transaction_state(StrBytes::from_static_str(txn.state.name()))
@@ -407,7 +547,10 @@ pub(super) fn describe_transactions(
 pub(super) fn list_transactions(
     broker: &Broker,
     request: ListTransactionsRequest,
+    origin: RequestContext<'_>,
 ) -> ListTransactionsResponse {
+    // Only the transactions the principal may DESCRIBE, silently.
+    let who = origin.who(ApiKey::ListTransactions);
     const STATES: [&str; 8] = [
         "Empty",
         "Ongoing",
@@ -429,6 +572,14 @@ pub(super) fn list_transactions(
         .transactions
         .listings()
         .into_iter()
+        .filter(|listing| {
+            broker.authorizer.allowed(
+                &who,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &listing.transactional_id,
+            )
+        })
         .filter(|listing| {
             let txn = &listing.metadata;
             (request.state_filters.is_empty()
