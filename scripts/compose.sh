@@ -6,6 +6,15 @@
 #   bash scripts/compose.sh test   # up, kcat through every broker, kill a leader,
 #                                  # watch leadership move, read everything back, down
 #
+# The secured cluster (docker-compose.secure.yml: SASL_SSL with SCRAM for
+# clients and between brokers, ACLs on):
+#
+#   bash scripts/compose.sh secure-up     # certificates and passwords in docker/secure, cluster
+#   bash scripts/compose.sh secure-down
+#   bash scripts/compose.sh secure-test   # secure-up, a user and its ACLs made with
+#                                         # `kbroker admin`, kcat over SASL_SSL, a denied
+#                                         # user, a leader killed, everything read back, down
+#
 # KBROKER_COMPOSE_PROFILE=dev builds the broker unoptimised (the test
 # suite's check does); the default is release.
 #
@@ -25,11 +34,11 @@ fi
 TARGET=x86_64-unknown-linux-gnu
 # Compose v2 (`docker compose`) or v1 (Debian's `docker-compose`).
 if docker compose version >/dev/null 2>&1; then
-    COMPOSE=(docker compose)
+    COMPOSE_BIN=(docker compose)
 else
-    COMPOSE=(docker-compose)
+    COMPOSE_BIN=(docker-compose)
 fi
-COMPOSE+=(-p kbroker -f "$ROOT/docker-compose.yml")
+COMPOSE=("${COMPOSE_BIN[@]}" -p kbroker -f "$ROOT/docker-compose.yml")
 BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
 say() { printf '==> %s\n' "$*"; }
@@ -152,12 +161,160 @@ test_cluster() {
     say "compose cluster check passed"
 }
 
+# ---------------------------------------------------------------------------
+# The secured cluster.
+SECURE_DIR="$ROOT/docker/secure"
+SECURE_BOOTSTRAP=127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094
+SECURE_COMPOSE=("${COMPOSE_BIN[@]}" -p kbroker-secure -f "$ROOT/docker-compose.secure.yml" --env-file "$SECURE_DIR/.env")
+
+# A CA and the brokers' certificate (every address they are reached at),
+# its key encrypted (ssl.key.password), and the passwords; once.
+secure_material() {
+    need openssl openssl
+    mkdir -p "$SECURE_DIR"
+    chmod 700 "$SECURE_DIR"
+    [ -s "$SECURE_DIR/.env" ] && [ -s "$SECURE_DIR/broker.pem" ] && return
+    local dir="$SECURE_DIR" key_password
+    openssl rand -hex 16 >"$dir/broker.password"
+    openssl rand -hex 16 >"$dir/admin.password"
+    key_password="$(openssl rand -hex 16)"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=kbroker secure compose CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=broker" \
+        -keyout "$dir/broker.key" -out "$dir/broker.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,IP:172.31.253.21,IP:172.31.253.22,IP:172.31.253.23\n' >"$dir/san.ext"
+    openssl x509 -req -in "$dir/broker.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 30 -extfile "$dir/san.ext" -out "$dir/broker.crt" 2>/dev/null
+    # One PEM file: the encrypted PKCS#8 key and the chain (KIP-651).
+    openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$dir/broker.key" -passout "pass:$key_password" >"$dir/broker.pem"
+    cat "$dir/broker.crt" >>"$dir/broker.pem"
+    rm -f "$dir/broker.key" "$dir/broker.csr" "$dir/ca.key" "$dir/san.ext" "$dir/ca.srl"
+    chmod 644 "$dir/broker.pem" "$dir/ca.pem"
+    {
+        echo "BROKER_PASSWORD=$(cat "$dir/broker.password")"
+        echo "ADMIN_PASSWORD=$(cat "$dir/admin.password")"
+        echo "KEY_PASSWORD=$key_password"
+    } >"$dir/.env"
+    # The admin tool's connection (kbroker admin --command-config).
+    cat >"$dir/admin.properties" <<PROPERTIES
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(cat "$dir/admin.password")";
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/ca.pem
+PROPERTIES
+    say "certificates and passwords in $dir"
+}
+
+# kcat over SASL_SSL as user $1 with password $2, then the rest.
+secure_kcat() {
+    local user="$1" password="$2" mechanism="${MECHANISM:-SCRAM-SHA-512}"
+    shift 2
+    kcat -X security.protocol=SASL_SSL -X sasl.mechanisms="$mechanism" -X sasl.username="$user" \
+        -X sasl.password="$password" -X ssl.ca.location="$SECURE_DIR/ca.pem" "$@"
+}
+
+secure_wait_ready() {
+    local deadline=$((SECONDS + 180)) port admin
+    admin="$(cat "$SECURE_DIR/admin.password")"
+    for port in 29092 29093 29094; do
+        until [ "$(secure_kcat admin "$admin" -L -b "127.0.0.1:$port" -m 5 2>/dev/null | grep -c ' at 127.0.0.1:2909')" = 3 ]; do
+            [ "$SECONDS" -lt "$deadline" ] || {
+                "${SECURE_COMPOSE[@]}" logs --tail 60 >&2
+                echo "the secured brokers did not all register within 180 s" >&2
+                return 1
+            }
+            sleep 1
+        done
+    done
+    say "three secured brokers registered"
+}
+
+secure_up() {
+    stage
+    secure_material
+    say "${SECURE_COMPOSE[*]} up -d --build"
+    "${SECURE_COMPOSE[@]}" up -d --build
+    need kcat kcat
+    secure_wait_ready
+}
+
+secure_down() {
+    [ -s "$SECURE_DIR/.env" ] || return 0
+    "${SECURE_COMPOSE[@]}" down --volumes --remove-orphans
+}
+
+secure_leader_of() { # topic partition
+    secure_kcat admin "$(cat "$SECURE_DIR/admin.password")" -L -b "$SECURE_BOOTSTRAP" -t "$1" -m 5 2>/dev/null |
+        awk -v p="$2" '$1 == "partition" && $2 == p"," { print $4; exit }' | tr -d ,
+}
+
+secure_test() {
+    trap secure_down EXIT
+    secure_up
+    local admin="docker/broker/kbroker admin --bootstrap-server $SECURE_BOOTSTRAP --command-config $SECURE_DIR/admin.properties"
+    local topic=secure-check count=300 alice i
+    alice="$(openssl rand -hex 12)"
+    say "kbroker admin over SASL_SSL: a topic, user alice (SCRAM-SHA-256) and her ACLs"
+    $admin topics create "$topic" --partitions 3 --replication-factor 3
+    $admin users set-scram alice --mechanism SCRAM-SHA-256 --password "$alice"
+    $admin acls create --allow-principal User:alice --operation Write --operation Read --topic "$topic"
+    $admin acls list
+    say "alice produces $count records (acks=all) with kcat"
+    for i in $(seq 1 "$count"); do echo "secure-$i"; done |
+        MECHANISM=SCRAM-SHA-256 secure_kcat alice "$alice" -P -b "$SECURE_BOOTSTRAP" -t "$topic" \
+            -X acks=all -X message.timeout.ms=30000
+    say "bob (no credential) and alice on another topic are refused"
+    if secure_kcat bob "$alice" -L -b "$SECURE_BOOTSTRAP" -m 5 >/dev/null 2>&1; then
+        echo "bob was let in" >&2
+        return 1
+    fi
+    if echo denied | MECHANISM=SCRAM-SHA-256 secure_kcat alice "$alice" -P -b "$SECURE_BOOTSTRAP" \
+        -t secure-other -X message.timeout.ms=10000 2>/dev/null; then
+        echo "alice wrote to a topic she has no ACL for" >&2
+        return 1
+    fi
+    local leader now deadline
+    leader="$(secure_leader_of "$topic" 0)"
+    [ -n "$leader" ] || { echo "no leader for $topic/0" >&2; return 1; }
+    say "killing broker$leader, the leader of $topic/0"
+    "${SECURE_COMPOSE[@]}" kill "broker$leader" >/dev/null
+    deadline=$((SECONDS + 60))
+    while true; do
+        now="$(secure_leader_of "$topic" 0)"
+        if [ -n "$now" ] && [ "$now" != "$leader" ] && [ "$now" != "-1" ]; then
+            break
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || { echo "leadership did not move" >&2; return 1; }
+        sleep 0.5
+    done
+    say "$topic/0 moved from broker$leader to broker$now"
+    local got
+    deadline=$((SECONDS + 30))
+    while true; do
+        got="$(MECHANISM=SCRAM-SHA-256 secure_kcat alice "$alice" -C -b "$SECURE_BOOTSTRAP" -t "$topic" \
+            -o beginning -e -q | grep -c '^secure-' || true)"
+        [ "$got" != "$count" ] || break
+        [ "$SECONDS" -lt "$deadline" ] || {
+            "${SECURE_COMPOSE[@]}" logs --tail 60 >&2
+            echo "read $got of $count records within 30 s" >&2
+            return 1
+        }
+        sleep 1
+    done
+    say "alice read all $got records back with broker$leader down"
+    say "secured compose cluster check passed"
+}
+
 case "${1:-}" in
     up) up ;;
     down) down ;;
     test) test_cluster ;;
+    secure-up) secure_up ;;
+    secure-down) secure_down ;;
+    secure-test) secure_test ;;
     *)
-        echo "usage: $0 up|down|test" >&2
+        echo "usage: $0 up|down|test|secure-up|secure-down|secure-test" >&2
         exit 2
         ;;
 esac

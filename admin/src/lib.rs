@@ -9,7 +9,9 @@
 //! wants it: group requests to the group's coordinator, partition requests
 //! to the partition's leader, elections to the controller.
 
+mod acls;
 mod routing;
+mod security;
 mod transactions;
 
 use std::collections::BTreeMap;
@@ -74,6 +76,10 @@ pub struct Arguments {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Kafka client properties for the connections (security.protocol,
+    /// sasl.mechanism, sasl.jaas.config, ssl.truststore.location, ...).
+    #[arg(long, global = true, value_name = "FILE")]
+    command_config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,6 +107,12 @@ enum Command {
     /// Idempotent and transactional producers as partition leaders know them.
     #[command(subcommand)]
     Producers(ProducerCommand),
+    /// ACLs: list, create, delete (as kafka-acls).
+    #[command(subcommand)]
+    Acls(acls::AclCommand),
+    /// Users' SCRAM credentials: list, set-scram, delete-scram.
+    #[command(subcommand)]
+    Users(acls::UserCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,8 +244,14 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ! {
 }
 
 async fn run(arguments: Arguments) -> anyhow::Result<()> {
-    let mut brokers =
-        Brokers::new(Client::connect_as(&arguments.bootstrap_server, CLIENT_ID).await?);
+    let security = match &arguments.command_config {
+        Some(path) => security::from_file(path)?,
+        None => client::Security::plaintext(),
+    };
+    let mut brokers = Brokers::new(
+        Client::connect_with(&arguments.bootstrap_server, CLIENT_ID, &security).await?,
+        security,
+    );
     let client = brokers.bootstrap();
     let output = match arguments.command {
         Command::Topics(TopicCommand::List) => list_topics(client).await?,
@@ -282,6 +300,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         Command::Producers(ProducerCommand::Describe { topic, partition }) => {
             transactions::describe_producers(&mut brokers, &topic, &partition).await?
         }
+        Command::Acls(command) => acls::run(client, command).await?,
+        Command::Users(command) => acls::users(client, command).await?,
         Command::Leaders(LeaderCommand::Elect {
             kind,
             topic,

@@ -32,14 +32,17 @@ pub(super) struct Brokers {
     /// From the bootstrap broker's Metadata, once asked.
     metadata: Option<MetadataResponse>,
     open: BTreeMap<i32, Client>,
+    /// How every connection is made (`--command-config`).
+    security: client::Security,
 }
 
 impl Brokers {
-    pub(crate) fn new(bootstrap: Client) -> Brokers {
+    pub(crate) fn new(bootstrap: Client, security: client::Security) -> Brokers {
         Brokers {
             bootstrap,
             metadata: None,
             open: BTreeMap::new(),
+            security,
         }
     }
 
@@ -82,7 +85,7 @@ impl Brokers {
                 .find(|b| b.node_id.0 == node_id)
                 .with_context(|| format!("broker {node_id} is not alive in the cluster"))?;
             let address = format!("{}:{}", broker.host, broker.port);
-            let client = Client::connect_as(&address, super::CLIENT_ID).await?;
+            let client = Client::connect_with(&address, super::CLIENT_ID, &self.security).await?;
             self.open.insert(node_id, client);
         }
         Ok(self.open.get_mut(&node_id).expect("just opened"))

@@ -22,10 +22,12 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use protocol::codec::{self, DecodeError};
 use protocol::frame::{self, FRAME_PREFIX_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -97,6 +99,8 @@ pub(crate) async fn serve<R, W>(
         let listener = session.listener.clone();
         let peer = session.peer;
         let mut principal = session.principal;
+        // When the SASL session must re-authenticate by (KIP-368).
+        let mut session_ends: Option<Instant> = None;
         tracing::debug!("accepted");
         let (responses, queue) = mpsc::channel::<Outgoing>(RESPONSES_QUEUED_MAX);
         // The writer cancels it when it stops, so that reading stops too.
@@ -132,6 +136,21 @@ pub(crate) async fn serve<R, W>(
                     break;
                 }
             };
+            if let Some(authenticator) = authenticator.as_mut() {
+                // KIP-368: SaslHandshake on an authenticated connection
+                // starts re-authentication; past its session's lifetime a
+                // connection may send nothing else.
+                let handshake = codec::peek_api(&frame)
+                    .is_some_and(|(api_key, _)| api_key == ApiKey::SaslHandshake as i16);
+                if authenticator.authenticated() {
+                    if handshake {
+                        authenticator.reauthenticate();
+                    } else if session_ends.is_some_and(|ends| Instant::now() >= ends) {
+                        tracing::info!("the SASL session expired without re-authentication (connections.max.reauth.ms); closing the connection");
+                        break;
+                    }
+                }
+            }
             if let Some(authenticator) = authenticator.as_mut().filter(|a| !a.authenticated()) {
                 match authenticator.step(frame.clone()) {
                     sasl::Gate::Pass => {}
@@ -144,6 +163,8 @@ pub(crate) async fn serve<R, W>(
                             // from now on, and what ACLs check.
                             tracing::Span::current().record("principal", authenticated.as_str());
                             principal = authenticated;
+                            session_ends =
+                                authenticator.session_lifetime().map(|life| Instant::now() + life);
                         }
                         continue;
                     }

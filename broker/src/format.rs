@@ -10,6 +10,9 @@ use coordinator::{MetadataStore, ScramChange, StandaloneStore};
 use crate::config::{BrokerConfig, Mechanism};
 use crate::sasl::scram::{Hashes, ITERATIONS_MAX, ITERATIONS_MIN};
 
+/// How long `format` waits for etcd to answer.
+const ETCD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One `--add-scram` argument, Kafka's form:
 /// `SCRAM-SHA-256=[name=alice,password=alice-secret]`, optionally with
 /// `iterations=N` (default 4096). Errors never quote the password.
@@ -64,13 +67,27 @@ pub async fn add_scram(config: &BrokerConfig, changes: Vec<ScramChange>) -> anyh
         .collect();
     match &config.cluster {
         Some(cluster) => {
-            coordinator::etcd::bootstrap_scram_credentials(
-                &cluster.etcd_endpoints,
-                &cluster.etcd_prefix,
-                changes,
-            )
-            .await
-            .context("writing SCRAM credentials to etcd")?;
+            // etcd may still be starting (an init container next to it):
+            // try for a minute.
+            let deadline = std::time::Instant::now() + ETCD_WAIT;
+            loop {
+                match coordinator::etcd::bootstrap_scram_credentials(
+                    &cluster.etcd_endpoints,
+                    &cluster.etcd_prefix,
+                    changes.clone(),
+                )
+                .await
+                {
+                    Ok(()) => break,
+                    Err(error) if std::time::Instant::now() < deadline => {
+                        eprintln!("etcd not reachable yet ({error}); trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(error) => {
+                        return Err(error).context("writing SCRAM credentials to etcd");
+                    }
+                }
+            }
             println!(
                 "SCRAM credentials written to etcd ({}): {}",
                 cluster.etcd_prefix,

@@ -188,6 +188,24 @@ fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
 pub(crate) fn inter_broker_security(
     config: &crate::config::BrokerConfig,
 ) -> anyhow::Result<client::Security> {
+    let security = inter_broker_tls(config)?;
+    Ok(match &config.inter_broker_sasl {
+        None => security,
+        Some(sasl) => security.with_sasl(client::sasl::Credentials::new(
+            match sasl.mechanism {
+                crate::config::Mechanism::Plain => client::sasl::Mechanism::Plain,
+                crate::config::Mechanism::ScramSha256 => client::sasl::Mechanism::ScramSha256,
+                crate::config::Mechanism::ScramSha512 => client::sasl::Mechanism::ScramSha512,
+            },
+            sasl.username.clone(),
+            sasl.password.expose().to_string(),
+        )),
+    })
+}
+
+/// The TLS side of the inter-broker connections: none on PLAINTEXT and
+/// SASL_PLAINTEXT.
+fn inter_broker_tls(config: &crate::config::BrokerConfig) -> anyhow::Result<client::Security> {
     let Some(ssl) = config
         .listeners
         .iter()

@@ -12,7 +12,10 @@ use std::task::{Context, Poll};
 
 use anyhow::{bail, Context as _};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -26,11 +29,25 @@ pub const DEFAULT_CLIENT_ID: &str = "kbroker-client";
 /// A read buffer above this size is not kept between responses.
 const BUFFER_KEPT_MAX: usize = 16 * 1024 * 1024;
 
+pub mod jaas;
+pub mod sasl;
+
 /// How to reach brokers: plain TCP, or TLS with a configuration (trusted
-/// certificates, and a client certificate if the broker wants one).
+/// certificates, and a client certificate if the broker wants one); and
+/// SASL credentials, on SASL_PLAINTEXT and SASL_SSL listeners.
 #[derive(Clone, Default)]
 pub struct Security {
     tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<Arc<sasl::Credentials>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("protocol", &self.protocol())
+            .field("sasl", &self.sasl)
+            .finish()
+    }
 }
 
 impl Security {
@@ -39,7 +56,29 @@ impl Security {
     }
 
     pub fn tls(config: Arc<rustls::ClientConfig>) -> Security {
-        Security { tls: Some(config) }
+        Security {
+            tls: Some(config),
+            sasl: None,
+        }
+    }
+
+    /// The same, authenticating with SASL after ApiVersions.
+    #[must_use]
+    pub fn with_sasl(self, credentials: sasl::Credentials) -> Security {
+        Security {
+            sasl: Some(Arc::new(credentials)),
+            ..self
+        }
+    }
+
+    /// The protocol name Kafka gives this (`security.protocol`).
+    pub fn protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.sasl.is_some()) {
+            (false, false) => "PLAINTEXT",
+            (true, false) => "SSL",
+            (false, true) => "SASL_PLAINTEXT",
+            (true, true) => "SASL_SSL",
+        }
     }
 }
 
@@ -148,7 +187,14 @@ impl Client {
                             Stream::Tls(Box::new(stream))
                         }
                     };
-                    return Client::handshake(stream, client_id).await;
+                    let mut client = Client::handshake(stream, client_id).await?;
+                    if let Some(credentials) = &security.sasl {
+                        client
+                            .authenticate(credentials)
+                            .await
+                            .with_context(|| format!("SASL authentication with {address}"))?;
+                    }
+                    return Ok(client);
                 }
                 Err(error) => {
                     failure = Some(
@@ -187,6 +233,53 @@ impl Client {
             .map(|api| (api.api_key, (api.min_version, api.max_version)))
             .collect();
         Ok(client)
+    }
+
+    /// SaslHandshake v1, then SaslAuthenticate until the mechanism is done.
+    async fn authenticate(&mut self, credentials: &sasl::Credentials) -> anyhow::Result<()> {
+        let mechanism = credentials.mechanism.name();
+        let handshake = self
+            .call(
+                SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism)),
+                1,
+            )
+            .await?;
+        if handshake.error_code != 0 {
+            let enabled: Vec<&str> = handshake
+                .mechanisms
+                .iter()
+                .map(kafka_protocol::protocol::StrBytes::as_str)
+                .collect();
+            bail!(
+                "the broker refused SASL mechanism {mechanism} (error {}; it has {enabled:?})",
+                handshake.error_code
+            );
+        }
+        let version = self
+            .supported
+            .get(&SaslAuthenticateRequest::KEY)
+            .map_or(0, |(_, max)| (*max).min(2));
+        let (mut exchange, mut token) = sasl::Exchange::start(credentials)?;
+        loop {
+            let answer = self
+                .call(
+                    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+                    version,
+                )
+                .await?;
+            if answer.error_code != 0 {
+                bail!(
+                    "error {}: {}",
+                    answer.error_code,
+                    answer.error_message.as_deref().unwrap_or("")
+                );
+            }
+            match exchange.next(credentials, &answer.auth_bytes)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Sends `request` at `version`, if the broker supports it.

@@ -56,8 +56,9 @@ class Member(threading.Thread):
         self.partitions: set[int] = set()
         self.refused_commits = 0
         # Partitions assigned and not yet read from, and per partition the
-        # offset the group had committed when this member first read it:
-        # anything below was consumed and committed already. librdkafka's
+        # offset the group had committed when this member first read it
+        # (then the offset after the last record it read): anything below
+        # was consumed and committed already. librdkafka's
         # consume() can hand over a batch fetched under an earlier
         # assignment of the same partition (confluent-kafka-python #1013):
         # those are dropped and counted, not counted as read.
@@ -113,8 +114,14 @@ class Member(threading.Thread):
         kept = [m for m in messages if m.offset() >= self.floor.get(m.partition(), 0)]
         for partition in {m.partition() for m in messages if m.offset() < self.floor.get(m.partition(), 0)}:
             offsets = [m.offset() for m in messages if m.partition() == partition and m.offset() < self.floor[partition]]
-            self._event(partition, f"dropped {min(offsets)}-{max(offsets)}, below {self.floor[partition]} committed")
+            self._event(partition, f"dropped {min(offsets)}-{max(offsets)}, below {self.floor[partition]}")
         self.stale += len(messages) - len(kept)
+        # Within one assignment a partition's records come in order: a
+        # batch below what this member already read in it is one librdkafka
+        # fetched under an earlier assignment and hands over late (the same
+        # issue, after the first read), not a record the group gave twice.
+        for m in kept:
+            self.floor[m.partition()] = max(self.floor.get(m.partition(), 0), m.offset() + 1)
         return kept
 
     def commit(self) -> None:

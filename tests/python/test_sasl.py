@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -242,3 +243,68 @@ def test_sasl_settings_that_cannot_work_stop_the_broker(tmp_path, case):
     expected = {"gssapi": "GSSAPI is not supported", "no-jaas": "plain.sasl.jaas.config is not set",
                 "no-users": "names no user", "wrong-module": "PlainLoginModule"}[case]
     assert expected in said, said
+
+
+def authenticate_plain(sock: socket.socket, user: str, password: str, correlation_id: int = 1) -> tuple[int, int]:
+    """SaslHandshake v1 + SaslAuthenticate v1 with PLAIN: (error, session lifetime ms)."""
+    sock.sendall(request(SASL_HANDSHAKE, 1, correlation_id, wire.string("PLAIN")))
+    _, body = read_response(sock)
+    assert struct.unpack(">h", body[:2])[0] == 0
+    token = b"\0" + user.encode() + b"\0" + password.encode()
+    sock.sendall(request(SASL_AUTHENTICATE, 1, correlation_id + 1, struct.pack(">i", len(token)) + token))
+    _, body = read_response(sock)
+    error = struct.unpack(">h", body[:2])[0]
+    if error:
+        return error, 0
+    (message_length,) = struct.unpack(">h", body[2:4])
+    rest = body[4 + max(message_length, 0):]
+    (size,) = struct.unpack(">i", rest[:4])
+    (lifetime,) = struct.unpack(">q", rest[4 + size:12 + size])
+    return error, lifetime
+
+
+def metadata_answered(sock: socket.socket, correlation_id: int) -> bool:
+    sock.sendall(request(METADATA, 1, correlation_id, struct.pack(">i", -1)))
+    try:
+        return read_response(sock)[0] == correlation_id
+    except (AssertionError, ConnectionResetError, socket.timeout):
+        return False
+
+
+def test_kip_368_sessions_expire_unless_the_client_authenticates_again(broker_factory):
+    _, address = sasl_broker(broker_factory, "connections.max.reauth.ms=1500")
+    # The lifetime is told; past it, a request closes the connection.
+    with connect(address) as sock:
+        assert authenticate_plain(sock, "alice", ALICE_PASSWORD) == (0, 1500)
+        assert metadata_answered(sock, 10)
+        time.sleep(2)
+        assert not metadata_answered(sock, 11), "a request after the session expired was answered"
+    # Re-authenticating in time keeps the connection.
+    with connect(address) as sock:
+        assert authenticate_plain(sock, "alice", ALICE_PASSWORD) == (0, 1500)
+        for round_ in range(3):
+            time.sleep(1)
+            assert authenticate_plain(sock, "alice", ALICE_PASSWORD, 20 + 2 * round_) == (0, 1500)
+            assert metadata_answered(sock, 40 + round_)
+    # Re-authenticating as someone else is refused.
+    with connect(address) as sock:
+        assert authenticate_plain(sock, "alice", ALICE_PASSWORD)[0] == 0
+        assert authenticate_plain(sock, "admin", "admin-secret", 3)[0] == SASL_AUTHENTICATION_FAILED
+        assert closed(sock)
+
+
+def test_librdkafka_reauthenticates_and_keeps_producing(broker_factory):
+    broker, address = sasl_broker(broker_factory, "connections.max.reauth.ms=2000")
+    from confluent_kafka import Producer
+    errors = []
+    producer = Producer({**plain_config(address), "message.timeout.ms": 10000})
+    topic = unique_topic("reauth")
+    deadline = time.monotonic() + 7
+    sent = 0
+    while time.monotonic() < deadline:
+        producer.produce(topic, b"x", on_delivery=lambda err, _: errors.append(err))
+        sent += 1
+        producer.poll(0.2)
+    assert producer.flush(20) == 0
+    assert len(errors) == sent and all(error is None for error in errors), errors[:3]
+    assert "session expired" not in broker.log_text()

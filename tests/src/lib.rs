@@ -87,8 +87,12 @@ impl BrokerProcess {
             .arg(format!("listeners=PLAINTEXT://{}:{}", self.host, self.port))
             .arg("--override")
             .arg(format!("log.dirs={}", self.data_dir.display()));
+        // `{port}` in an override is the broker's own (a `listeners`
+        // override that keeps the PLAINTEXT one and adds others).
         for item in &self.overrides {
-            command.arg("--override").arg(item);
+            command
+                .arg("--override")
+                .arg(item.replace("{port}", &self.port.to_string()));
         }
         let child = command
             .env(

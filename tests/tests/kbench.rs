@@ -76,3 +76,20 @@ fn kbench_cluster_phases_run() {
         assert!(report.contains(needle), "no {needle:?} in:\n{report}");
     }
 }
+
+/// `kbench --security-only --quick`: SASL_SSL against PLAINTEXT (produce
+/// and fetch over TLS 1.3 with SCRAM-SHA-512) and SCRAM handshakes run to
+/// the end.
+#[test]
+fn kbench_security_phases_run() {
+    let report = run_kbench(&["--quick", "--security-only", "--duration", "2"]);
+    for needle in [
+        "## Security: SASL_SSL",
+        "| 1 | PLAINTEXT |",
+        "| 1 | SASL_SSL |",
+        "SASL_SSL against PLAINTEXT, means over the rounds",
+        "SCRAM-SHA-512 handshakes",
+    ] {
+        assert!(report.contains(needle), "no {needle:?} in:\n{report}");
+    }
+}

@@ -6,13 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 
 use super::properties::Properties;
-use super::sasl::SaslConfig;
+use super::sasl::{InterBrokerSasl, SaslConfig};
 use super::ssl::SslConfig;
 
 pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("listeners", "PLAINTEXT://:9092"),
     ("advertised.listeners", ""),
     ("inter.broker.listener.name", ""),
+    // Kafka's default is PLAINTEXT; empty here means "not given", so that
+    // the first listener serves when neither is set.
+    ("security.inter.broker.protocol", ""),
     ("listener.security.protocol.map", ""),
 ];
 
@@ -108,6 +111,7 @@ pub(super) struct Listeners {
     pub(super) listeners: Vec<Listener>,
     pub(super) advertised: Vec<Listener>,
     pub(super) inter_broker: String,
+    pub(super) inter_broker_sasl: Option<InterBrokerSasl>,
 }
 
 impl Listeners {
@@ -170,29 +174,38 @@ impl Listeners {
             })
             .collect();
         let inter_broker = match properties.text("inter.broker.listener.name") {
-            "" => listeners[0].name.clone(),
+            // `security.inter.broker.protocol`: the listener of that name,
+            // as Kafka reads it (names and protocols coincide then).
+            "" => match properties.text("security.inter.broker.protocol") {
+                "" => listeners[0].name.clone(),
+                protocol => listeners
+                    .iter()
+                    .find(|l| l.name.eq_ignore_ascii_case(protocol))
+                    .map(|l| l.name.clone())
+                    .with_context(|| {
+                        format!("security.inter.broker.protocol={protocol}: no listener named {protocol}")
+                    })?,
+            },
             name if listeners.iter().any(|l| l.name == name) => name.to_string(),
             name => bail!("inter.broker.listener.name={name} is not in listeners"),
         };
-        let inter_broker_protocol = listeners
+        let inter_broker_sasl = match listeners
             .iter()
             .find(|l| l.name == inter_broker)
-            .map(|l| l.security_protocol);
-        let cluster = !properties.list("etcd.endpoints").is_empty();
-        if cluster
-            && matches!(
-                inter_broker_protocol,
-                Some(SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
-            )
+            .and_then(|l| l.sasl.as_ref())
         {
-            bail!(
-                "the inter-broker listener {inter_broker} is a SASL one: brokers do not authenticate to each other with SASL yet; name a PLAINTEXT or SSL listener in inter.broker.listener.name"
-            );
-        }
+            Some(sasl) => Some(InterBrokerSasl::from_properties(
+                properties,
+                &inter_broker,
+                sasl,
+            )?),
+            None => None,
+        };
         Ok(Listeners {
             listeners,
             advertised,
             inter_broker,
+            inter_broker_sasl,
         })
     }
 }

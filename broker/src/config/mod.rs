@@ -36,7 +36,7 @@ pub use log::DYNAMIC_BROKER_CONFIGS;
 pub use properties::parse_properties;
 use properties::Properties;
 pub use replication::{ReplicaFetchConfig, ReplicationConfig};
-pub use sasl::{Mechanism, SaslConfig};
+pub use sasl::{InterBrokerSasl, Mechanism, SaslConfig};
 pub use ssl::{
     is_sensitive, ClientAuth, Keystore, Pem, PrincipalRule, Secret, SslConfig, TlsVersion,
 };
@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub advertised_listeners: Vec<Listener>,
     /// `inter.broker.listener.name`: the listener other brokers use.
     pub inter_broker_listener: String,
+    /// How this broker authenticates to the others when the inter-broker
+    /// listener is a SASL one.
+    pub inter_broker_sasl: Option<InterBrokerSasl>,
     /// Cluster mode, when `etcd.endpoints` is set; standalone otherwise.
     pub cluster: Option<ClusterConfig>,
     pub replication: ReplicationConfig,
@@ -192,6 +195,7 @@ impl BrokerConfig {
             listeners: listeners.listeners,
             advertised_listeners: listeners.advertised,
             inter_broker_listener: listeners.inter_broker,
+            inter_broker_sasl: listeners.inter_broker_sasl,
             cluster: ClusterConfig::from_properties(&properties)?,
             replication: ReplicationConfig::from_properties(&properties)?,
             log_dir: PathBuf::from(log_dir),

@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 
+use client::jaas::parse as parse_jaas;
+
 use super::properties::Properties;
 use super::ssl::Secret;
 
 pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("sasl.enabled.mechanisms", "GSSAPI"),
     ("sasl.server.max.receive.size", "524288"),
+    ("sasl.mechanism.inter.broker.protocol", "GSSAPI"),
+    ("connections.max.reauth.ms", "0"),
 ];
 
 /// The JAAS login module of PLAIN, as Kafka names it.
@@ -64,9 +68,17 @@ pub struct SaslConfig {
     /// PLAIN's users and passwords (`user_<name>="<password>"` in its JAAS
     /// config).
     pub plain_users: BTreeMap<String, Secret>,
+    /// The broker's own credentials per mechanism (`username` and
+    /// `password` in the mechanism's JAAS config), used when this is the
+    /// inter-broker listener.
+    pub logins: Vec<(Mechanism, String, Secret)>,
     /// Frames a client sends before it is authenticated are at most this
     /// large (`sasl.server.max.receive.size`).
     pub max_receive_bytes: usize,
+    /// KIP-368 `connections.max.reauth.ms`: a session lasts this long, then
+    /// the client must authenticate again or the connection closes (0:
+    /// forever).
+    pub reauth_ms: u64,
 }
 
 impl SaslConfig {
@@ -91,6 +103,7 @@ impl SaslConfig {
             bail!("{mechanisms_key} is empty: listener {listener} needs a SASL mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)");
         }
         let mut plain_users = BTreeMap::new();
+        let mut logins = Vec::new();
         for mechanism in &mechanisms {
             // Kafka requires a JAAS config for every enabled mechanism.
             let suffix = format!("{}.sasl.jaas.config", mechanism.name().to_ascii_lowercase());
@@ -113,6 +126,15 @@ impl SaslConfig {
                     mechanism.name()
                 );
             }
+            let option = |name: &str| {
+                options
+                    .iter()
+                    .find(|(option, _)| option == name)
+                    .map(|(_, value)| value.clone())
+            };
+            if let (Some(username), Some(password)) = (option("username"), option("password")) {
+                logins.push((*mechanism, username, Secret::new(password)));
+            }
             if *mechanism == Mechanism::Plain {
                 for (option, value) in options {
                     if let Some(user) = option.strip_prefix("user_") {
@@ -127,104 +149,14 @@ impl SaslConfig {
         Ok(SaslConfig {
             mechanisms,
             plain_users,
+            logins,
             max_receive_bytes: properties.positive("sasl.server.max.receive.size")?,
+            reauth_ms: {
+                let (key, text) = properties.for_listener(listener, "connections.max.reauth.ms");
+                text.parse()
+                    .with_context(|| format!("{key}={text} is not a number of milliseconds"))?
+            },
         })
-    }
-}
-
-/// A JAAS configuration of one login module, as Kafka reads
-/// `sasl.jaas.config`: `<module class> <flag> [<option>=<value>]... ;`,
-/// values quoted (with `\` escapes) or bare. Returns the module and its
-/// options. Errors never quote a value (they may be passwords).
-pub(super) fn parse_jaas(text: &str) -> anyhow::Result<(String, Vec<(String, String)>)> {
-    let mut tokens = JaasTokens {
-        chars: text.chars().peekable(),
-    };
-    let module = tokens.word().context("no login module class")?;
-    let flag = tokens
-        .word()
-        .context("no control flag after the login module")?;
-    if !matches!(
-        flag.as_str(),
-        "required" | "requisite" | "sufficient" | "optional"
-    ) {
-        bail!("the control flag must be required, requisite, sufficient or optional");
-    }
-    let mut options = Vec::new();
-    loop {
-        tokens.skip_space();
-        match tokens.chars.peek() {
-            Some(';') => {
-                tokens.chars.next();
-                break;
-            }
-            None => bail!("the login module's options do not end with ';'"),
-            Some(_) => {}
-        }
-        let name = tokens.word().context("an option without a name")?;
-        tokens.skip_space();
-        if tokens.chars.next() != Some('=') {
-            bail!("option {name} has no '='");
-        }
-        tokens.skip_space();
-        let value = if tokens.chars.peek() == Some(&'"') {
-            tokens.chars.next();
-            tokens
-                .quoted()
-                .with_context(|| format!("the value of {name}"))?
-        } else {
-            tokens
-                .word()
-                .with_context(|| format!("option {name} has no value"))?
-        };
-        options.push((name, value));
-    }
-    tokens.skip_space();
-    if tokens.chars.next().is_some() {
-        bail!("only one login module may be configured");
-    }
-    Ok((module, options))
-}
-
-struct JaasTokens<'a> {
-    chars: std::iter::Peekable<std::str::Chars<'a>>,
-}
-
-impl JaasTokens<'_> {
-    fn skip_space(&mut self) {
-        while self.chars.peek().is_some_and(|c| c.is_whitespace()) {
-            self.chars.next();
-        }
-    }
-
-    /// A bare token: up to white space, `=` or `;`.
-    fn word(&mut self) -> Option<String> {
-        self.skip_space();
-        let mut word = String::new();
-        while let Some(c) = self.chars.peek().copied() {
-            if c.is_whitespace() || c == '=' || c == ';' || c == '"' {
-                break;
-            }
-            word.push(c);
-            self.chars.next();
-        }
-        (!word.is_empty()).then_some(word)
-    }
-
-    /// The rest of a quoted value, its closing quote consumed.
-    fn quoted(&mut self) -> anyhow::Result<String> {
-        let mut value = String::new();
-        loop {
-            match self.chars.next() {
-                Some('"') => return Ok(value),
-                Some('\\') => match self.chars.next() {
-                    Some(escaped) => value.push(escaped),
-                    None => bail!("ends inside an escape"),
-                },
-                Some(c) => value.push(c),
-                None => bail!("has no closing quote"),
-            }
-        }
     }
 }
 
@@ -262,5 +194,40 @@ mod tests {
             parse_jaas("x.Y required password=\"hunter2").unwrap_err()
         );
         assert!(!error.contains("hunter2"), "{error}");
+    }
+}
+
+/// How this broker authenticates to the others when the inter-broker
+/// listener is a SASL one: `sasl.mechanism.inter.broker.protocol` and the
+/// credentials of that mechanism's JAAS config on the listener.
+#[derive(Debug, Clone)]
+pub struct InterBrokerSasl {
+    pub mechanism: Mechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+impl InterBrokerSasl {
+    pub(super) fn from_properties(
+        properties: &Properties,
+        listener: &str,
+        sasl: &SaslConfig,
+    ) -> anyhow::Result<InterBrokerSasl> {
+        let name = properties.text("sasl.mechanism.inter.broker.protocol");
+        let Some(mechanism) = Mechanism::from_name(name) else {
+            bail!("sasl.mechanism.inter.broker.protocol={name}: the inter-broker listener {listener} is a SASL one, and brokers authenticate to each other with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+        };
+        if !sasl.mechanisms.contains(&mechanism) {
+            bail!("sasl.mechanism.inter.broker.protocol={name} is not in the sasl.enabled.mechanisms of the inter-broker listener {listener}");
+        }
+        let Some((_, username, password)) = sasl.logins.iter().find(|(m, _, _)| *m == mechanism)
+        else {
+            bail!("listener.name.{}.{}.sasl.jaas.config has no username=\"...\" password=\"...\": the broker's own credentials between brokers", listener.to_ascii_lowercase(), name.to_ascii_lowercase());
+        };
+        Ok(InterBrokerSasl {
+            mechanism,
+            username: username.clone(),
+            password: password.clone(),
+        })
     }
 }

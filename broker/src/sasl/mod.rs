@@ -58,8 +58,8 @@ enum State {
         raw: bool,
         scram: Option<scram::Exchange>,
     },
-    /// Authenticated as `user`.
-    Done { user: String },
+    /// Authenticated as `user` with `mechanism`.
+    Done { user: String, mechanism: Mechanism },
 }
 
 /// What a client's token leads to.
@@ -76,6 +76,9 @@ pub(crate) struct Authenticator<'a> {
     /// Where SCRAM credentials are (the cluster metadata).
     store: &'a dyn MetadataStore,
     state: State,
+    /// While re-authenticating (KIP-368): who the connection was, which
+    /// it must stay.
+    previous: Option<(String, Mechanism)>,
 }
 
 impl<'a> Authenticator<'a> {
@@ -84,7 +87,23 @@ impl<'a> Authenticator<'a> {
             config,
             store,
             state: State::Start,
+            previous: None,
         }
+    }
+
+    /// KIP-368: an authenticated connection authenticates again (its
+    /// client sent SaslHandshake). The principal and the mechanism must
+    /// stay the same.
+    pub(crate) fn reauthenticate(&mut self) {
+        if let State::Done { user, mechanism } = std::mem::replace(&mut self.state, State::Start) {
+            self.previous = Some((user, mechanism));
+        }
+    }
+
+    /// How long a session lasts before it must re-authenticate
+    /// (`connections.max.reauth.ms`; none when 0).
+    pub(crate) fn session_lifetime(&self) -> Option<std::time::Duration> {
+        (self.config.reauth_ms > 0).then(|| std::time::Duration::from_millis(self.config.reauth_ms))
     }
 
     pub(crate) fn authenticated(&self) -> bool {
@@ -94,7 +113,7 @@ impl<'a> Authenticator<'a> {
     /// The principal, once authenticated: the SASL identity.
     pub(crate) fn principal(&self) -> Option<String> {
         match &self.state {
-            State::Done { user } => Some(crate::principal::user(user)),
+            State::Done { user, .. } => Some(crate::principal::user(user)),
             _ => None,
         }
     }
@@ -171,6 +190,7 @@ impl<'a> Authenticator<'a> {
         let response = SaslHandshakeResponse::default().with_mechanisms(enabled);
         match Mechanism::from_name(&request.mechanism)
             .filter(|m| self.config.mechanisms.contains(m))
+            .filter(|m| self.previous.as_ref().is_none_or(|(_, before)| before == m))
         {
             Some(mechanism) => {
                 self.state = State::Handshaken {
@@ -197,7 +217,9 @@ impl<'a> Authenticator<'a> {
                     Token::More(token) => response.with_auth_bytes(Bytes::from(token)),
                     Token::Done(token) => response
                         .with_auth_bytes(Bytes::from(token))
-                        .with_session_lifetime_ms(0),
+                        .with_session_lifetime_ms(
+                            i64::try_from(self.config.reauth_ms).unwrap_or(i64::MAX),
+                        ),
                 };
                 (Response::SaslAuthenticate(response), false)
             }
@@ -245,8 +267,16 @@ impl<'a> Authenticator<'a> {
                 }
             }
         };
-        tracing::info!(principal = %crate::principal::user(&user), mechanism = mechanism.name(), "SASL authenticated");
-        self.state = State::Done { user };
+        if let Some((before, _)) = self.previous.take() {
+            if before != user {
+                tracing::info!(principal = %crate::principal::user(&before), "re-authentication as another user refused");
+                return Err("re-authentication as another user".into());
+            }
+            tracing::debug!(principal = %crate::principal::user(&user), "SASL re-authenticated");
+        } else {
+            tracing::info!(principal = %crate::principal::user(&user), mechanism = mechanism.name(), "SASL authenticated");
+        }
+        self.state = State::Done { user, mechanism };
         Ok(Token::Done(last))
     }
 }

@@ -16,6 +16,7 @@ mod load;
 mod machine;
 mod procstat;
 mod scale;
+mod security;
 mod txn;
 
 use std::fmt::Write as _;
@@ -73,6 +74,13 @@ struct Args {
     /// Only the cluster measurements (implies --cluster).
     #[arg(long)]
     cluster_only: bool,
+    /// Also measure SASL_SSL (TLS 1.3, SCRAM-SHA-512) against PLAINTEXT
+    /// and SCRAM handshakes per second.
+    #[arg(long)]
+    security: bool,
+    /// Only the security measurements (implies --security).
+    #[arg(long)]
+    security_only: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -160,6 +168,9 @@ fn run(
     report.line("");
     if args.cluster_only {
         return cluster::cluster_phases(args, runtime, report);
+    }
+    if args.security_only {
+        return security::security_phases(args, runtime, report);
     }
 
     let retention = format!("log.retention.bytes={}", args.retention_mib * MIB);
@@ -334,6 +345,9 @@ fn run(
         scale_phases(args, &bootstrap, pid, runtime, report)?;
     }
     drop(broker);
+    if args.security {
+        security::security_phases(args, runtime, report)?;
+    }
     if args.cluster {
         cluster::cluster_phases(args, runtime, report)?;
     }

@@ -221,9 +221,34 @@ pub(crate) async fn produce(
     record_bytes: usize,
     duration: Duration,
 ) -> anyhow::Result<Produced> {
+    produce_over(
+        bootstrap,
+        &client::Security::plaintext(),
+        topic,
+        acks,
+        idempotent,
+        batch_records,
+        record_bytes,
+        duration,
+    )
+    .await
+}
+
+/// [`produce`] over `security` (TLS, SASL).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn produce_over(
+    bootstrap: &str,
+    security: &client::Security,
+    topic: &str,
+    acks: i16,
+    idempotent: bool,
+    batch_records: usize,
+    record_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<Produced> {
     use protocol::batch::{compute_crc, BASE_SEQUENCE_AT, CRC_AT};
     const IN_FLIGHT: usize = 5;
-    let mut client = Client::connect(bootstrap).await?;
+    let mut client = Client::connect_with(bootstrap, "kbench-produce", security).await?;
     let (producer_id, epoch) = if idempotent {
         let init = client
             .call(
