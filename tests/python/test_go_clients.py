@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, unique_topic
+from conftest import REPO_ROOT, free_port, unique_topic
+from test_tls import certs  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -128,3 +129,41 @@ def test_kafka_go_produce_consume_every_codec(broker, kafkago_check):
 def test_kafka_go_consumer_group_commits_and_resumes(broker, kafkago_check):
     out = run_check(kafkago_check, broker, "group")
     assert "resumed at offset 20" in out
+
+
+
+def test_sarama_over_ssl_and_sasl_ssl_with_scram_and_plain(broker_factory, certs, sarama_check):  # noqa: F811
+    """Sarama 1.22 over TLS (SSL) and SASL_SSL with SCRAM-SHA-512 (an RFC
+    5802 client in the check: Sarama leaves SCRAM to its user) and PLAIN:
+    every codec produced and read back over each."""
+    from confluent_kafka.admin import AdminClient, ScramMechanism
+    from test_scram import upsert
+    from test_sasl import ALICE_PASSWORD, JAAS
+    ssl_port, sasl_port = free_port(), free_port()
+    broker = broker_factory(
+        f"listeners=PLAINTEXT://{{host}}:{{port}},SSL://127.0.0.1:{ssl_port},SASL_SSL://127.0.0.1:{sasl_port}",
+        "ssl.keystore.type=PEM", f"ssl.keystore.location={certs / 'keystore.pem'}",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+        f"listener.name.sasl_ssl.plain.sasl.jaas.config={JAAS}",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    upsert(admin, "carol", "carol-secret", ScramMechanism.SCRAM_SHA_512)
+    ca = str(certs / "ca.pem")
+
+    class At:
+        def __init__(self, port: int):
+            self.bootstrap = f"127.0.0.1:{port}"
+
+    out = run_check(sarama_check, At(ssl_port), "codecs", "-tls-ca", ca)
+    assert "zstd: 200 records produced and read back" in out
+    out = run_check(sarama_check, At(sasl_port), "codecs", "-tls-ca", ca, "-sasl-mechanism", "SCRAM-SHA-512",
+                    "-user", "carol", "-password", "carol-secret")
+    assert "zstd: 200 records produced and read back" in out
+    out = run_check(sarama_check, At(sasl_port), "codecs", "-tls-ca", ca, "-sasl-mechanism", "PLAIN",
+                    "-user", "alice", "-password", ALICE_PASSWORD)
+    assert "none: 200 records produced and read back" in out
+    # A wrong password: Sarama fails to connect.
+    with pytest.raises(AssertionError):
+        run_check(sarama_check, At(sasl_port), "metadata", "-tls-ca", ca, "-sasl-mechanism", "SCRAM-SHA-512",
+                  "-user", "carol", "-password", "wrong")

@@ -67,6 +67,7 @@ func config() *sarama.Config {
 	c.Consumer.Return.Errors = true
 	c.Consumer.Offsets.Initial = sarama.OffsetOldest
 	c.Admin.Timeout = 10 * time.Second
+	secure(c)
 	return c
 }
 
