@@ -17,7 +17,9 @@ use client::{Client, Security};
 use e2e::{free_port, BrokerProcess};
 use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{AlterUserScramCredentialsRequest, FetchRequest, TopicName};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DeleteTopicsRequest, FetchRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -242,6 +244,8 @@ pub(crate) fn security_phases(
         .enumerate()
         {
             let topic = format!("security-{round}-{name}");
+            // Each phase starts with what the last one wrote back to disk.
+            crate::procstat::wait_for_writeback(64 * crate::MIB, Duration::from_secs(60));
             runtime.block_on(crate::load::create_topic(&plain_address, &topic, 1, 1))?;
             let cpu = CpuMeter::start(pid);
             let produced = runtime.block_on(crate::txn::produce_over(
@@ -272,6 +276,19 @@ pub(crate) fn security_phases(
                 fetch_broker_cpu / fetched_gb,
                 fetch_own_cpu / fetched_gb,
             ));
+            // Its disk back before the next phase.
+            runtime.block_on(async {
+                let mut admin = Client::connect(&plain_address).await?;
+                admin
+                    .call(
+                        DeleteTopicsRequest::default()
+                            .with_topic_names(vec![TopicName(StrBytes::from_string(topic.clone()))])
+                            .with_timeout_ms(30_000),
+                        4,
+                    )
+                    .await?;
+                anyhow::Ok(())
+            })?;
             totals[index].0 += produce_rate;
             totals[index].1 += broker_cpu / gb;
             totals[index].2 += fetched as f64 / seconds / MB;
