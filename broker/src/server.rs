@@ -34,8 +34,15 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         // cannot have it stops the broker, never falls back to plaintext.
         let tls = match &listener.ssl {
             Some(ssl) => Some(Arc::new(
-                ReloadingAcceptor::new(&listener.name, ssl)
-                    .with_context(|| format!("listener {}", listener.name))?,
+                ReloadingAcceptor::new(
+                    &listener.name,
+                    ssl,
+                    Some(crate::tls::Dynamic {
+                        config: broker.config.clone(),
+                        store: broker.store().clone(),
+                    }),
+                )
+                .with_context(|| format!("listener {}", listener.name))?,
             )),
             None => None,
         };

@@ -9,6 +9,7 @@
 //! Connections already open keep the material they shook hands with; new
 //! material that does not load is logged and the old one stays.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -231,19 +232,31 @@ fn inter_broker_tls(config: &crate::config::BrokerConfig) -> anyhow::Result<clie
     Ok(client::Security::tls(Arc::new(client)))
 }
 
-/// A listener's TLS configuration, reloaded when its files change.
+/// A listener's TLS configuration, reloaded when its files change, and
+/// rebuilt when its `listener.name.<l>.ssl.*` dynamic broker configs
+/// change (KIP-226, through AlterConfigs).
 pub(crate) struct ReloadingAcceptor {
     listener: String,
-    ssl: crate::config::SslConfig,
+    dynamic: Option<Dynamic>,
     current: Mutex<Loaded>,
+}
+
+/// Where a listener's dynamic SSL configs come from.
+pub(crate) struct Dynamic {
+    pub config: crate::config::BrokerConfig,
+    pub store: Arc<dyn coordinator::MetadataStore>,
 }
 
 struct Loaded {
     acceptor: TlsAcceptor,
+    ssl: crate::config::SslConfig,
     /// The files as they were when loaded.
     stamps: Vec<Stamp>,
+    /// The dynamic configs (cluster-wide, this broker's) it was built with.
+    overrides: (BTreeMap<String, String>, BTreeMap<String, String>),
 }
 
+/// A file and its modification time and size (`None`: unreadable).
 type Stamp = (PathBuf, Option<(SystemTime, u64)>);
 
 impl ReloadingAcceptor {
@@ -251,17 +264,68 @@ impl ReloadingAcceptor {
     pub(crate) fn new(
         listener: &str,
         ssl: &crate::config::SslConfig,
+        dynamic: Option<Dynamic>,
     ) -> anyhow::Result<ReloadingAcceptor> {
-        let stamps = stamps(ssl);
-        let config = server_config(listener, ssl)?;
-        Ok(ReloadingAcceptor {
+        let acceptor = ReloadingAcceptor {
             listener: listener.to_string(),
-            ssl: ssl.clone(),
             current: Mutex::new(Loaded {
-                acceptor: TlsAcceptor::from(config),
-                stamps,
+                acceptor: TlsAcceptor::from(server_config(listener, ssl)?),
+                stamps: stamps(ssl),
+                ssl: ssl.clone(),
+                overrides: Default::default(),
             }),
-        })
+            dynamic,
+        };
+        // Dynamic configs already set apply from the first handshake.
+        acceptor.apply_dynamic(&mut acceptor.current.lock());
+        Ok(acceptor)
+    }
+
+    /// Rebuilds the material if this listener's dynamic SSL configs
+    /// changed; material that does not load is logged, and the last good
+    /// one stays.
+    fn apply_dynamic(&self, current: &mut Loaded) {
+        let Some(dynamic) = &self.dynamic else {
+            return;
+        };
+        let metadata = dynamic.store.snapshot();
+        let mine = |resource: &str| -> BTreeMap<String, String> {
+            metadata
+                .broker_configs
+                .get(resource)
+                .into_iter()
+                .flatten()
+                .filter(|(key, _)| {
+                    crate::config::dynamic_listener_ssl(key)
+                        .is_some_and(|l| l.eq_ignore_ascii_case(&self.listener))
+                })
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        };
+        let overrides = (mine(""), mine(&dynamic.config.node_id.to_string()));
+        if overrides == current.overrides {
+            return;
+        }
+        current.overrides = overrides;
+        let rebuilt = dynamic
+            .config
+            .ssl_with_dynamic(
+                &self.listener,
+                Some(&current.overrides.0),
+                Some(&current.overrides.1),
+            )
+            .and_then(|ssl| Ok((server_config(&self.listener, &ssl)?, ssl)));
+        match rebuilt {
+            Ok((config, ssl)) => {
+                tracing::info!(listener = %self.listener, "TLS settings changed by dynamic config: new connections use them");
+                current.acceptor = TlsAcceptor::from(config);
+                current.stamps = stamps(&ssl);
+                current.ssl = ssl;
+            }
+            Err(error) => {
+                tracing::warn!(listener = %self.listener, error = %format!("{error:#}"), "TLS settings changed by dynamic config do not load: keeping the previous ones");
+            }
+        }
     }
 
     /// The principal of a client that completed its handshake: its
@@ -279,7 +343,8 @@ impl ReloadingAcceptor {
             return Ok(crate::principal::ANONYMOUS.to_string());
         };
         let subject = subject_name(certificate)?;
-        match PrincipalRule::map(&self.ssl.principal_rules, &subject) {
+        let rules = self.current.lock().ssl.principal_rules.clone();
+        match PrincipalRule::map(&rules, &subject) {
             Some(name) => Ok(crate::principal::user(&name)),
             None => Err(format!(
                 "no ssl.principal.mapping.rules rule applies to {subject:?}"
@@ -289,13 +354,14 @@ impl ReloadingAcceptor {
 
     /// The acceptor for the next handshake, with the files as they are now.
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        let now = stamps(&self.ssl);
         let mut current = self.current.lock();
+        self.apply_dynamic(&mut current);
+        let now = stamps(&current.ssl);
         if now != current.stamps {
             // Tried once per change: a bad file is not read again until it
             // changes again.
             current.stamps = now;
-            match server_config(&self.listener, &self.ssl) {
+            match server_config(&self.listener, &current.ssl) {
                 Ok(config) => {
                     tracing::info!(listener = %self.listener, "TLS material changed on disk: new connections use it");
                     current.acceptor = TlsAcceptor::from(config);

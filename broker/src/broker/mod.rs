@@ -458,7 +458,10 @@ impl Broker {
         let fixed: Vec<&str> = configs
             .keys()
             .map(String::as_str)
-            .filter(|key| !crate::config::DYNAMIC_BROKER_CONFIGS.contains(key))
+            .filter(|key| {
+                !crate::config::DYNAMIC_BROKER_CONFIGS.contains(key)
+                    && !crate::config::is_dynamic_security_config(key)
+            })
             .collect();
         if !fixed.is_empty() {
             return Err(TopicError::NotDynamic(fixed.join(", ")));

@@ -38,7 +38,8 @@ use properties::Properties;
 pub use replication::{ReplicaFetchConfig, ReplicationConfig};
 pub use sasl::{InterBrokerSasl, Mechanism, SaslConfig};
 pub use ssl::{
-    is_sensitive, ClientAuth, Keystore, Pem, PrincipalRule, Secret, SslConfig, TlsVersion,
+    dynamic_listener_ssl, is_dynamic_security_config, is_sensitive, ClientAuth, Keystore, Pem,
+    PrincipalRule, Secret, SslConfig, TlsVersion,
 };
 pub use transactions::TransactionConfig;
 
@@ -152,6 +153,25 @@ impl BrokerConfig {
             given.extend(dynamic.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         log::from_properties(&Properties::new(SECTIONS.iter().copied().flatten(), given))
+    }
+
+    /// The SSL settings of `listener` once dynamic broker configs (the
+    /// cluster's, then this broker's) are applied over the static ones:
+    /// `listener.name.<l>.ssl.*` changed through AlterConfigs (KIP-226).
+    pub fn ssl_with_dynamic(
+        &self,
+        listener: &str,
+        cluster: Option<&BTreeMap<String, String>>,
+        broker: Option<&BTreeMap<String, String>>,
+    ) -> anyhow::Result<SslConfig> {
+        let mut given = self.explicit.clone();
+        for dynamic in [cluster, broker].into_iter().flatten() {
+            given.extend(dynamic.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        SslConfig::from_properties(
+            &Properties::new(SECTIONS.iter().copied().flatten(), given),
+            listener,
+        )
     }
 
     /// Loads the properties file (if any) and applies `key=value` overrides.

@@ -16,6 +16,18 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("sasl.server.max.receive.size", "524288"),
     ("sasl.mechanism.inter.broker.protocol", "GSSAPI"),
     ("connections.max.reauth.ms", "0"),
+    // Kafka's Kerberos and login-refresh settings: accepted (also at run
+    // time) and described; nothing here uses them.
+    ("sasl.kerberos.service.name", ""),
+    ("sasl.kerberos.kinit.cmd", "/usr/bin/kinit"),
+    ("sasl.kerberos.ticket.renew.window.factor", "0.8"),
+    ("sasl.kerberos.ticket.renew.jitter", "0.05"),
+    ("sasl.kerberos.min.time.before.relogin", "60000"),
+    ("sasl.kerberos.principal.to.local.rules", "DEFAULT"),
+    ("sasl.login.refresh.window.factor", "0.8"),
+    ("sasl.login.refresh.window.jitter", "0.05"),
+    ("sasl.login.refresh.min.period.seconds", "60"),
+    ("sasl.login.refresh.buffer.seconds", "300"),
 ];
 
 /// The JAAS login module of PLAIN, as Kafka names it.

@@ -354,6 +354,51 @@ impl SslConfig {
     }
 }
 
+/// The SSL settings Kafka lets an operator change at run time for one
+/// listener (KIP-226), as `listener.name.<listener>.<key>`; those of them
+/// this broker reads (JKS and PKCS12 passwords and JSSE names are not).
+const DYNAMIC_SSL: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.key.password",
+    "ssl.keystore.key",
+    "ssl.keystore.certificate.chain",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.certificates",
+    "ssl.client.auth",
+    "ssl.enabled.protocols",
+];
+
+/// Security settings Kafka accepts at run time that have no effect here
+/// (no Kerberos, no OAUTHBEARER login): accepted and described, as Kafka
+/// accepts them.
+const DYNAMIC_WITHOUT_EFFECT: &[&str] = &[
+    "sasl.kerberos.service.name",
+    "sasl.kerberos.kinit.cmd",
+    "sasl.kerberos.ticket.renew.window.factor",
+    "sasl.kerberos.ticket.renew.jitter",
+    "sasl.kerberos.min.time.before.relogin",
+    "sasl.kerberos.principal.to.local.rules",
+    "sasl.login.refresh.window.factor",
+    "sasl.login.refresh.window.jitter",
+    "sasl.login.refresh.min.period.seconds",
+    "sasl.login.refresh.buffer.seconds",
+];
+
+/// The listener whose SSL setting `key` (`listener.name.<l>.ssl.*`)
+/// changes at run time, if it is one.
+pub fn dynamic_listener_ssl(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("listener.name.")?;
+    let (listener, setting) = rest.split_once('.')?;
+    DYNAMIC_SSL.contains(&setting).then_some(listener)
+}
+
+/// Whether `key` is a security setting that may change at run time.
+pub fn is_dynamic_security_config(key: &str) -> bool {
+    dynamic_listener_ssl(key).is_some() || DYNAMIC_WITHOUT_EFFECT.contains(&key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

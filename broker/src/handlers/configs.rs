@@ -25,7 +25,10 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::authorizer::{Operation, ResourceType, CLUSTER_NAME};
 use crate::broker::Broker;
-use crate::config::{is_sensitive, known_properties, DYNAMIC_BROKER_CONFIGS};
+use crate::config::{
+    dynamic_listener_ssl, is_dynamic_security_config, is_sensitive, known_properties,
+    DYNAMIC_BROKER_CONFIGS,
+};
 use crate::errors::{code, topic_error_code, NONE};
 use crate::topic_config::{self, ConfigType, TopicConfigDef, TOPIC_CONFIGS};
 
@@ -152,7 +155,7 @@ fn describe_broker_config(
         config_type: type_of_broker_value(&value),
         value,
         source,
-        read_only: !DYNAMIC_BROKER_CONFIGS.contains(&key),
+        read_only: !DYNAMIC_BROKER_CONFIGS.contains(&key) && !is_dynamic_security_config(key),
         doc: None,
         synonyms,
     }
@@ -268,8 +271,23 @@ pub(super) fn describe_configs(
                             .collect()
                     } else {
                         let all = levels.in_precedence();
+                        // Every known property, then the per-listener
+                        // settings given (static or dynamic), as Kafka
+                        // lists them.
+                        let per_listener: std::collections::BTreeSet<&String> = levels
+                            .own
+                            .keys()
+                            .chain(levels.cluster.keys())
+                            .chain(levels.fixed.keys())
+                            .filter(|key| key.starts_with("listener.name."))
+                            .collect();
                         known_properties()
                             .map(|(key, default)| describe_broker_config(key, default, &all))
+                            .chain(
+                                per_listener
+                                    .into_iter()
+                                    .map(|key| describe_broker_config(key, "", &all)),
+                            )
                             .collect()
                     }
                 }
@@ -365,11 +383,64 @@ async fn alter_broker(
         ));
     }
     let mut configs = broker.dynamic_broker_configs(name);
+    let before = configs.clone();
     change(&mut configs).map_err(|message| (code(ResponseError::InvalidConfig), message))?;
+    check_listener_ssl(broker, name, &before, &configs)?;
     broker
         .set_broker_configs(name, configs, validate_only)
         .await
         .map_err(|error| (topic_error_code(&error), error.to_string()))
+}
+
+/// A change of a listener's `listener.name.<l>.ssl.*` (KIP-226) is made
+/// for one broker (as Kafka requires), on an SSL listener of it, and only
+/// if the material it names loads: a keystore that does not load is
+/// refused here, not found broken at the next handshake.
+fn check_listener_ssl(
+    broker: &Broker,
+    resource: &str,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Result<(), (i16, String)> {
+    let changed: std::collections::BTreeSet<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|key| before.get(*key) != after.get(*key))
+        .filter_map(|key| dynamic_listener_ssl(key).map(str::to_ascii_lowercase))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if resource.is_empty() {
+        return Err((
+            code(ResponseError::InvalidRequest),
+            "Cannot update these configs at default cluster level, broker id must be specified"
+                .to_string(),
+        ));
+    }
+    let cluster = broker.dynamic_broker_configs("");
+    for listener in changed {
+        let Some(name) = broker
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name.eq_ignore_ascii_case(&listener) && l.ssl.is_some())
+            .map(|l| l.name.clone())
+        else {
+            return Err((
+                code(ResponseError::InvalidConfig),
+                format!("listener {listener} is not an SSL listener of this broker"),
+            ));
+        };
+        let loaded = broker
+            .config
+            .ssl_with_dynamic(&name, Some(&cluster), Some(after))
+            .and_then(|ssl| crate::tls::server_config(&name, &ssl));
+        if let Err(error) = loaded {
+            return Err((code(ResponseError::InvalidConfig), format!("{error:#}")));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn alter_configs(
