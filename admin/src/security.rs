@@ -21,33 +21,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub(crate) fn from_file(path: &Path) -> anyhow::Result<Security> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--command-config {}", path.display()))?;
-    from_properties(&parse_properties(&text))
+    from_properties(&client::properties::parse(&text))
         .with_context(|| format!("--command-config {}", path.display()))
-}
-
-/// `key=value` (or `key: value`) lines; `#` and `!` comments; a trailing
-/// `\` continues the line, as Java's Properties reads them.
-fn parse_properties(text: &str) -> BTreeMap<String, String> {
-    let mut properties = BTreeMap::new();
-    let mut logical = String::new();
-    for line in text.lines() {
-        let line = line.trim_start();
-        if logical.is_empty() && (line.starts_with('#') || line.starts_with('!')) {
-            continue;
-        }
-        if let Some(continued) = line.strip_suffix('\\') {
-            logical.push_str(continued);
-            continue;
-        }
-        logical.push_str(line);
-        let entry = std::mem::take(&mut logical);
-        let split = entry.find(['=', ':']);
-        if let Some(at) = split {
-            let (key, value) = entry.split_at(at);
-            properties.insert(key.trim().to_string(), value[1..].trim().to_string());
-        }
-    }
-    properties
 }
 
 fn from_properties(properties: &BTreeMap<String, String>) -> anyhow::Result<Security> {
@@ -165,7 +140,7 @@ mod tests {
 
     #[test]
     fn client_properties_make_the_connection_s_security() {
-        let properties = parse_properties(
+        let properties = client::properties::parse(
             "# a comment\nsecurity.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n\
              sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n  \
              username=\"alice\" password=\"hunter2\";\n",

@@ -30,6 +30,7 @@ pub const DEFAULT_CLIENT_ID: &str = "kbroker-client";
 const BUFFER_KEPT_MAX: usize = 16 * 1024 * 1024;
 
 pub mod jaas;
+pub mod properties;
 pub mod sasl;
 
 /// How to reach brokers: plain TCP, or TLS with a configuration (trusted

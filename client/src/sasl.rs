@@ -12,6 +12,9 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac, pbkdf2};
 
+/// The most SCRAM iterations a server may ask of the client.
+const ITERATIONS_MAX: u32 = 1_000_000;
+
 /// A SASL mechanism the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
@@ -198,6 +201,11 @@ impl Exchange {
         };
         if !nonce.starts_with(&scram.nonce) || nonce.len() == scram.nonce.len() {
             bail!("the server's SCRAM nonce does not extend ours");
+        }
+        // From the server: bounded before the key derivation runs that
+        // many rounds (librdkafka's bound; Kafka's own maximum is 16384).
+        if iterations > ITERATIONS_MAX {
+            bail!("the server asks for {iterations} SCRAM iterations, more than {ITERATIONS_MAX}");
         }
         let iterations = NonZeroU32::new(iterations).context("zero SCRAM iterations")?;
         let mut salted = vec![0; scram.digest.output_len()];

@@ -29,11 +29,11 @@ use anyhow::{bail, Context};
 use storage::LogConfig;
 
 pub use authorizer::AuthorizerConfig;
+pub use client::properties::parse as parse_properties;
 pub use cluster::ClusterConfig;
 pub use groups::GroupConfig;
 pub use listeners::{Listener, SecurityProtocol};
 pub use log::DYNAMIC_BROKER_CONFIGS;
-pub use properties::parse_properties;
 use properties::Properties;
 pub use replication::{ReplicaFetchConfig, ReplicationConfig};
 pub use sasl::{InterBrokerSasl, Mechanism, SaslConfig};

@@ -90,6 +90,7 @@ pub(super) async fn handle(
     let denied: BTreeSet<String> = request
         .topic_data
         .iter()
+        .filter(|_| broker.authorizer.enabled())
         .map(|topic| topic.name.0.to_string())
         .filter(|name| {
             transaction_denied

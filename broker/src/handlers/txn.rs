@@ -15,6 +15,7 @@ use kafka_protocol::messages::list_transactions_response::TransactionState as Li
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic;
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -306,28 +307,11 @@ pub(super) async fn write_txn_markers(
     let mut results = Vec::with_capacity(request.markers.len());
     for marker in request.markers {
         if !allowed {
-            let topics = marker
-                .topics
-                .into_iter()
-                .map(|topic| {
-                    let partitions = topic
-                        .partition_indexes
-                        .iter()
-                        .map(|index| {
-                            WritableTxnMarkerPartitionResult::default()
-                                .with_partition_index(*index)
-                                .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
-                        })
-                        .collect();
-                    WritableTxnMarkerTopicResult::default()
-                        .with_name(topic.name)
-                        .with_partitions(partitions)
-                })
-                .collect();
+            let denied = code(ResponseError::ClusterAuthorizationFailed);
             results.push(
                 WritableTxnMarkerResult::default()
                     .with_producer_id(marker.producer_id)
-                    .with_topics(topics),
+                    .with_topics(marker_topics(marker.topics, || denied)),
             );
             continue;
         }
@@ -351,24 +335,7 @@ pub(super) async fn write_txn_markers(
             .await
             .into_iter()
             .map(|written| result_code(&written));
-        let topics = marker
-            .topics
-            .into_iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partition_indexes
-                    .iter()
-                    .map(|index| {
-                        WritableTxnMarkerPartitionResult::default()
-                            .with_partition_index(*index)
-                            .with_error_code(codes.next().unwrap_or(NONE))
-                    })
-                    .collect();
-                WritableTxnMarkerTopicResult::default()
-                    .with_name(topic.name)
-                    .with_partitions(partitions)
-            })
-            .collect();
+        let topics = marker_topics(marker.topics, || codes.next().unwrap_or(NONE));
         results.push(
             WritableTxnMarkerResult::default()
                 .with_producer_id(marker.producer_id)
@@ -376,6 +343,31 @@ pub(super) async fn write_txn_markers(
         );
     }
     WriteTxnMarkersResponse::default().with_markers(results)
+}
+
+/// WriteTxnMarkers' results for a marker's topics, each partition's code
+/// from `code_of`, in request order.
+fn marker_topics(
+    topics: Vec<WritableTxnMarkerTopic>,
+    mut code_of: impl FnMut() -> i16,
+) -> Vec<WritableTxnMarkerTopicResult> {
+    topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_indexes
+                .iter()
+                .map(|index| {
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(*index)
+                        .with_error_code(code_of())
+                })
+                .collect();
+            WritableTxnMarkerTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect()
 }
 
 pub(super) async fn txn_offset_commit(
