@@ -49,6 +49,7 @@ SYSTEM_PACKAGES=(
     golang-github-shopify-sarama-dev # Sarama 1.22
     golang-github-segmentio-kafka-go-dev
     rapidjson-dev # librdkafka's own test runner (scripts/librdkafka-tests.sh)
+    libssl-dev    # ... built with SSL (SCRAM credentials in its test 0081)
 )
 
 install_system_tools() {

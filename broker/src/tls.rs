@@ -1,5 +1,5 @@
 //! TLS for SSL listeners: the rustls server configuration built from a
-//! listener's PEM material (`config::SslConfig`). Every error names the
+//! listener's PEM or PKCS#12 material (`config::SslConfig`). Every error names the
 //! property and the file it came from: a listener that cannot have its TLS
 //! never falls back to plaintext.
 //!
@@ -117,22 +117,83 @@ fn keystore(
 /// `property (file)` or `property`, for messages.
 fn pem_name(pem: &Pem) -> String {
     match pem {
-        Pem::File { property, path } => format!("{property} ({})", path.display()),
+        Pem::File { property, path } | Pem::Pkcs12 { property, path, .. } => {
+            format!("{property} ({})", path.display())
+        }
         Pem::Inline { property, .. } => property.clone(),
     }
 }
 
-/// The PEM text and, for messages, `property (file)` or `property`.
+/// The PEM text and, for messages, `property (file)` or `property`. A
+/// PKCS#12 store comes out as PEM too: its private key (PKCS#8) and the
+/// key's certificate chain, leaf first; or, with no key in it, every
+/// certificate (a truststore).
 fn read(pem: &Pem) -> anyhow::Result<(String, String)> {
+    let name = pem_name(pem);
     match pem {
-        Pem::File { property, path } => {
-            let name = format!("{property} ({})", path.display());
+        Pem::File { path, .. } => {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("{name}: cannot read it"))?;
             Ok((text, name))
         }
-        Pem::Inline { property, text } => Ok((text.expose().to_string(), property.clone())),
+        Pem::Inline { text, .. } => Ok((text.expose().to_string(), name)),
+        Pem::Pkcs12 {
+            property,
+            path,
+            password,
+        } => {
+            let der = std::fs::read(path).with_context(|| format!("{name}: cannot read it"))?;
+            let password_property = property.replace(".location", ".password");
+            Ok((
+                pkcs12_as_pem(&der, password, &name, &password_property)?,
+                name,
+            ))
+        }
     }
+}
+
+fn pkcs12_as_pem(
+    der: &[u8],
+    password: &Secret,
+    name: &str,
+    password_property: &str,
+) -> anyhow::Result<String> {
+    use p12_keystore::{KeyStore, KeyStoreEntry, Pkcs12ImportPolicy};
+    // The error says nothing of the password (it may be wrong).
+    let open = |policy| {
+        KeyStore::from_pkcs12(der, password.expose(), policy).map_err(|_| {
+            anyhow!("{name}: not a PKCS#12 store that its password opens (a wrong {password_property}, a damaged file, or not PKCS#12)")
+        })
+    };
+    let mut text = String::new();
+    if let Some((_, chain)) = open(Pkcs12ImportPolicy::Strict)?.private_key_chain() {
+        text.push_str(&armor("PRIVATE KEY", chain.key().as_der()));
+        for certificate in chain.certs() {
+            text.push_str(&armor("CERTIFICATE", certificate.as_der()));
+        }
+        return Ok(text);
+    }
+    // A truststore: every certificate, whether or not it carries Java's
+    // trusted-certificate attribute (openssl does not write it).
+    for (_, entry) in open(Pkcs12ImportPolicy::Raw)?.entries() {
+        if let KeyStoreEntry::Certificate(certificate) = entry {
+            text.push_str(&armor("CERTIFICATE", certificate.as_der()));
+        }
+    }
+    Ok(text)
+}
+
+/// DER as a PEM block.
+fn armor(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        text.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        text.push('\n');
+    }
+    text.push_str(&format!("-----END {label}-----\n"));
+    text
 }
 
 fn certificates(text: &str, name: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -386,7 +447,7 @@ fn stamps(ssl: &crate::config::SslConfig) -> Vec<Stamp> {
     files
         .into_iter()
         .filter_map(|pem| match pem {
-            Pem::File { path, .. } => Some(path.clone()),
+            Pem::File { path, .. } | Pem::Pkcs12 { path, .. } => Some(path.clone()),
             Pem::Inline { .. } => None,
         })
         .map(|path| {

@@ -15,6 +15,13 @@ The broker binary is KBROKER_BIN or target/debug/kbroker (release for long
 runs: `cargo build --release -p broker` and KBROKER_BIN=target/release/kbroker).
 `tests/python/test_faults.py` runs the short version of each in CI.
 
+    .venv/bin/python tests/python/faults.py --security sasl_ssl kill-leader
+
+runs a scenario with the brokers talking to each other over SASL_SSL
+(TLS 1.3, SCRAM-SHA-512 as `User:broker`, ACLs on): replica fetches,
+transaction markers and every other inter-broker request go through TLS and
+SCRAM while the faults happen. Clients stay on the PLAINTEXT listener.
+
 The producer sends each value once (retries=0): without an idempotent
 producer a retry may write a value twice, which the checker would count
 against the broker. Values whose delivery failed may or may not be in
@@ -46,6 +53,7 @@ from conftest import (  # noqa: E402  (the cluster classes the tests use)
     START_TIMEOUT_S,
     Broker,
     Cluster,
+    broker_binary,
     etcd_binary,
     free_port,
     unique_topic,
@@ -433,14 +441,51 @@ def check(report: Report, history: History, reads: list[dict[int, list[tuple[int
 # A running cluster and its helpers
 
 
+#: How brokers talk to each other: "plaintext" or "sasl_ssl".
+SECURITIES = ("plaintext", "sasl_ssl")
+#: The brokers' own SCRAM password in the sasl_ssl mode (per run).
+BROKER_PASSWORD = "broker-" + os.urandom(6).hex()
+
+
+def sasl_ssl_overrides(certs: Path) -> list[str]:
+    """A PLAINTEXT listener for clients and a SASL_SSL one between brokers
+    (`{ssl_port}`), SCRAM-SHA-512 as User:broker, ACLs on (clients, as
+    User:ANONYMOUS, are let in by allow.everyone.if.no.acl.found; a follower
+    fetch needs CLUSTER_ACTION, which User:broker has as a super user)."""
+    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="broker" password="{BROKER_PASSWORD}";')
+    return [
+        "listeners=PLAINTEXT://{host}:{port},SASL_SSL://{host}:{ssl_port}",
+        "inter.broker.listener.name=SASL_SSL",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+        f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}",
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={certs / 'keystore.pem'}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={certs / 'ca.pem'}",
+        "ssl.enabled.protocols=TLSv1.3",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=true",
+        "super.users=User:broker",
+    ]
+
+
 class Env:
     """Makes clusters under `workdir`; remembers them to tear them down."""
 
-    def __init__(self, workdir: Path, long: bool):
+    def __init__(self, workdir: Path, long: bool, security: str = "plaintext"):
+        if security not in SECURITIES:
+            raise ValueError(f"security {security!r}: one of {SECURITIES}")
         self.workdir = workdir
         self.long = long
+        self.security = security
         self.clusters: list[Cluster] = []
         self.etcds: list[EtcdMembers] = []
+
+    def inter_broker_ports(self, broker: Broker) -> list[int]:
+        """The ports other brokers reach `broker` on."""
+        return [broker.ssl_port] if self.security == "sasl_ssl" else [broker.port]
 
     def cluster(self, *overrides: str, etcd_members: int = 1, session_timeout_ms: int = 3000, run_as_base: int | None = None) -> Cluster:
         index = len(self.clusters)
@@ -450,6 +495,14 @@ class Env:
         self.etcds.append(etcd)
         cluster_dir = self.workdir / f"cluster{index}"
         cluster_dir.mkdir(parents=True)
+        security: list[str] = []
+        if self.security == "sasl_ssl":
+            certs = self.workdir / "certs"
+            if not (certs / "keystore.pem").exists():
+                import tlsfiles
+
+                tlsfiles.broker_keystore(certs)
+            security = sasl_ssl_overrides(certs)
         cluster = Cluster(
             cluster_dir,
             etcd,
@@ -459,9 +512,19 @@ class Env:
                 "min.insync.replicas=2",
                 "replica.lag.time.max.ms=2000",
                 f"broker.session.timeout.ms={session_timeout_ms}",
+                *security,
                 *overrides,
             ],
         )
+        if self.security == "sasl_ssl":
+            # The brokers' credential, in etcd before the first start.
+            formatted = subprocess.run(
+                [str(broker_binary()), "format", "--override", f"etcd.endpoints={etcd.endpoint}",
+                 "--override", f"etcd.prefix={cluster.prefix}",
+                 "--add-scram", f"SCRAM-SHA-512=[name=broker,password={BROKER_PASSWORD}]"],
+                capture_output=True, text=True, timeout=90)
+            if formatted.returncode != 0:
+                raise FaultTestFailure(f"kbroker format --add-scram failed: {formatted.stderr[-2000:]}")
         if run_as_base is not None:
             for node_id, broker in cluster.brokers.items():
                 broker.run_as = run_as_base + node_id
@@ -926,7 +989,7 @@ def network_partition(env: Env) -> Report:
     Runs in a network namespace of its own (`unshare --net`), where iptables
     tells the brokers apart by the uid each runs as."""
     if os.environ.get(NETNS_ENV) != "1":
-        return _in_network_namespace("network-partition", env.long)
+        return _in_network_namespace("network-partition", env.long, env.security)
     report = Report("network-partition")
     session_s = 3.0
     cluster = env.cluster(run_as_base=RUN_AS_BASE, session_timeout_ms=int(session_s * 1000))
@@ -942,12 +1005,13 @@ def network_partition(env: Env) -> Report:
     probe = AcksOneProbe(leader, topic).start()
     time.sleep(0.5)
     etcd: EtcdMembers = cluster.etcd
-    blocked_ports = [*etcd.client_ports.values(), *(b.port for b in others.values())]
+    blocked_ports = [*etcd.client_ports.values(), *(p for b in others.values() for p in env.inter_broker_ports(b))]
     rules = [
         ["-o", "lo", "-p", "tcp", "-m", "owner", "--uid-owner", str(leader.run_as),
          "-m", "multiport", "--dports", ",".join(map(str, blocked_ports)), "-j", "DROP"],
         *(["-o", "lo", "-p", "tcp", "-m", "owner", "--uid-owner", str(b.run_as),
-           "--dport", str(leader.port), "-j", "DROP"] for b in others.values()),
+           "-m", "multiport", "--dports", ",".join(map(str, env.inter_broker_ports(leader))), "-j", "DROP"]
+          for b in others.values()),
     ]
     cut = time.monotonic()
     for rule in rules:
@@ -982,12 +1046,13 @@ def _leader_seen_by(cluster: Cluster, broker: Broker, topic: str) -> int:
     return partitions[0].leader
 
 
-def _in_network_namespace(name: str, long: bool) -> Report:
+def _in_network_namespace(name: str, long: bool, security: str) -> Report:
     """Runs scenario `name` in a child process in a new network namespace
     (its own loopback and iptables, gone with it); its report back."""
     if shutil.which("unshare") is None or shutil.which("iptables") is None:
         raise FaultTestFailure("the network scenario needs `unshare` (util-linux) and `iptables` (apt-get install iptables)")
-    cmd = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), name, "--report-json"]
+    cmd = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), name, "--report-json",
+           "--security", security]
     if long:
         cmd.append("--long")
     env = dict(os.environ, **{NETNS_ENV: "1"})
@@ -1069,8 +1134,8 @@ SCENARIOS = {
 }
 
 
-def run(name: str, workdir: Path, long: bool = False) -> Report:
-    env = Env(workdir, long)
+def run(name: str, workdir: Path, long: bool = False, security: str = "plaintext") -> Report:
+    env = Env(workdir, long, security)
     try:
         return SCENARIOS[name](env)
     finally:
@@ -1083,6 +1148,8 @@ def main() -> int:
     parser.add_argument("--long", action="store_true", help="the long versions (100k records, more faults)")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, data)")
+    parser.add_argument("--security", choices=SECURITIES, default="plaintext",
+                        help="how the brokers talk to each other (default: plaintext)")
     parser.add_argument("--report-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.list:
@@ -1099,7 +1166,7 @@ def main() -> int:
         workdir.chmod(0o755)  # brokers of the network scenario run as other uids
         started = time.monotonic()
         try:
-            report = run(name, workdir, args.long)
+            report = run(name, workdir, args.long, args.security)
         except (Exception, pytest.fail.Exception) as error:  # report, go on with the next
             failures += 1
             print(f"FAIL {name} ({time.monotonic() - started:.0f} s): {error}\n  logs: {workdir}", flush=True)

@@ -4,8 +4,11 @@ replication factor 3 topics can be made): idempotent producers (0090),
 transactions — produce, commit, abort, fencing, empty transactions, misuse,
 consume-transform-produce with send_offsets_to_transaction, read_committed
 watermarks (0103) — and read_committed fetches skipping aborted records
-(0129). The runner is built from the librdkafka source the rdkafka-sys
-crate ships (scripts/librdkafka-tests.sh).
+(0129); and from its admin test (0081) the ACL sub-tests (CreateAcls,
+DescribeAcls, DeleteAcls, against brokers with the authorizer on) and the
+SCRAM credential sub-tests (Describe/AlterUserScramCredentials). The runner
+is built from the librdkafka source the rdkafka-sys crate ships
+(scripts/librdkafka-tests.sh).
 """
 
 from __future__ import annotations
@@ -31,14 +34,34 @@ def runner_dir() -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("test", ["0090", "0103", "0129"])
-def test_librdkafka_regression_test(runner_dir, cluster_factory, tmp_path, test):
-    cluster = cluster_factory(3, "default.replication.factor=3", "replica.lag.time.max.ms=2000")
+#: Brokers with the built-in authorizer on; the runner connects as
+#: User:ANONYMOUS over PLAINTEXT, let in where no ACL names a resource.
+AUTHORIZER = [
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found=true",
+]
+
+
+@pytest.mark.parametrize(
+    "test, subtests, overrides",
+    [
+        ("0090", None, []),
+        ("0103", None, []),
+        ("0129", None, []),
+        # Sub-tests are chosen by a substring of their function's name.
+        ("0081", "Acls", AUTHORIZER),
+        ("0081", "UserScramCredentials", []),
+    ],
+    ids=["0090", "0103", "0129", "0081-acls", "0081-scram-credentials"],
+)
+def test_librdkafka_regression_test(runner_dir, cluster_factory, tmp_path, test, subtests, overrides):
+    cluster = cluster_factory(3, "default.replication.factor=3", "replica.lag.time.max.ms=2000", *overrides)
     conf = tmp_path / "test.conf"
     conf.write_text(f"bootstrap.servers={cluster.bootstrap}\ntest.topic.random=true\n")
     env = dict(
         os.environ,
         TESTS=test,
+        **({"SUBTESTS": subtests} if subtests else {}),
         TEST_KAFKA_VERSION="3.9.0",
         RDKAFKA_TEST_CONF=str(conf),
         LD_LIBRARY_PATH=f"{runner_dir.parent / 'src'}:{runner_dir.parent / 'src-cpp'}",
@@ -52,3 +75,8 @@ def test_librdkafka_regression_test(runner_dir, cluster_factory, tmp_path, test)
     print("\n".join(summary[-20:]))
     assert result.returncode == 0, f"librdkafka test {test} failed:\n{output[-6000:]}"
     assert f"{test}_" in output and "PASSED" in output
+    if subtests:
+        # The sub-tests chosen ran (a name that matches none runs nothing).
+        ran = [line for line in output.splitlines() if "[ do_test_" in line and subtests in line and ": PASS (" in line]
+        assert ran, f"no {subtests} sub-test of {test} passed:\n{output[-3000:]}"
+        print(f"{len(ran)} {subtests} sub-tests passed")

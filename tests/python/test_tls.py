@@ -7,7 +7,6 @@ command line (no private key is committed)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,31 +16,11 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from conftest import broker_binary, free_port, unique_topic
+from tlsfiles import broker_keystore, ca, openssl, signed
 
 pytestmark = pytest.mark.timeout(120)
 
 KEY_PASSWORD = "keystore-secret-" + uuid.uuid4().hex[:8]
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is not installed: apt-get install openssl", pytrace=False)
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr}"
-
-
-def signed(cwd: Path, name: str, subject: str, ca: str, san: str | None = None) -> None:
-    """`name`.key and `name`.pem (an X.509 v3 certificate: for a broker, as
-    server and client, with `san`; else for a client), signed by the CA
-    files `ca`.key/`ca`.pem."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", subject, cwd=cwd)
-    # A broker's certificate serves as its client certificate too, towards
-    # the other brokers.
-    usage = f"extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={san}" if san else "extendedKeyUsage=clientAuth"
-    (cwd / f"{name}.ext").write_text(f"basicConstraints=CA:FALSE\n{usage}\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=cwd)
 
 
 @pytest.fixture
@@ -52,13 +31,10 @@ def certs(tmp_path) -> Path:
     trust."""
     d = tmp_path / "certs"
     d.mkdir()
-    for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
-                "-days", "2", "-subj", f"/CN={ca}", cwd=d)
-    signed(d, "server", "/CN=localhost", "ca", san="IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,DNS:localhost")
+    broker_keystore(d)
+    ca(d, "other-ca")
     signed(d, "client", "/O=kbroker tests/CN=alice", "ca")  # RFC 2253: CN=alice,O=kbroker tests
     signed(d, "stranger", "/CN=mallory", "other-ca")
-    (d / "keystore.pem").write_text((d / "server.key").read_text() + (d / "server.pem").read_text())
     openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "server.key", "-out", "server-encrypted.key",
             "-passout", f"pass:{KEY_PASSWORD}", cwd=d)
     (d / "keystore-encrypted.pem").write_text(
@@ -215,6 +191,52 @@ def test_listener_name_settings_apply_to_their_listener_only(broker_factory, cer
     assert broker.is_running()
 
 
+STORE_PASSWORD = "store-secret-" + uuid.uuid4().hex[:8]
+
+
+def pkcs12_stores(certs: Path, legacy: bool) -> tuple[Path, Path]:
+    """The broker's keystore and the CA truststore as PKCS#12 files made by
+    openssl: modern (PBES2 AES-256, HMAC-SHA-256 as keytool writes since
+    JDK 12) or legacy (3DES and a SHA-1 MAC, as older keytools wrote)."""
+    suffix = "-legacy" if legacy else ""
+    algorithms = ["-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1"] if legacy else []
+    keystore, truststore = certs / f"keystore{suffix}.p12", certs / f"truststore{suffix}.p12"
+    openssl("pkcs12", "-export", "-in", "server.pem", "-inkey", "server.key", "-certfile", "ca.pem",
+            "-name", "broker", "-out", keystore.name, "-passout", f"pass:{STORE_PASSWORD}", *algorithms, cwd=certs)
+    openssl("pkcs12", "-export", "-nokeys", "-in", "ca.pem", "-out", truststore.name,
+            "-passout", f"pass:{STORE_PASSWORD}", *algorithms, cwd=certs)
+    return keystore, truststore
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["pbes2-aes", "legacy-3des"])
+def test_pkcs12_keystore_and_truststore_serve_tls_and_check_client_certificates(broker_factory, certs, legacy):
+    """ssl.keystore.type=PKCS12 and ssl.truststore.type=PKCS12, opened with
+    ssl.keystore.password and ssl.truststore.password: clients get the
+    store's certificate, client certificates are checked against the
+    truststore's CA, the passwords are never shown."""
+    keystore, truststore = pkcs12_stores(certs, legacy)
+    ssl_port = free_port()
+    broker = broker_factory(
+        f"listeners=PLAINTEXT://127.0.0.1:{{port}},SSL://127.0.0.1:{ssl_port}",
+        "ssl.keystore.type=PKCS12", f"ssl.keystore.location={keystore}", f"ssl.keystore.password={STORE_PASSWORD}",
+        "ssl.truststore.type=PKCS12", f"ssl.truststore.location={truststore}",
+        f"ssl.truststore.password={STORE_PASSWORD}", "ssl.client.auth=required",
+    )
+    address = f"127.0.0.1:{ssl_port}"
+    assert len(round_trip(client_config(address, certs, certificate="client"), unique_topic("p12"), 3)) == 3
+    # Without a client certificate, or with one from a CA the truststore
+    # does not hold: refused.
+    metadata_fails(client_config(address, certs))
+    metadata_fails(client_config(address, certs, certificate="stranger"))
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    for key in ("ssl.keystore.password", "ssl.truststore.password"):
+        assert configs[key].is_sensitive and configs[key].value is None
+    printed = [line for line in broker.log_text().splitlines() if not line.startswith("==== start")]
+    assert not any(STORE_PASSWORD in line for line in printed)
+
+
 def refused_start(tmp_path: Path, *overrides: str) -> str:
     """Starts the broker expecting it to refuse; returns what it printed."""
     data = tmp_path / f"refused-{uuid.uuid4().hex[:6]}"
@@ -228,7 +250,8 @@ def refused_start(tmp_path: Path, *overrides: str) -> str:
 
 
 @pytest.mark.parametrize("case", ["missing-file", "jks", "no-keystore", "wrong-password", "no-password",
-                                  "key-of-another-certificate", "not-a-certificate"])
+                                  "key-of-another-certificate", "not-a-certificate",
+                                  "pkcs12-wrong-password", "pkcs12-no-password", "pkcs12-not-pkcs12"])
 def test_bad_tls_material_stops_the_broker_naming_the_property_and_the_file(tmp_path, certs, case):
     keystore = certs / "keystore.pem"
     if case == "missing-file":
@@ -237,7 +260,7 @@ def test_bad_tls_material_stops_the_broker_naming_the_property_and_the_file(tmp_
         assert "ssl.keystore.location" in said and str(missing) in said
     elif case == "jks":
         said = refused_start(tmp_path, f"ssl.keystore.location={keystore}")
-        assert "ssl.keystore.type=JKS" in said and "PEM" in said
+        assert "ssl.keystore.type=JKS" in said and "PEM" in said and "PKCS12" in said
     elif case == "no-keystore":
         said = refused_start(tmp_path)
         assert "ssl.keystore.location" in said
@@ -257,6 +280,17 @@ def test_bad_tls_material_stops_the_broker_naming_the_property_and_the_file(tmp_
         garbage.write_text((certs / "server.key").read_text())
         said = refused_start(tmp_path, "ssl.keystore.type=PEM", f"ssl.keystore.location={garbage}")
         assert str(garbage) in said and "no certificate" in said
+    elif case.startswith("pkcs12-"):
+        store, _ = pkcs12_stores(certs, legacy=False)
+        if case == "pkcs12-not-pkcs12":
+            store = keystore
+        password = [] if case == "pkcs12-no-password" else [
+            f"ssl.keystore.password={'not-the-password' if case == 'pkcs12-wrong-password' else STORE_PASSWORD}"]
+        said = refused_start(tmp_path, "ssl.keystore.type=PKCS12", f"ssl.keystore.location={store}", *password)
+        assert "ssl.keystore.password" in said
+        if case != "pkcs12-no-password":
+            assert str(store) in said and "not a PKCS#12 store that its password opens" in said
+        assert "not-the-password" not in said and STORE_PASSWORD not in said
 
 
 def test_certificates_replaced_on_disk_are_used_without_a_restart(broker_factory, certs):

@@ -2,8 +2,10 @@
 //! listener as `listener.name.<listener, lower case>.ssl.*` (KIP-103), and
 //! PEM material as Kafka's KIP-651 has it: a keystore file holding the
 //! private key and the certificate chain, or both inline; a truststore file
-//! or inline certificates. The files are read when the broker starts (see
-//! `crate::tls`); here they are only named.
+//! or inline certificates. PKCS#12 stores (`ssl.keystore.type=PKCS12`, with
+//! `ssl.keystore.password`; truststores likewise) are read too. The files
+//! are read when the broker starts (see `crate::tls`); here they are only
+//! named.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,8 +20,10 @@ pub(super) const DEFAULTS: &[(&str, &str)] = &[
     ("ssl.keystore.key", ""),
     ("ssl.keystore.certificate.chain", ""),
     ("ssl.key.password", ""),
+    ("ssl.keystore.password", ""),
     ("ssl.truststore.type", "JKS"),
     ("ssl.truststore.location", ""),
+    ("ssl.truststore.password", ""),
     ("ssl.truststore.certificates", ""),
     ("ssl.client.auth", "none"),
     ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),
@@ -54,14 +58,22 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where PEM material comes from.
+/// Where key or certificate material comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pem {
-    /// A file (`*.location`), read at start, named in errors by `property`.
+    /// A PEM file (`*.location`), read at start, named in errors by
+    /// `property`.
     File { property: String, path: PathBuf },
     /// The PEM text itself (`ssl.keystore.key`, `*.certificate.chain`,
     /// `ssl.truststore.certificates`).
     Inline { property: String, text: Secret },
+    /// A PKCS#12 file (`*.type=PKCS12`), opened with the store's password
+    /// (`ssl.keystore.password`, `ssl.truststore.password`).
+    Pkcs12 {
+        property: String,
+        path: PathBuf,
+        password: Secret,
+    },
 }
 
 /// `ssl.client.auth`.
@@ -243,28 +255,78 @@ impl SslConfig {
     ) -> anyhow::Result<SslConfig> {
         let get = |key: &str| properties.for_listener(listener, key);
         let named = |key: &str| properties.listener_key_name(listener, key);
-        for (kind, location) in [
-            ("ssl.keystore.type", "ssl.keystore.location"),
-            ("ssl.truststore.type", "ssl.truststore.location"),
-        ] {
+        // Per store: PEM (KIP-651) or PKCS12; JKS is refused by name.
+        let mut pkcs12 = [false, false];
+        for (index, (kind, location, inline_key)) in [
+            (
+                "ssl.keystore.type",
+                "ssl.keystore.location",
+                "ssl.keystore.key",
+            ),
+            (
+                "ssl.truststore.type",
+                "ssl.truststore.location",
+                "ssl.truststore.certificates",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let (_, type_text) = get(kind);
-            let given = !get(location).1.is_empty()
-                || (kind == "ssl.keystore.type" && !get("ssl.keystore.key").1.is_empty())
-                || (kind == "ssl.truststore.type"
-                    && !get("ssl.truststore.certificates").1.is_empty());
-            if given && !type_text.eq_ignore_ascii_case("PEM") {
+            let given = !get(location).1.is_empty() || !get(inline_key).1.is_empty();
+            if !given {
+                continue;
+            }
+            if type_text.eq_ignore_ascii_case("PKCS12") {
+                if !get(inline_key).1.is_empty() {
+                    bail!(
+                        "{} is PEM text; with {}=PKCS12 give {}",
+                        named(inline_key),
+                        named(kind),
+                        named(location)
+                    );
+                }
+                pkcs12[index] = true;
+            } else if !type_text.eq_ignore_ascii_case("PEM") {
                 bail!(
-                    "{}={type_text}: only PEM keystores and truststores are supported (KIP-651); set {}=PEM",
+                    "{}={type_text}: PEM (KIP-651) and PKCS12 keystores and truststores are supported, JKS is not; set {}=PEM or PKCS12 (keytool -importkeystore -deststoretype PKCS12 converts a JKS store)",
                     named(kind),
                     named(kind)
                 );
             }
         }
+        let store_password = |key: &str| -> anyhow::Result<Secret> {
+            let (property, password) = get(key);
+            if password.is_empty() {
+                bail!("{property} is not set: a PKCS12 store is opened with its password");
+            }
+            Ok(Secret(password.to_string()))
+        };
+        let pkcs12_password = [
+            if pkcs12[0] {
+                Some(store_password("ssl.keystore.password")?)
+            } else {
+                None
+            },
+            if pkcs12[1] {
+                Some(store_password("ssl.truststore.password")?)
+            } else {
+                None
+            },
+        ];
         let file = |key: &str| {
             let (property, path) = get(key);
-            (!path.is_empty()).then(|| Pem::File {
-                property,
-                path: PathBuf::from(path),
+            let path = PathBuf::from(path);
+            (!path.as_os_str().is_empty()).then(|| {
+                let store = usize::from(key.starts_with("ssl.truststore."));
+                match &pkcs12_password[store] {
+                    Some(password) => Pem::Pkcs12 {
+                        property,
+                        path,
+                        password: password.clone(),
+                    },
+                    None => Pem::File { property, path },
+                }
             })
         };
         let inline = |key: &str| {
@@ -356,10 +418,12 @@ impl SslConfig {
 
 /// The SSL settings Kafka lets an operator change at run time for one
 /// listener (KIP-226), as `listener.name.<listener>.<key>`; those of them
-/// this broker reads (JKS and PKCS12 passwords and JSSE names are not).
+/// this broker reads (JSSE names are not).
 const DYNAMIC_SSL: &[&str] = &[
     "ssl.keystore.type",
     "ssl.keystore.location",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
     "ssl.key.password",
     "ssl.keystore.key",
     "ssl.keystore.certificate.chain",
