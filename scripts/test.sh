@@ -95,7 +95,7 @@ install_python_clients() {
     local want
     want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
     if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$want" ] &&
-        "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, snappy, lz4.frame, zstandard, crc32c' >/dev/null 2>&1; then
+        "$VENV/bin/python" -c 'import pytest, pytest_timeout, confluent_kafka, kafka, snappy, lz4.frame, zstandard, crc32c, prometheus_client' >/dev/null 2>&1; then
         echo "up to date ($REQUIREMENTS unchanged)"
         return
     fi

@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::handlers;
+use crate::metrics::RequestTiming;
 use crate::sasl;
 
 /// Responses queued for the writer per connection before reading pauses
@@ -51,11 +52,15 @@ pub(crate) const READ_GROWTH: usize = 16;
 /// [`codec::encode_response_chunks`]); `Err` closes the connection.
 type Encoded = Result<Vec<Bytes>, String>;
 
-/// What the writer sends next.
+/// What the writer sends next, with its request's timing (none for what
+/// the SASL gate answers) for the request metrics.
 enum Outgoing {
-    Now(Vec<Bytes>),
+    Now(Vec<Bytes>, Option<RequestTiming>),
     /// A response that is due once its produce is replicated.
-    Later(Pin<Box<dyn Future<Output = Encoded> + Send>>),
+    Later(
+        Pin<Box<dyn Future<Output = Encoded> + Send>>,
+        Option<RequestTiming>,
+    ),
 }
 
 /// Who is at the other end of a connection, as its listener established
@@ -106,7 +111,8 @@ pub(crate) async fn serve<R, W>(
         // The writer cancels it when it stops, so that reading stops too.
         let closing = shutdown.child_token();
         let writing = tokio::spawn(
-            write_responses(writer, queue, closing.clone()).instrument(tracing::Span::current()),
+            write_responses(writer, queue, closing.clone(), broker.clone())
+                .instrument(tracing::Span::current()),
         );
         let configured_max = broker.config.socket_request_max_bytes;
         // A SASL listener's connection authenticates first.
@@ -125,6 +131,7 @@ pub(crate) async fn serve<R, W>(
                 _ = closing.cancelled() => break,
                 frame = read_frame(&mut reader, max) => frame,
             };
+            let received = Instant::now();
             let frame = match frame {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
@@ -155,7 +162,7 @@ pub(crate) async fn serve<R, W>(
                 match authenticator.step(frame.clone()) {
                     sasl::Gate::Pass => {}
                     sasl::Gate::Answer { frame, close } => {
-                        if responses.send(Outgoing::Now(vec![frame])).await.is_err() || close {
+                        if responses.send(Outgoing::Now(vec![frame], None)).await.is_err() || close {
                             break;
                         }
                         if let Some(authenticated) = authenticator.principal() {
@@ -179,7 +186,7 @@ pub(crate) async fn serve<R, W>(
                 listener: &listener,
                 principal: &principal,
             };
-            match handle_frame(&broker, frame, origin).await {
+            match handle_frame(&broker, frame, origin, received).await {
                 Ok(Some(outgoing)) => {
                     if responses.send(outgoing).await.is_err() {
                         break;
@@ -239,6 +246,7 @@ async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     origin: handlers::RequestContext<'_>,
+    received: Instant,
 ) -> Result<Option<Outgoing>, String> {
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
@@ -252,7 +260,7 @@ async fn handle_frame(
                 "ApiVersions at an unsupported version: answering v0"
             );
             return codec::api_versions_unsupported_response(correlation_id)
-                .map(|frame| Some(Outgoing::Now(vec![frame])))
+                .map(|frame| Some(Outgoing::Now(vec![frame], None)))
                 .map_err(|e| e.to_string());
         }
         Err(error) => return Err(error.to_string()),
@@ -267,6 +275,11 @@ async fn handle_frame(
         client_id = request.header.client_id.as_deref().unwrap_or(""),
     );
     let api_key = request.api_key;
+    let timing = RequestTiming {
+        api: api_key,
+        received,
+        started: Instant::now(),
+    };
     let encode = move |response: codec::Response, splices| {
         codec::encode_response_chunks(&response, splices, version, correlation_id).map_err(
             |error| format!("encoding the {api_key:?} v{version} response failed: {error:#}"),
@@ -276,14 +289,20 @@ async fn handle_frame(
         .instrument(span.clone())
         .await;
     Ok(match reply {
-        handlers::Reply::Nothing => None,
-        handlers::Reply::Now(response) => Some(Outgoing::Now(encode(response, Vec::new())?)),
-        handlers::Reply::Spliced(response, splices) => {
-            Some(Outgoing::Now(encode(response, splices)?))
+        handlers::Reply::Nothing => {
+            broker.metrics.request_done(timing, None);
+            None
         }
-        handlers::Reply::Later(waiting) => Some(Outgoing::Later(Box::pin(
-            async move { encode(waiting.await, Vec::new()) }.instrument(span),
-        ))),
+        handlers::Reply::Now(response) => {
+            Some(Outgoing::Now(encode(response, Vec::new())?, Some(timing)))
+        }
+        handlers::Reply::Spliced(response, splices) => {
+            Some(Outgoing::Now(encode(response, splices)?, Some(timing)))
+        }
+        handlers::Reply::Later(waiting) => Some(Outgoing::Later(
+            Box::pin(async move { encode(waiting.await, Vec::new()) }.instrument(span)),
+            Some(timing),
+        )),
     })
 }
 
@@ -293,22 +312,24 @@ async fn write_responses<W: AsyncWrite + Unpin>(
     writer: W,
     queue: mpsc::Receiver<Outgoing>,
     closing: CancellationToken,
+    broker: Arc<Broker>,
 ) {
-    write_in_order(BufWriter::new(writer), queue).await;
+    write_in_order(BufWriter::new(writer), queue, &broker).await;
     closing.cancel();
 }
 
 async fn write_in_order<W: AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     mut queue: mpsc::Receiver<Outgoing>,
+    broker: &Broker,
 ) {
     while let Some(outgoing) = queue.recv().await {
-        let encoded = match outgoing {
-            Outgoing::Now(response) => Ok(response),
-            Outgoing::Later(mut waiting) => {
+        let (encoded, timing) = match outgoing {
+            Outgoing::Now(response, timing) => (Ok(response), timing),
+            Outgoing::Later(mut waiting, timing) => {
                 // Not due yet: what is written so far goes out first.
                 let ready = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
-                match ready {
+                let encoded = match ready {
                     Poll::Ready(encoded) => encoded,
                     Poll::Pending => {
                         if let Err(error) = writer.flush().await {
@@ -317,7 +338,8 @@ async fn write_in_order<W: AsyncWrite + Unpin>(
                         }
                         waiting.await
                     }
-                }
+                };
+                (encoded, timing)
             }
         };
         let response = match encoded {
@@ -329,6 +351,7 @@ async fn write_in_order<W: AsyncWrite + Unpin>(
         };
         // Small chunks gather in the buffer; a large one (record sets) goes
         // straight from the log read to the socket.
+        let sending = Instant::now();
         for chunk in &response {
             if let Err(error) = writer.write_all(chunk).await {
                 tracing::debug!(%error, "write failed");
@@ -341,6 +364,9 @@ async fn write_in_order<W: AsyncWrite + Unpin>(
                 tracing::debug!(%error, "flush failed");
                 return;
             }
+        }
+        if let Some(timing) = timing {
+            broker.metrics.request_done(timing, Some(sending));
         }
     }
     let _ = writer.shutdown().await;

@@ -42,6 +42,7 @@ pub mod format;
 pub mod group;
 pub(crate) mod handlers;
 pub mod internal_topics;
+pub(crate) mod metrics;
 pub(crate) mod partition;
 pub(crate) mod peers;
 pub(crate) mod principal;

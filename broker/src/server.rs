@@ -54,6 +54,18 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         listeners.push((Arc::<str>::from(listener.name.as_str()), socket, tls));
     }
     let tracker = TaskTracker::new();
+    // The metrics listener answers /health while the broker joins.
+    if let Some(address) = &broker.config.metrics_listener {
+        let socket = TcpListener::bind(address).await.with_context(|| {
+            format!("binding the metrics listener {address} (metrics.listener; empty turns it off)")
+        })?;
+        tracing::info!(address = %socket.local_addr()?, "metrics listener: /metrics, /health, /ready");
+        tracker.spawn(crate::metrics::http::serve(
+            socket,
+            broker.clone(),
+            shutdown.clone(),
+        ));
+    }
     tracker.spawn(crate::broker::cluster_view::run(
         broker.clone(),
         shutdown.clone(),
@@ -118,7 +130,9 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
         move || expiring.expire_producers(now_ms()),
     ));
 
+    broker.metrics.set_ready();
     shutdown.cancelled().await;
+    broker.metrics.set_not_ready();
     tracing::info!("shutting down: finishing in-flight requests");
     // Requests waiting on a rebalance are answered NOT_COORDINATOR now.
     broker.groups.shutdown();

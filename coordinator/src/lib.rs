@@ -100,6 +100,12 @@ pub trait MetadataStore: Send + Sync {
     fn subscribe_broker_epoch(&self) -> Option<watch::Receiver<Option<i64>>> {
         None
     }
+    /// Unclean leader elections this broker made as controller (a replica
+    /// outside the ISR made leader); none where nothing is elected
+    /// (standalone).
+    fn unclean_leader_elections(&self) -> u64 {
+        0
+    }
     /// Joins the cluster: registers this broker, which from now on counts
     /// as alive, and stands for controller. Called once its logs are open.
     async fn join(&self) -> Result<(), CoordinatorError>;

@@ -111,6 +111,8 @@ class Broker:
         self._host = host
         self.port = free_port(host)
         self._ssl_port: int | None = None
+        #: The metrics listener's port (metrics.listener), kept across restarts.
+        self.metrics_port = free_port(host)
         self.overrides = list(overrides)
         self.config_file = config_file
         self.proc: subprocess.Popen | None = None
@@ -132,6 +134,10 @@ class Broker:
         return f"{self._host}:{self.port}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://{self._host}:{self.metrics_port}"
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None, "broker is not running"
         return self.proc.pid
@@ -143,6 +149,8 @@ class Broker:
         cmd += ["--override", f"listeners=PLAINTEXT://{self._host}:{self.port}"]
         cmd += ["--override", f"log.dirs={self.data_dir}"]
         cmd += ["--override", "num.partitions=3"]
+        # Its own metrics port: brokers of a test share a host.
+        cmd += ["--override", f"metrics.listener=http://{self._host}:{self.metrics_port}"]
         for item in self.overrides:
             # `{host}` and `{port}` are this broker's own (for a `listeners`
             # override that adds listeners to the one the tests connect to),

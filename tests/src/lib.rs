@@ -86,7 +86,11 @@ impl BrokerProcess {
             .arg("--override")
             .arg(format!("listeners=PLAINTEXT://{}:{}", self.host, self.port))
             .arg("--override")
-            .arg(format!("log.dirs={}", self.data_dir.display()));
+            .arg(format!("log.dirs={}", self.data_dir.display()))
+            // Off: brokers of a test share a host, and the metrics port
+            // 9404 with it (the Python tests scrape it).
+            .arg("--override")
+            .arg("metrics.listener=");
         // `{port}` in an override is the broker's own (a `listeners`
         // override that keeps the PLAINTEXT one and adds others).
         for item in &self.overrides {

@@ -68,6 +68,8 @@ pub struct Broker {
     /// Who may do what (ACLs; allows everything when no authorizer is
     /// configured).
     pub(crate) authorizer: crate::authorizer::Authorizer,
+    /// Counters for `/metrics` (the gauges are computed when scraped).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Broker {
@@ -102,6 +104,7 @@ impl Broker {
                 store.clone(),
             ),
             log_defaults: RwLock::new(config.log.clone()),
+            metrics: crate::metrics::Metrics::default(),
             config,
             store,
             _data_dir: data_dir,

@@ -44,6 +44,7 @@ pub async fn maintain_isr(broker: Arc<Broker>, shutdown: tokio_util::sync::Cance
             match broker.store().alter_isr(change).await {
                 Ok(_) => {
                     tracing::info!(topic = %partition.topic, partition = partition.index, from = ?state.isr, to = ?isr, "ISR changed");
+                    broker.metrics.isr_changed(&state.isr, &isr);
                     broker.wait_applied();
                 }
                 Err(error) => {

@@ -93,16 +93,18 @@ impl Listener {
 
     /// The address to bind: an empty host means every interface.
     pub fn bind_address(&self) -> String {
-        let host = if self.host.is_empty() {
-            "0.0.0.0"
-        } else {
-            &self.host
-        };
-        if host.contains(':') {
-            format!("[{host}]:{}", self.port)
-        } else {
-            format!("{host}:{}", self.port)
-        }
+        bind_address(&self.host, self.port)
+    }
+}
+
+/// `host:port` to bind (`[host]:port` for IPv6); an empty host means every
+/// interface.
+pub(super) fn bind_address(host: &str, port: u16) -> String {
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -59,6 +59,9 @@ const SERVER_DEFAULTS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
+    // Ours: where Prometheus scrapes. Unset: port 9404 on the host of the
+    // first listener; empty: off.
+    ("metrics.listener", ""),
 ];
 
 /// Every section's table, in the order DescribeConfigs lists them.
@@ -105,6 +108,9 @@ pub struct BrokerConfig {
     pub log_cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
     pub log_cleaner_backoff_ms: u64,
+    /// `metrics.listener`: the address the metrics HTTP listener binds
+    /// (`host:port`); `None` when it is off.
+    pub metrics_listener: Option<String>,
     /// The broker-wide defaults of every topic's log config.
     pub log: LogConfig,
     pub groups: GroupConfig,
@@ -209,6 +215,7 @@ impl BrokerConfig {
         if num_partitions < 1 {
             bail!("num.partitions must be at least 1");
         }
+        let metrics_listener = metrics_listener(&properties, &listeners.listeners)?;
         Ok(BrokerConfig {
             node_id,
             rack: Some(properties.text("broker.rack").to_string()).filter(|rack| !rack.is_empty()),
@@ -229,6 +236,7 @@ impl BrokerConfig {
                 .positive("log.retention.check.interval.ms")?,
             log_cleaner_enable: properties.bool("log.cleaner.enable")?,
             log_cleaner_backoff_ms: properties.positive("log.cleaner.backoff.ms")?,
+            metrics_listener,
             log: log::from_properties(&properties)?,
             groups: GroupConfig::from_properties(&properties)?,
             transactions: TransactionConfig::from_properties(&properties)?,
@@ -236,6 +244,39 @@ impl BrokerConfig {
             explicit: properties.explicit,
         })
     }
+}
+
+/// `metrics.listener`: `http://host:port`; unset, port 9404 on the host of
+/// the first listener (brokers on 127.0.0.1, .2 and .3 do not collide);
+/// empty, off.
+fn metrics_listener(
+    properties: &Properties,
+    listeners: &[Listener],
+) -> anyhow::Result<Option<String>> {
+    const DEFAULT_PORT: u16 = 9404;
+    let Some(given) = properties.explicit.get("metrics.listener") else {
+        let host = listeners
+            .first()
+            .map(|listener| listener.host.as_str())
+            .unwrap_or_default();
+        return Ok(Some(listeners::bind_address(host, DEFAULT_PORT)));
+    };
+    let given = given.trim();
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let Some(address) = given.strip_prefix("http://") else {
+        bail!("metrics.listener={given}: give http://host:port (or nothing to turn it off)");
+    };
+    let address = address.trim_end_matches('/');
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("metrics.listener={given} lacks :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("metrics.listener={given} has a bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Some(listeners::bind_address(host, port)))
 }
 
 #[cfg(test)]

@@ -249,6 +249,24 @@ impl GroupCoordinator {
         }
     }
 
+    /// Every committed offset of the groups this broker coordinates, as
+    /// (group, topic, partition, offset): what consumer lag is measured
+    /// from.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.lock();
+        groups
+            .iter()
+            .flat_map(|(group_id, group)| {
+                group
+                    .offsets
+                    .iter()
+                    .map(move |((topic, partition), value)| {
+                        (group_id.clone(), topic.clone(), *partition, value.offset)
+                    })
+            })
+            .collect()
+    }
+
     /// OffsetDelete: returns the top-level error and one error per partition.
     pub fn delete_offsets(
         &self,

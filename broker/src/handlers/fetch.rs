@@ -53,6 +53,12 @@ pub(super) async fn handle(
 ) -> (FetchResponse, Vec<Splice>) {
     let denied = denied_topics(broker, &request, version, origin);
     let (response, splices) = long_poll(broker, &request, version, &denied).await;
+    if matches!(
+        Reader::of(broker, &request, version),
+        Reader::Consumer { .. }
+    ) {
+        count_bytes_out(broker, &request, &response, version);
+    }
     (
         with_node_endpoints(broker, response, origin.listener),
         splices,
@@ -61,6 +67,32 @@ pub(super) async fn handle(
 
 /// The response and the splices of its record set stand-ins.
 type Answer = (FetchResponse, Vec<Splice>);
+
+/// The record bytes a consumer is sent, per topic (`bytesout`).
+fn count_bytes_out(
+    broker: &Broker,
+    request: &FetchRequest,
+    response: &FetchResponse,
+    version: i16,
+) {
+    for (fetch_topic, topic) in request.topics.iter().zip(&response.responses) {
+        let bytes: usize = topic
+            .partitions
+            .iter()
+            .map(|partition| partition.records.as_ref().map_or(0, Bytes::len))
+            .sum();
+        if bytes == 0 {
+            continue;
+        }
+        if version >= TOPIC_ID_VERSION_MIN {
+            if let Some(topic) = broker.topic_by_id(fetch_topic.topic_id) {
+                broker.metrics.consumed(&topic.name, bytes as u64);
+            }
+        } else {
+            broker.metrics.consumed(&fetch_topic.topic.0, bytes as u64);
+        }
+    }
+}
 
 /// The topics the request may not read: a consumer needs READ on each, a
 /// follower (a replica id) CLUSTER_ACTION on the cluster, or it reads

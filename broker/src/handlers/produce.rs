@@ -275,8 +275,11 @@ fn produce_partition(
         Some(Ok(guard)) => Some(guard),
         None => None,
     };
+    let bytes = records.len() as u64;
     match partition.append_verified(records, now_ms(), min_insync_replicas, guard) {
         Ok(Ok((info, leader_epoch))) => {
+            let messages = u64::try_from(info.last_offset - info.first_offset + 1).unwrap_or(0);
+            broker.metrics.produced(name, messages, bytes);
             let pending = min_insync_replicas.map(|min_insync_replicas| Pending {
                 partition: partition.clone(),
                 end_offset: info.last_offset + 1,

@@ -213,8 +213,13 @@ impl Partition {
             .copied()
             .filter(|id| *id == state.leader || !stale(id))
             .collect();
+        // Only replicas outside the ISR join. A member that falls out for
+        // lag in this pass stays out: measured against the high watermark
+        // it holds back, it would look caught up and come straight back
+        // (the ISR reordered, never shrunk, while a paused follower stalls
+        // the watermark).
         for replica in &state.replicas {
-            if !isr.contains(replica) && caught_up(replica) {
+            if !state.isr.contains(replica) && caught_up(replica) {
                 isr.push(*replica);
             }
         }

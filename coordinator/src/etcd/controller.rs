@@ -112,11 +112,15 @@ async fn act(
             return "its etcd session ended";
         }
         changes.borrow_and_update();
-        let writes = plan_failover(inner);
+        let (writes, unclean) = plan_failover(inner);
         let mut retry = false;
         if !writes.is_empty() {
             match write(inner, seat, writes).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    inner
+                        .unclean_elections
+                        .fetch_add(unclean, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(CoordinatorError::NotController) => return "a newer controller exists",
                 Err(error) => {
                     tracing::info!(%error, "a leadership change did not apply; trying again");
@@ -151,11 +155,13 @@ async fn act(
 /// and leads again only once it has been elected anew, at a new epoch.
 /// That is known from the stored state alone, so a controller elected
 /// after the restart sees it as well as one that watched it happen.
-fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
+/// Also says how many of the writes are unclean elections.
+fn plan_failover(inner: &Inner) -> (Vec<PartitionWrite>, u64) {
     let cache = inner.cache.lock();
     let snapshot = cache.current().clone();
     let default_unclean = inner.config.controller.unclean_leader_election;
     let mut writes = Vec::new();
+    let mut unclean_elections = 0;
     for topic in snapshot.topics.values() {
         let unclean = election::unclean_allowed(&snapshot, topic, default_unclean);
         for partition in &topic.partitions {
@@ -170,6 +176,9 @@ fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
                 continue;
             };
             if next.leader != partition.leader {
+                if next.leader != NO_LEADER && !partition.isr.contains(&next.leader) {
+                    unclean_elections += 1;
+                }
                 if next.leader == NO_LEADER {
                     tracing::warn!(topic = %topic.name, partition = partition.partition, from = partition.leader, isr = ?partition.isr, "no live in-sync replica: the partition is offline");
                 } else {
@@ -187,7 +196,7 @@ fn plan_failover(inner: &Inner) -> Vec<PartitionWrite> {
             });
         }
     }
-    writes
+    (writes, unclean_elections)
 }
 
 /// ElectLeaders: only the controller elects.

@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub seat: Mutex<Option<ControllerSeat>>,
     pub shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Unclean leader elections written as controller.
+    pub unclean_elections: std::sync::atomic::AtomicU64,
 }
 
 impl EtcdStore {
@@ -143,6 +145,7 @@ impl EtcdStore {
             seat: Mutex::new(None),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            unclean_elections: std::sync::atomic::AtomicU64::new(0),
             config,
         });
         let mut failures = 0u32;
@@ -418,6 +421,12 @@ pub struct PartitionWrite {
 impl MetadataStore for EtcdStore {
     fn snapshot(&self) -> Arc<ClusterMetadata> {
         self.inner.snapshot()
+    }
+
+    fn unclean_leader_elections(&self) -> u64 {
+        self.inner
+            .unclean_elections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn subscribe(&self) -> channel::Receiver<Arc<ClusterMetadata>> {
