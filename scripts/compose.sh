@@ -115,6 +115,39 @@ leader_of() { # topic partition
         awk -v p="$2" '$1 == "partition" && $2 == p"," { print $4; exit }' | tr -d ,
 }
 
+# Scrapes every broker's /metrics (127.0.0.1:9404-9406): the records of
+# topic $1 appended, summed over the brokers, are $2 (each counted once, by
+# its leader), and exactly one broker is the active controller.
+check_metrics() {
+    say "scraping /metrics of every broker"
+    python3 - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+
+topic, expected = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 30
+while True:
+    appended, controllers, problem = 0, 0, None
+    for port in (9404, 9405, 9406):
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError as error:
+            problem = f"127.0.0.1:{port}/metrics: {error}"
+            break
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == f'kafka_server_brokertopicmetrics_messagesin_total{{topic="{topic}"}}':
+                appended += int(float(value))
+            elif name == "kafka_controller_kafkacontroller_activecontrollercount":
+                controllers += int(float(value))
+    if problem is None and appended == expected and controllers == 1:
+        print(f"metrics: {appended} records of {topic} appended, one active controller")
+        break
+    if time.monotonic() > deadline:
+        sys.exit(problem or f"metrics: {appended} records of {topic} appended (want {expected}), {controllers} active controllers (want 1)")
+    time.sleep(1)
+PY
+}
+
 test_cluster() {
     trap down EXIT
     up
@@ -125,6 +158,7 @@ test_cluster() {
             kcat -P -b "127.0.0.1:$port" -t "$topic" -X acks=all -X message.timeout.ms=30000
     done
     kcat -L -b "$BOOTSTRAP" -t "$topic"
+    check_metrics "$topic" $((3 * count))
     local leader
     leader="$(leader_of "$topic" 0)"
     [ -n "$leader" ] || { echo "no leader for $topic/0" >&2; return 1; }

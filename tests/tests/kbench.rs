@@ -39,6 +39,7 @@ fn kbench_quick_runs_every_phase() {
         "## Memory",
         "## Partitions",
         "## Connections",
+        "## Metrics",
     ] {
         assert!(report.contains(section), "no {section:?} in:\n{report}");
     }
@@ -55,6 +56,21 @@ fn kbench_quick_runs_every_phase() {
         .filter(|line| line.starts_with("| protocol |") || line.starts_with("| librdkafka |"))
         .count();
     assert_eq!(transaction_rows, 4, "{report}");
+    // Metrics on and off, both workloads, each scraped while on.
+    let metrics_rows: Vec<&str> = report
+        .lines()
+        .filter(|line| {
+            line.starts_with("| 1 | 256 × 1024 B |") || line.starts_with("| 1 | 16 × 100 B |")
+        })
+        .collect();
+    assert_eq!(metrics_rows.len(), 4, "{report}");
+    assert!(
+        metrics_rows
+            .iter()
+            .filter(|row| row.contains("| on |"))
+            .all(|row| !row.ends_with("| 0 |")),
+        "the broker with metrics on was never scraped:\n{report}"
+    );
 }
 
 /// `kbench --cluster-only --quick`: the cluster phases (a standalone

@@ -104,7 +104,7 @@ impl Broker {
                 store.clone(),
             ),
             log_defaults: RwLock::new(config.log.clone()),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: crate::metrics::Metrics::new(config.metrics_listener.is_some()),
             config,
             store,
             _data_dir: data_dir,

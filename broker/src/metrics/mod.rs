@@ -79,14 +79,17 @@ pub(crate) struct Metrics {
     isr_expands: Counter,
     /// Registered in the cluster and serving its listeners (`/ready`).
     ready: AtomicBool,
+    /// Counting at all: only with a metrics listener (`metrics.listener`
+    /// empty turns off the counting too, and so measures what it costs).
+    enabled: bool,
 }
 
 fn time_histogram() -> Histogram {
     Histogram::new(TIME_BUCKETS_MS)
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    pub(crate) fn new(enabled: bool) -> Self {
         Metrics {
             requests: Family::default(),
             total_time: Family::new_with_constructor(time_histogram),
@@ -99,6 +102,7 @@ impl Default for Metrics {
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             ready: AtomicBool::new(false),
+            enabled,
         }
     }
 }
@@ -151,6 +155,9 @@ impl Metrics {
     /// byte read to its response written), before its handler took it up,
     /// and writing its response (`sent`: when writing began).
     pub(crate) fn request_done(&self, timing: RequestTiming, sent: Option<tokio::time::Instant>) {
+        if !self.enabled {
+            return;
+        }
         let labels = RequestLabels {
             request: api_name(timing.api),
         };
@@ -183,6 +190,9 @@ impl Metrics {
     /// A batch of `messages` records, `bytes` long, appended to `topic` by
     /// a producer.
     pub(crate) fn produced(&self, topic: &str, messages: u64, bytes: u64) {
+        if !self.enabled {
+            return;
+        }
         self.messages_in.inc_by(messages);
         self.bytes_in.inc_by(bytes);
         let counters = self.topic(topic);
@@ -192,7 +202,7 @@ impl Metrics {
 
     /// Record bytes of `topic` sent to a consumer.
     pub(crate) fn consumed(&self, topic: &str, bytes: u64) {
-        if bytes == 0 {
+        if bytes == 0 || !self.enabled {
             return;
         }
         self.bytes_out.inc_by(bytes);
@@ -201,6 +211,9 @@ impl Metrics {
 
     /// The leader changed a partition's ISR from `from` to `to`.
     pub(crate) fn isr_changed(&self, from: &[i32], to: &[i32]) {
+        if !self.enabled {
+            return;
+        }
         if to.iter().any(|replica| !from.contains(replica)) {
             self.isr_expands.inc();
         }

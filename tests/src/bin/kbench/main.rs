@@ -14,6 +14,7 @@
 mod cluster;
 mod load;
 mod machine;
+mod metrics;
 mod procstat;
 mod scale;
 mod security;
@@ -81,6 +82,13 @@ struct Args {
     /// Only the security measurements (implies --security).
     #[arg(long)]
     security_only: bool,
+    /// Also measure produce with the metrics listener on (scraped every
+    /// second) against off, in alternating rounds.
+    #[arg(long)]
+    metrics: bool,
+    /// Only the metrics measurements (implies --metrics).
+    #[arg(long)]
+    metrics_only: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -171,6 +179,9 @@ fn run(
     }
     if args.security_only {
         return security::security_phases(args, runtime, report);
+    }
+    if args.metrics_only {
+        return metrics::metrics_phases(args, runtime, report);
     }
 
     let retention = format!("log.retention.bytes={}", args.retention_mib * MIB);
@@ -347,6 +358,9 @@ fn run(
     drop(broker);
     if args.security {
         security::security_phases(args, runtime, report)?;
+    }
+    if args.metrics || args.quick {
+        metrics::metrics_phases(args, runtime, report)?;
     }
     if args.cluster {
         cluster::cluster_phases(args, runtime, report)?;
