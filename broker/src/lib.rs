@@ -38,6 +38,7 @@ pub mod config;
 pub(crate) mod connection;
 pub(crate) mod data_dir;
 pub(crate) mod errors;
+pub(crate) mod exporter;
 pub mod format;
 pub mod group;
 pub(crate) mod handlers;

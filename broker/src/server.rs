@@ -60,7 +60,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
             format!("binding the metrics listener {address} (metrics.listener; empty turns it off)")
         })?;
         tracing::info!(address = %socket.local_addr()?, "metrics listener: /metrics, /health, /ready");
-        tracker.spawn(crate::metrics::http::serve(
+        tracker.spawn(crate::exporter::http::serve(
             socket,
             broker.clone(),
             shutdown.clone(),
