@@ -22,12 +22,116 @@ use crate::tls::ReloadingAcceptor;
 /// (it holds a connection slot meanwhile).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Kafka's controlled shutdown, on etcd: this broker's registration says it
+/// is shutting down, and the controller moves every partition it leads to
+/// another in-sync replica and takes it out of the ISRs. It keeps serving
+/// meanwhile (clients are answered NOT_LEADER_OR_FOLLOWER with the new
+/// leader), waits until it leads nothing another replica could lead — at
+/// most `controlled.shutdown.max.retries` × `controlled.shutdown.retry.backoff.ms`
+/// — and until its own view has the new leaders, then lingers a moment
+/// for the other brokers', which come from the same etcd events. What no
+/// other in-sync replica can lead is logged and goes offline with it.
+async fn controlled_shutdown(broker: &Arc<Broker>) {
+    let config = &broker.config;
+    if config.cluster.is_none() || !config.controlled_shutdown_enable {
+        return;
+    }
+    if !broker.store().session_valid() {
+        tracing::info!("controlled shutdown skipped: this broker cannot prove its etcd session (it leads nothing)");
+        return;
+    }
+    let me = config.node_id;
+    // (partitions another in-sync replica can take, those none can)
+    let leading = |metadata: &coordinator::ClusterMetadata| {
+        let mut movable = Vec::new();
+        let mut stuck = Vec::new();
+        for topic in metadata.topics.values() {
+            for partition in topic.partitions.iter().filter(|p| p.leader == me) {
+                let other = partition.isr.iter().any(|id| {
+                    *id != me
+                        && metadata
+                            .brokers
+                            .get(id)
+                            .is_some_and(|broker| !broker.shutting_down)
+                });
+                let name = format!("{}-{}", topic.name, partition.partition);
+                if other {
+                    movable.push(name);
+                } else {
+                    stuck.push(name);
+                }
+            }
+        }
+        (movable, stuck)
+    };
+    let started = tokio::time::Instant::now();
+    let budget = Duration::from_millis(
+        config.controlled_shutdown_retry_backoff_ms
+            * u64::from(config.controlled_shutdown_max_retries),
+    );
+    let deadline = started + budget;
+    let (movable, _) = leading(&broker.metadata());
+    tracing::info!(
+        leading = movable.len(),
+        "controlled shutdown: handing leadership to other in-sync replicas"
+    );
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match broker.store().begin_controlled_shutdown().await {
+            Ok(()) => break,
+            Err(error) if attempts < config.controlled_shutdown_max_retries => {
+                tracing::warn!(%error, attempts, "controlled shutdown: could not say so in the cluster metadata; retrying");
+                tokio::time::sleep(Duration::from_millis(
+                    config.controlled_shutdown_retry_backoff_ms,
+                ))
+                .await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "controlled shutdown: could not say so in the cluster metadata; shutting down without it");
+                return;
+            }
+        }
+    }
+    let stuck = loop {
+        let (movable, stuck) = leading(&broker.metadata());
+        if movable.is_empty() {
+            break stuck;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(still_leading = ?movable, budget_ms = budget.as_millis() as u64, "controlled shutdown: leadership did not move in time; shutting down anyway");
+            break stuck;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if !stuck.is_empty() {
+        tracing::warn!(partitions = ?stuck, "controlled shutdown: no other in-sync replica can lead these; they go offline with this broker");
+    }
+    // This broker's own partitions learn the new leaders (its answers name
+    // them); the other brokers apply the same etcd events meanwhile.
+    let applying = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || applying.wait_applied()).await;
+    tokio::time::sleep(CONTROLLED_SHUTDOWN_LINGER).await;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "controlled shutdown: leadership moved"
+    );
+}
+
+/// How long a broker in controlled shutdown keeps answering after its
+/// leadership moved: in-flight requests are answered with the new leaders,
+/// and the others' watches deliver the change.
+const CONTROLLED_SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
+
 /// Binds every listener, joins the cluster (registers this broker: from
-/// now on it is alive to the others), then serves until `shutdown` is
-/// cancelled. On shutdown: stop accepting, let in-flight requests finish,
-/// leave the cluster (others take over its partitions at once), close the
-/// logs.
-pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// now on it is alive to the others), then serves until `signal` (SIGTERM
+/// or SIGINT). Then: a controlled shutdown (leadership handed to other
+/// in-sync replicas while the listeners still answer); stop accepting, let
+/// in-flight requests finish, leave the cluster (others take over what is
+/// left at once), close the logs.
+pub async fn run(broker: Arc<Broker>, signal: CancellationToken) -> anyhow::Result<()> {
+    // What every task stops on: cancelled only once leadership has moved.
+    let shutdown = CancellationToken::new();
     let mut listeners = Vec::new();
     for listener in &broker.config.listeners {
         // TLS material is read before anything binds: a listener that
@@ -72,7 +176,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
     ));
     tokio::select! {
         joined = broker.store().join() => joined.context("joining the cluster")?,
-        _ = shutdown.cancelled() => {
+        _ = signal.cancelled() => {
+            shutdown.cancel();
             tracker.close();
             tracker.wait().await;
             return Ok(());
@@ -131,8 +236,10 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) -> anyhow::Re
     ));
 
     broker.metrics.set_ready();
-    shutdown.cancelled().await;
+    signal.cancelled().await;
     broker.metrics.set_not_ready();
+    controlled_shutdown(&broker).await;
+    shutdown.cancel();
     tracing::info!("shutting down: finishing in-flight requests");
     // Requests waiting on a rebalance are answered NOT_COORDINATOR now.
     broker.groups.shutdown();

@@ -112,6 +112,13 @@ pub trait MetadataStore: Send + Sync {
     /// Leaves the cluster: resigns as controller and ends the session, so
     /// that other brokers take over at once rather than after a timeout.
     async fn leave(&self);
+    /// Starts a controlled shutdown: this broker stays registered, but the
+    /// controller moves its leadership to other in-sync replicas and takes
+    /// it out of the ISRs ([`BrokerRegistration::shutting_down`]). Nothing
+    /// to do where nothing is replicated (standalone).
+    async fn begin_controlled_shutdown(&self) -> Result<(), CoordinatorError> {
+        Ok(())
+    }
 
     /// Creates a topic (or, with `validate_only`, checks that it could be),
     /// its replicas placed on live brokers.

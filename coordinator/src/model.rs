@@ -54,6 +54,12 @@ pub struct BrokerRegistration {
     /// Which listener other brokers use to reach it.
     #[serde(default)]
     pub inter_broker_listener: String,
+    /// It is shutting down in a controlled way (Kafka's controlled
+    /// shutdown): the controller moves its leadership to other in-sync
+    /// replicas and takes it out of the ISRs, as for a dead broker, but a
+    /// partition it alone can lead stays with it until it is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shutting_down: bool,
     /// Distinguishes this broker's sessions: the etcd revision that created
     /// the registration (0 in standalone mode). A broker that lost its
     /// session and registered again has a larger epoch.
@@ -279,6 +285,7 @@ impl ClusterMetadata {
     pub fn is_eligible(&self, partition: &PartitionMetadata, node_id: i32) -> bool {
         match self.brokers.get(&node_id) {
             None => false,
+            Some(broker) if broker.shutting_down => false,
             Some(broker) => {
                 partition.leader == NO_LEADER
                     || !partition.restarted_since_in_sync(node_id, broker.epoch)
@@ -348,6 +355,7 @@ pub(crate) mod tests {
                     rack: None,
                     endpoints: Vec::new(),
                     inter_broker_listener: String::new(),
+                    shutting_down: false,
                     epoch: *epoch,
                 },
             );

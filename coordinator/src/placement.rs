@@ -240,6 +240,7 @@ mod tests {
                         rack: rack.map(str::to_string),
                         endpoints: Vec::new(),
                         inter_broker_listener: String::new(),
+                        shutting_down: false,
                         epoch: 0,
                     },
                 )

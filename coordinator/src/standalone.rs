@@ -310,6 +310,7 @@ mod tests {
             rack: None,
             endpoints: Vec::new(),
             inter_broker_listener: String::new(),
+            shutting_down: false,
             epoch: 0,
         }
     }

@@ -42,6 +42,7 @@ fn store_config(etcd: &EtcdProcess, node_id: i32, dir: &std::path::Path) -> Etcd
             rack: None,
             endpoints: Vec::new(),
             inter_broker_listener: String::new(),
+            shutting_down: false,
             epoch: 0,
         },
         data_dir: dir.to_path_buf(),

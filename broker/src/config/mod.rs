@@ -59,6 +59,9 @@ const SERVER_DEFAULTS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
+    ("controlled.shutdown.enable", "true"),
+    ("controlled.shutdown.max.retries", "3"),
+    ("controlled.shutdown.retry.backoff.ms", "5000"),
     // Ours: where Prometheus scrapes. Unset: port 9404 on the host of the
     // first listener; empty: off.
     ("metrics.listener", ""),
@@ -108,6 +111,13 @@ pub struct BrokerConfig {
     pub log_cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
     pub log_cleaner_backoff_ms: u64,
+    /// `controlled.shutdown.enable`: on SIGTERM, hand leadership to other
+    /// in-sync replicas before closing (cluster mode).
+    pub controlled_shutdown_enable: bool,
+    /// `controlled.shutdown.max.retries` × `controlled.shutdown.retry.backoff.ms`:
+    /// the longest a controlled shutdown waits for leadership to move.
+    pub controlled_shutdown_max_retries: u32,
+    pub controlled_shutdown_retry_backoff_ms: u64,
     /// `metrics.listener`: the address the metrics HTTP listener binds
     /// (`host:port`); `None` when it is off.
     pub metrics_listener: Option<String>,
@@ -142,6 +152,7 @@ impl BrokerConfig {
                 })
                 .collect(),
             inter_broker_listener: self.inter_broker_listener.clone(),
+            shutting_down: false,
             epoch: 0,
         }
     }
@@ -237,6 +248,11 @@ impl BrokerConfig {
             log_cleaner_enable: properties.bool("log.cleaner.enable")?,
             log_cleaner_backoff_ms: properties.positive("log.cleaner.backoff.ms")?,
             metrics_listener,
+            controlled_shutdown_enable: properties.bool("controlled.shutdown.enable")?,
+            controlled_shutdown_max_retries: properties
+                .positive("controlled.shutdown.max.retries")?,
+            controlled_shutdown_retry_backoff_ms: properties
+                .positive("controlled.shutdown.retry.backoff.ms")?,
             log: log::from_properties(&properties)?,
             groups: GroupConfig::from_properties(&properties)?,
             transactions: TransactionConfig::from_properties(&properties)?,

@@ -169,6 +169,16 @@ fn plan_failover(inner: &Inner) -> (Vec<PartitionWrite>, u64) {
             let Some(next) = election::after_broker_change(partition, is_alive, unclean) else {
                 continue;
             };
+            // A leader shutting down hands its partitions only to in-sync
+            // replicas: what no other can take stays with it until it is
+            // gone (then it goes offline as for any dead leader).
+            let leader_leaving = snapshot
+                .brokers
+                .get(&partition.leader)
+                .is_some_and(|broker| broker.shutting_down);
+            if leader_leaving && !partition.isr.contains(&next.leader) {
+                continue;
+            }
             let next = next.with_isr_epochs(partition, &snapshot.brokers, &BTreeMap::new());
             let Some(guard) =
                 inner.partition_guard(&cache, &topic.name, topic.topic_id, partition.partition)

@@ -475,6 +475,10 @@ impl MetadataStore for EtcdStore {
         Ok(())
     }
 
+    async fn begin_controlled_shutdown(&self) -> Result<(), CoordinatorError> {
+        session::mark_shutting_down(&self.inner).await
+    }
+
     async fn leave(&self) {
         let inner = &self.inner;
         inner.shutdown.cancel();

@@ -19,6 +19,7 @@ use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch;
 
 use super::{backoff, timed, Inner};
+use crate::{BrokerRegistration, CoordinatorError};
 
 /// The previous session's lease id, in the data directory: a broker
 /// restarted after a crash ends its old session at once instead of waiting
@@ -282,6 +283,40 @@ async fn keep_alive(inner: &Inner, lease: i64) {
             }
         }
     }
+}
+
+/// Marks this broker's registration as shutting down (controlled
+/// shutdown), under the same lease: its epoch (the key's create revision)
+/// stays. Refused when the registration is not this session's.
+pub(crate) async fn mark_shutting_down(inner: &Inner) -> Result<(), CoordinatorError> {
+    let Some(lease) = inner.session.current() else {
+        return Err(CoordinatorError::Unavailable(
+            "not registered: no etcd session".into(),
+        ));
+    };
+    let key = inner.keys.broker(inner.config.registration.node_id);
+    let registration = BrokerRegistration {
+        shutting_down: true,
+        ..inner.config.registration.clone()
+    };
+    let value = serde_json::to_vec(&registration).expect("registration serializes");
+    let txn = Txn::new()
+        .when([Compare::lease(key.clone(), CompareOp::Equal, lease.id)])
+        .and_then([TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(lease.id)),
+        )]);
+    let mut client = inner.client.clone();
+    let response = timed(client.txn(txn))
+        .await
+        .map_err(|error| CoordinatorError::Unavailable(error.to_string()))?;
+    if !response.succeeded() {
+        return Err(CoordinatorError::Unavailable(
+            "the registration is not this session's".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Ends the session now (clean shutdown): the registration and the
