@@ -130,6 +130,11 @@ impl Metrics {
         self.ready.store(false, Ordering::Release);
     }
 
+    /// Whether anything is counted (a metrics listener is configured).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }

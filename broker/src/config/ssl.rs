@@ -255,78 +255,63 @@ impl SslConfig {
     ) -> anyhow::Result<SslConfig> {
         let get = |key: &str| properties.for_listener(listener, key);
         let named = |key: &str| properties.listener_key_name(listener, key);
-        // Per store: PEM (KIP-651) or PKCS12; JKS is refused by name.
-        let mut pkcs12 = [false, false];
-        for (index, (kind, location, inline_key)) in [
-            (
-                "ssl.keystore.type",
-                "ssl.keystore.location",
-                "ssl.keystore.key",
-            ),
-            (
-                "ssl.truststore.type",
-                "ssl.truststore.location",
-                "ssl.truststore.certificates",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        // Per store: PEM (KIP-651), or PKCS12 and the password that opens
+        // it; JKS is refused by name.
+        let pkcs12_password = |kind: &str,
+                               location: &str,
+                               inline_key: &str,
+                               password_key: &str|
+         -> anyhow::Result<Option<Secret>> {
             let (_, type_text) = get(kind);
-            let given = !get(location).1.is_empty() || !get(inline_key).1.is_empty();
-            if !given {
-                continue;
+            let inline_given = !get(inline_key).1.is_empty();
+            if (get(location).1.is_empty() && !inline_given)
+                || type_text.eq_ignore_ascii_case("PEM")
+            {
+                return Ok(None);
             }
-            if type_text.eq_ignore_ascii_case("PKCS12") {
-                if !get(inline_key).1.is_empty() {
-                    bail!(
-                        "{} is PEM text; with {}=PKCS12 give {}",
-                        named(inline_key),
-                        named(kind),
-                        named(location)
-                    );
-                }
-                pkcs12[index] = true;
-            } else if !type_text.eq_ignore_ascii_case("PEM") {
+            if !type_text.eq_ignore_ascii_case("PKCS12") {
                 bail!(
                     "{}={type_text}: PEM (KIP-651) and PKCS12 keystores and truststores are supported, JKS is not; set {}=PEM or PKCS12 (keytool -importkeystore -deststoretype PKCS12 converts a JKS store)",
                     named(kind),
                     named(kind)
                 );
             }
-        }
-        let store_password = |key: &str| -> anyhow::Result<Secret> {
-            let (property, password) = get(key);
+            if inline_given {
+                bail!(
+                    "{} is PEM text; with {}=PKCS12 give {}",
+                    named(inline_key),
+                    named(kind),
+                    named(location)
+                );
+            }
+            let (property, password) = get(password_key);
             if password.is_empty() {
                 bail!("{property} is not set: a PKCS12 store is opened with its password");
             }
-            Ok(Secret(password.to_string()))
+            Ok(Some(Secret(password.to_string())))
         };
-        let pkcs12_password = [
-            if pkcs12[0] {
-                Some(store_password("ssl.keystore.password")?)
-            } else {
-                None
-            },
-            if pkcs12[1] {
-                Some(store_password("ssl.truststore.password")?)
-            } else {
-                None
-            },
-        ];
-        let file = |key: &str| {
+        let keystore_password = pkcs12_password(
+            "ssl.keystore.type",
+            "ssl.keystore.location",
+            "ssl.keystore.key",
+            "ssl.keystore.password",
+        )?;
+        let truststore_password = pkcs12_password(
+            "ssl.truststore.type",
+            "ssl.truststore.location",
+            "ssl.truststore.certificates",
+            "ssl.truststore.password",
+        )?;
+        let file = |key: &str, pkcs12: &Option<Secret>| {
             let (property, path) = get(key);
             let path = PathBuf::from(path);
-            (!path.as_os_str().is_empty()).then(|| {
-                let store = usize::from(key.starts_with("ssl.truststore."));
-                match &pkcs12_password[store] {
-                    Some(password) => Pem::Pkcs12 {
-                        property,
-                        path,
-                        password: password.clone(),
-                    },
-                    None => Pem::File { property, path },
-                }
+            (!path.as_os_str().is_empty()).then(|| match pkcs12 {
+                Some(password) => Pem::Pkcs12 {
+                    property,
+                    path,
+                    password: password.clone(),
+                },
+                None => Pem::File { property, path },
             })
         };
         let inline = |key: &str| {
@@ -337,7 +322,7 @@ impl SslConfig {
             })
         };
         let keystore = match (
-            file("ssl.keystore.location"),
+            file("ssl.keystore.location", &keystore_password),
             inline("ssl.keystore.key"),
             inline("ssl.keystore.certificate.chain"),
         ) {
@@ -357,7 +342,7 @@ impl SslConfig {
             ),
         };
         let truststore = match (
-            file("ssl.truststore.location"),
+            file("ssl.truststore.location", &truststore_password),
             inline("ssl.truststore.certificates"),
         ) {
             (Some(_), Some(_)) => bail!(

@@ -6,8 +6,9 @@
 //!   listeners accept clients, 503 before that and while it shuts down
 //!   (readiness).
 //!
-//! At most [`CONNECTIONS_MAX`] scrapers at once; one that has not sent its
-//! request headers within [`HEADER_TIMEOUT`] is disconnected.
+//! At most [`CONNECTIONS_MAX`] scrapers at once, one request per
+//! connection; one that has not sent its request headers within
+//! [`HEADER_TIMEOUT`] is disconnected.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -59,7 +60,10 @@ pub(crate) async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: 
                 let broker = broker.clone();
                 async move { Ok::<_, Infallible>(answer(&broker, &request)) }
             });
+            // One request per connection: an idle keep-alive connection
+            // would hold one of the few slots for as long as it likes.
             let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);

@@ -53,10 +53,12 @@ pub(super) async fn handle(
 ) -> (FetchResponse, Vec<Splice>) {
     let denied = denied_topics(broker, &request, version, origin);
     let (response, splices) = long_poll(broker, &request, version, &denied).await;
-    if matches!(
-        Reader::of(broker, &request, version),
-        Reader::Consumer { .. }
-    ) {
+    if broker.metrics.enabled()
+        && matches!(
+            Reader::of(broker, &request, version),
+            Reader::Consumer { .. }
+        )
+    {
         count_bytes_out(broker, &request, &response, version);
     }
     (
